@@ -1,0 +1,144 @@
+use crate::{LedgerError, LedgerStore, SessionRecord};
+use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Longest a record waits before its batch commits.
+    pub max_delay: Duration,
+    pub max_batch: usize,
+    /// Records queued beyond this make `record` block the caller briefly
+    /// rather than grow memory without bound.
+    pub queue: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_delay: Duration::from_millis(100),
+            max_batch: 10_000,
+            queue: 100_000,
+        }
+    }
+}
+
+/// Batches records into SQLite on a dedicated thread.
+pub struct LedgerWriter {
+    tx: Option<SyncSender<SessionRecord>>,
+    thread: Option<JoinHandle<Result<u64, LedgerError>>>,
+}
+
+impl LedgerWriter {
+    pub fn open(path: &Path, config: WriterConfig) -> Result<Self, LedgerError> {
+        let mut store = LedgerStore::open(path)?;
+        let (tx, rx) = mpsc::sync_channel::<SessionRecord>(config.queue);
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || -> Result<u64, LedgerError> {
+                let mut written = 0u64;
+                let mut batch = Vec::with_capacity(1024);
+                loop {
+                    // Block for the first record, then gather until the window closes.
+                    match rx.recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => return Ok(written),
+                    }
+                    let deadline = Instant::now() + config.max_delay;
+                    let mut disconnected = false;
+                    while batch.len() < config.max_batch {
+                        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                            Ok(r) => batch.push(r),
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => {
+                                disconnected = true;
+                                break;
+                            }
+                        }
+                    }
+                    if let Err(e) = store.append(&batch) {
+                        tracing::error!(error = %e, records = batch.len(), "ledger write failed");
+                        return Err(e);
+                    }
+                    written += batch.len() as u64;
+                    tracing::debug!(records = batch.len(), "ledger batch committed");
+                    batch.clear();
+                    if disconnected {
+                        return Ok(written);
+                    }
+                }
+            })
+            .expect("spawn ledger writer thread");
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle adapters clone to submit records.
+    pub fn sender(&self) -> SyncSender<SessionRecord> {
+        self.tx.clone().expect("writer is open")
+    }
+
+    /// Drains every queued record into the database, then returns how many
+    /// records this writer committed. Callers must drop their senders first.
+    pub fn close(mut self) -> Result<u64, LedgerError> {
+        self.tx.take();
+        self.thread
+            .take()
+            .expect("closed once")
+            .join()
+            .map_err(|_| LedgerError::WriterGone)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Transport;
+
+    fn record(i: u16) -> SessionRecord {
+        SessionRecord {
+            started_at_ms: 1_700_000_000_000 + i64::from(i),
+            ended_at_ms: 1_700_000_000_500,
+            network: "bittorrent",
+            decoy_id: 1,
+            info_hash: [1; 20],
+            remote_ip: format!("::ffff:127.0.0.{}", i % 3 + 1).parse().unwrap(),
+            remote_port: 6000 + i,
+            peer_id: Some(*b"-LT2080-aaaaaaaaaaaa"),
+            client_name: Some("libtorrent 2.0.8.0".into()),
+            client_version: None,
+            transport: Transport::Tcp,
+            bytes_sent: 100,
+            pieces_sent: 1,
+            piece_count: 1,
+            peer_pieces_initial: Some(0),
+            peer_pieces_final: 1,
+            completed: i % 2 == 0,
+            close_reason: "peer_complete".into(),
+        }
+    }
+
+    #[test]
+    fn close_drains_every_queued_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let writer = LedgerWriter::open(&path, WriterConfig::default()).unwrap();
+        let tx = writer.sender();
+        for i in 0..2_500 {
+            tx.send(record(i)).unwrap();
+        }
+        drop(tx);
+        assert_eq!(writer.close().unwrap(), 2_500);
+        let store = LedgerStore::open(&path).unwrap();
+        let s = store.summary().unwrap();
+        assert_eq!(
+            (s.sessions, s.completed, s.unique_ips, s.bytes_sent),
+            (2_500, 1_250, 3, 250_000)
+        );
+        let rows = store.sessions().unwrap();
+        assert_eq!(rows[0].remote_ip, "127.0.0.1", "mapped IPv6 stored as IPv4");
+    }
+}

@@ -1,0 +1,309 @@
+//! The tokio driver for peer sessions: accept, per-connection task, upload
+//! slots, ledger records, graceful stop.
+
+use crate::decoys::{Decoy, DecoyTable};
+use crate::limiter::ConnectionLimiter;
+use std::net::SocketAddr;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use warnseed_bittorrent::client::decode_peer_id;
+use warnseed_bittorrent::metainfo::hex;
+use warnseed_bittorrent::session::{
+    CloseReason, LocalIdentity, PeerSession, SeedContent, SessionLimits,
+};
+use warnseed_ledger::{SessionRecord, Transport};
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub limits: SessionLimits,
+    pub identity: LocalIdentity,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Peers we upload to at once; the rest wait choked.
+    pub upload_slots: usize,
+}
+
+impl ServerConfig {
+    pub fn new(identity: LocalIdentity) -> Self {
+        Self {
+            limits: SessionLimits::default(),
+            identity,
+            max_connections: 20_000,
+            max_connections_per_ip: 16,
+            upload_slots: 1_000,
+        }
+    }
+}
+
+/// Every closed connection, registered or not; tests and metrics watch it.
+#[derive(Clone, Debug)]
+pub struct ConnectionClosed {
+    pub remote: SocketAddr,
+    pub info_hash: Option<[u8; 20]>,
+    pub reason: CloseReason,
+    pub registered: bool,
+}
+
+pub struct PeerServer {
+    table: Arc<DecoyTable>,
+    config: ServerConfig,
+    ledger: SyncSender<SessionRecord>,
+    observer: Option<mpsc::UnboundedSender<ConnectionClosed>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl PeerServer {
+    pub fn new(
+        table: Arc<DecoyTable>,
+        config: ServerConfig,
+        ledger: SyncSender<SessionRecord>,
+    ) -> Self {
+        Self {
+            table,
+            config,
+            ledger,
+            observer: None,
+        }
+    }
+
+    pub fn with_observer(mut self, observer: mpsc::UnboundedSender<ConnectionClosed>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Serves on every listener until `shutdown` turns true, then closes
+    /// every session (each is registered with reason `shutdown`) and returns
+    /// once all are recorded.
+    pub async fn serve(self, listeners: Vec<TcpListener>, mut shutdown: watch::Receiver<bool>) {
+        let shared = Arc::new(Shared {
+            table: self.table,
+            config: self.config.clone(),
+            ledger: self.ledger,
+            observer: self.observer,
+            limiter: ConnectionLimiter::new(
+                self.config.max_connections,
+                self.config.max_connections_per_ip,
+            ),
+            slots: Arc::new(Semaphore::new(self.config.upload_slots)),
+        });
+        let mut accepts = JoinSet::new();
+        for listener in listeners {
+            let shared = Arc::clone(&shared);
+            let shutdown = shutdown.clone();
+            accepts.spawn(accept_loop(listener, shared, shutdown));
+        }
+        stopped(&mut shutdown).await;
+        while accepts.join_next().await.is_some() {}
+    }
+}
+
+struct Shared {
+    table: Arc<DecoyTable>,
+    config: ServerConfig,
+    ledger: SyncSender<SessionRecord>,
+    observer: Option<mpsc::UnboundedSender<ConnectionClosed>>,
+    limiter: Arc<ConnectionLimiter>,
+    slots: Arc<Semaphore>,
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    let mut sessions = JoinSet::new();
+    let mut stop = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let Some(permit) = shared.limiter.try_acquire(remote.ip()) else {
+                        tracing::info!(%remote, reason = "connection_limit", active = shared.limiter.active(), "connection refused");
+                        notify(&shared, remote, None, CloseReason::ConnectionLimit, false);
+                        continue;
+                    };
+                    let shared = Arc::clone(&shared);
+                    let shutdown = shutdown.clone();
+                    sessions.spawn(async move {
+                        run_connection(stream, remote, &shared, shutdown).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    // Sessions see the same shutdown signal and finish on their own.
+    while sessions.join_next().await.is_some() {}
+}
+
+/// Resolves once the shutdown flag is true (returns no borrow, so the
+/// future stays `Send`).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+fn notify(
+    shared: &Shared,
+    remote: SocketAddr,
+    info_hash: Option<[u8; 20]>,
+    reason: CloseReason,
+    registered: bool,
+) {
+    if let Some(o) = &shared.observer {
+        let _ = o.send(ConnectionClosed {
+            remote,
+            info_hash,
+            reason,
+            registered,
+        });
+    }
+}
+
+enum Step {
+    Read(std::io::Result<usize>),
+    Wrote(std::io::Result<usize>),
+    Timer,
+    SlotRetry,
+    Shutdown,
+}
+
+async fn run_connection(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    shared: &Shared,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let started_ms = now_ms();
+    let mut session: PeerSession<Decoy> = PeerSession::new(
+        shared.config.limits.clone(),
+        shared.config.identity.clone(),
+        remote.ip(),
+        Instant::now(),
+    );
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut slot = None;
+    let (mut rd, mut wr) = stream.split();
+    loop {
+        if let Some(info_hash) = session.pending_lookup() {
+            match shared.table.lookup(info_hash) {
+                Some(decoy) => session.attach(decoy, Instant::now()),
+                None => session.refuse(CloseReason::UnknownInfoHash),
+            }
+        }
+        if session.wants_unchoke() && slot.is_none() {
+            if let Ok(permit) = Arc::clone(&shared.slots).try_acquire_owned() {
+                slot = Some(permit);
+                session.unchoke();
+            }
+        }
+        if session.holds_idle_slot() && slot.is_some() {
+            session.choke();
+            slot = None;
+        }
+        if session.is_closed() {
+            break;
+        }
+        let waiting_for_slot = session.wants_unchoke() && slot.is_none();
+        let deadline = session
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(60));
+        let step = {
+            let out = session.poll_transmit();
+            tokio::select! {
+                r = rd.read(&mut buf) => Step::Read(r),
+                w = wr.write(out), if !out.is_empty() => Step::Wrote(w),
+                _ = tokio::time::sleep_until(deadline.into()) => Step::Timer,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)), if waiting_for_slot => Step::SlotRetry,
+                _ = stopped(&mut shutdown) => Step::Shutdown,
+            }
+        };
+        let now = Instant::now();
+        match step {
+            Step::Read(Ok(0)) => session.close(CloseReason::PeerClosed),
+            Step::Read(Ok(n)) => session.handle_input(&buf[..n], now),
+            Step::Read(Err(e)) | Step::Wrote(Err(e)) => session.close(io_reason(e)),
+            Step::Wrote(Ok(n)) => session.consume_transmit(n, now),
+            Step::Timer => session.handle_timeout(now),
+            Step::SlotRetry => {}
+            Step::Shutdown => session.close(CloseReason::Shutdown),
+        }
+    }
+    drop(slot);
+    let _ = wr.shutdown().await;
+    finish(shared, remote, started_ms, &session);
+}
+
+fn io_reason(e: std::io::Error) -> CloseReason {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::ConnectionAborted => CloseReason::PeerClosed,
+        _ => CloseReason::Io(e.to_string()),
+    }
+}
+
+fn finish(shared: &Shared, remote: SocketAddr, started_ms: i64, session: &PeerSession<Decoy>) {
+    let reason = session
+        .close_reason()
+        .cloned()
+        .unwrap_or(CloseReason::PeerClosed);
+    let summary = session.summary();
+    let summary = &summary;
+    let Some(decoy) = session.torrent() else {
+        tracing::info!(%remote, reason = %reason, "connection closed before a decoy was named");
+        notify(shared, remote, summary.info_hash, reason, false);
+        return;
+    };
+    let client = summary.peer_id.as_ref().map(decode_peer_id);
+    tracing::info!(
+        %remote,
+        info_hash = %hex(decoy.info_hash()),
+        decoy_id = decoy.id(),
+        client = client.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        bytes_sent = summary.bytes_sent,
+        completed = summary.completed(),
+        reason = %reason,
+        "session closed"
+    );
+    let record = SessionRecord {
+        started_at_ms: started_ms,
+        ended_at_ms: now_ms(),
+        network: "bittorrent",
+        decoy_id: decoy.id(),
+        info_hash: *decoy.info_hash(),
+        remote_ip: remote.ip(),
+        remote_port: remote.port(),
+        peer_id: summary.peer_id,
+        client_name: client.map(|c| c.to_string()),
+        client_version: summary.client_version.clone(),
+        transport: Transport::Tcp,
+        bytes_sent: summary.bytes_sent,
+        pieces_sent: summary.pieces_sent,
+        piece_count: summary.piece_count,
+        peer_pieces_initial: summary.peer_pieces_initial,
+        peer_pieces_final: summary.peer_pieces,
+        completed: summary.completed(),
+        close_reason: reason.to_string(),
+    };
+    // The writer's queue is bounded; a full queue briefly blocks this
+    // connection's task rather than dropping evidence.
+    if shared.ledger.send(record).is_err() {
+        tracing::error!(%remote, "ledger writer is gone; session not registered");
+    }
+    notify(shared, remote, Some(*decoy.info_hash()), reason, true);
+}

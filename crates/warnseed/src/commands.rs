@@ -1,0 +1,379 @@
+//! The subcommands: wiring between crates, progress bars, shutdown.
+
+use crate::config::DataDir;
+use crate::{ExportFormat, RunArgs};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use warnseed_bittorrent::metainfo::hex;
+use warnseed_bittorrent::session::{LocalIdentity, SeedContent};
+use warnseed_catalog::{CatalogError, CatalogStore};
+use warnseed_ledger::{LedgerStore, LedgerWriter, WriterConfig};
+use warnseed_payload::Payload;
+use warnseed_seeder::{DecoyTable, LoadProgress, PeerServer, ServerConfig, TrackerUrl};
+
+/// Files smaller than this import too fast for a progress bar to help.
+const PROGRESS_MIN_BYTES: u64 = 256 * 1024;
+/// How many invalid rows are printed before the rest are only counted.
+const MAX_ROW_ERRORS_SHOWN: usize = 50;
+
+fn bar(len: u64, template: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+pub fn init(data: &Path) -> Result<()> {
+    let (dir, created) = DataDir::init(data)?;
+    CatalogStore::open(&dir.catalog_path())?;
+    LedgerStore::open(&dir.ledger_path())?;
+    if created {
+        println!("initialised {}", data.display());
+    } else {
+        println!("{} is already initialised", data.display());
+    }
+    Ok(())
+}
+
+pub fn catalog_import(data: &Path, files: &[PathBuf]) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    let mut store = CatalogStore::open(&dir.catalog_path())?;
+    for file in files {
+        import_one(&mut store, file)?;
+    }
+    Ok(())
+}
+
+fn import_one(store: &mut CatalogStore, file: &Path) -> Result<()> {
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    let pb = if size >= PROGRESS_MIN_BYTES {
+        bar(
+            size,
+            "importing {msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_message(file.display().to_string());
+    let result = warnseed_catalog::import_file(store, file, |read| pb.set_position(read));
+    pb.finish_and_clear();
+    match result {
+        Ok(out) => {
+            println!(
+                "{}: {} rows, {} added, {} already present",
+                file.display(),
+                out.rows,
+                out.added,
+                out.unchanged
+            );
+            Ok(())
+        }
+        Err(CatalogError::Invalid {
+            path,
+            invalid,
+            errors,
+        }) => {
+            for e in errors.iter().take(MAX_ROW_ERRORS_SHOWN) {
+                eprintln!("{e}");
+            }
+            if invalid > MAX_ROW_ERRORS_SHOWN {
+                eprintln!("… and {} more invalid rows", invalid - MAX_ROW_ERRORS_SHOWN);
+            }
+            bail!("{path}: {invalid} invalid row(s); nothing was imported")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn load_payload(dir: &DataDir, override_path: Option<&Path>) -> Result<Arc<Payload>> {
+    let payload = match override_path
+        .map(Path::to_path_buf)
+        .or_else(|| dir.payload_path())
+    {
+        Some(path) => Payload::from_file(&path)?,
+        None => Payload::builtin(),
+    };
+    Ok(Arc::new(payload))
+}
+
+struct BarProgress(Option<ProgressBar>);
+
+impl LoadProgress for BarProgress {
+    fn hashing(&mut self, total: u64) {
+        let pb = if total >= 10_000 {
+            bar(
+                total,
+                "computing info hashes [{bar:40}] {pos}/{len} ({eta})",
+            )
+        } else {
+            ProgressBar::hidden()
+        };
+        self.0 = Some(pb);
+    }
+    fn hashed(&mut self, done: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_position(done);
+        }
+    }
+}
+
+fn load_table(dir: &DataDir, payload: Arc<Payload>) -> Result<Arc<DecoyTable>> {
+    let mut store = CatalogStore::open(&dir.catalog_path())?;
+    let mut progress = BarProgress(None);
+    let table = DecoyTable::load(&mut store, payload, &mut progress)?;
+    if let Some(pb) = progress.0 {
+        pb.finish_and_clear();
+    }
+    Ok(Arc::new(table))
+}
+
+pub fn export(
+    data: &Path,
+    format: ExportFormat,
+    out: &Path,
+    trackers: Vec<String>,
+    peers: &[String],
+    whitelist: Option<&Path>,
+) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    let trackers = if trackers.is_empty() {
+        dir.config.node.trackers.clone()
+    } else {
+        trackers
+    };
+    let table = load_table(&dir, load_payload(&dir, None)?)?;
+    let pb = if table.len() >= 10_000 {
+        bar(
+            table.len() as u64,
+            "exporting [{bar:40}] {pos}/{len} ({eta})",
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    let open_out = |path: &Path| -> Result<Box<dyn Write>> {
+        if path == Path::new("-") {
+            Ok(Box::new(std::io::stdout().lock()))
+        } else {
+            let f = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            Ok(Box::new(std::io::BufWriter::new(f)))
+        }
+    };
+    match format {
+        ExportFormat::Torrent => {
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            let mut index = std::io::BufWriter::new(std::fs::File::create(out.join("index.tsv"))?);
+            writeln!(index, "info_hash\tdecoy_id\tsize_bytes\ttitle")?;
+            for decoy in table.iter() {
+                let name = format!("{}.torrent", hex(decoy.info_hash()));
+                let path = out.join(&name);
+                std::fs::write(&path, decoy.torrent_file(&trackers))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                writeln!(
+                    index,
+                    "{}\t{}\t{}\t{}",
+                    hex(decoy.info_hash()),
+                    decoy.id(),
+                    decoy.size(),
+                    decoy.title()
+                )?;
+                pb.inc(1);
+            }
+            index.flush()?;
+        }
+        ExportFormat::Magnet => {
+            let mut w = open_out(out)?;
+            for decoy in table.iter() {
+                writeln!(w, "{}", decoy.magnet(&trackers, peers))?;
+                pb.inc(1);
+            }
+            w.flush()?;
+        }
+        ExportFormat::Whitelist => write_whitelist(&table, &mut *open_out(out)?)?,
+    }
+    if let Some(path) = whitelist {
+        write_whitelist(&table, &mut *open_out(path)?)?;
+    }
+    pb.finish_and_clear();
+    eprintln!("exported {} decoys", table.len());
+    Ok(())
+}
+
+fn write_whitelist(table: &Arc<DecoyTable>, w: &mut dyn Write) -> Result<()> {
+    for decoy in table.iter() {
+        writeln!(w, "{}", hex(decoy.info_hash()))?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn bind_listener(addr: &str) -> Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("listen address {addr:?} is not IP:PORT"))?;
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // Separate listeners per family, so 0.0.0.0:P and [::]:P can coexist.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding {addr}"))?;
+    socket.listen(1024)?;
+    Ok(tokio::net::TcpListener::from_std(socket.into())?)
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let (dir, created) = DataDir::init(&args.data)?;
+    if created {
+        eprintln!("initialised {}", args.data.display());
+    }
+    CatalogStore::open(&dir.catalog_path())?;
+    if let Some(catalog) = &args.catalog {
+        let mut store = CatalogStore::open(&dir.catalog_path())?;
+        import_one(&mut store, catalog)?;
+    }
+    let listen = if args.listen.is_empty() {
+        dir.config.node.listen.clone()
+    } else {
+        args.listen.clone()
+    };
+    let trackers_raw = if args.trackers.is_empty() {
+        dir.config.node.trackers.clone()
+    } else {
+        args.trackers.clone()
+    };
+    let trackers = trackers_raw
+        .iter()
+        .map(|t| TrackerUrl::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if dir.config.node.dht && !args.no_dht {
+        tracing::warn!(
+            "dht = true in warnseed.toml, but this version has no DHT node; continuing without"
+        );
+    }
+
+    let payload = load_payload(&dir, args.payload.as_deref())?;
+    let started = std::time::Instant::now();
+    let table = load_table(&dir, Arc::clone(&payload))?;
+    tracing::info!(
+        decoys = table.len(),
+        payload = payload.origin(),
+        payload_bytes = payload.len(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "decoys loaded"
+    );
+
+    let writer = LedgerWriter::open(
+        &dir.ledger_path(),
+        WriterConfig {
+            max_delay: Duration::from_millis(dir.config.ledger.batch_window_ms),
+            ..WriterConfig::default()
+        },
+    )?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let registered = runtime.block_on(async {
+        let listeners = listen
+            .iter()
+            .map(|a| bind_listener(a))
+            .collect::<Result<Vec<_>>>()?;
+        let bound: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<_, _>>()?;
+        let port = bound[0].port();
+        let peer_id = warnseed_seeder::new_peer_id();
+        let mut server_config = ServerConfig::new(LocalIdentity {
+            peer_id,
+            client_version: dir.config.peer.client_version.clone(),
+            listen_port: port,
+        });
+        server_config.upload_slots = dir.config.peer.upload_slots;
+        server_config.max_connections = dir.config.peer.max_connections;
+        server_config.max_connections_per_ip = dir.config.peer.max_connections_per_ip;
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = PeerServer::new(Arc::clone(&table), server_config, writer.sender());
+        let serving = tokio::spawn(server.serve(listeners, stop_rx.clone()));
+        let mut announcers = Vec::new();
+        for url in trackers {
+            announcers.push(tokio::spawn(warnseed_seeder::announce_loop(
+                url,
+                Arc::clone(&table),
+                Some(bound[0].ip()),
+                peer_id,
+                port,
+                stop_rx.clone(),
+            )));
+        }
+        let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+        println!("ready listen={} decoys={}", addrs.join(","), table.len());
+        std::io::stdout().flush()?;
+
+        wait_for_signal().await?;
+        tracing::info!("stopping: closing sessions and flushing the ledger");
+        let _ = stop_tx.send(true);
+        serving.await?;
+        for a in announcers {
+            let _ = a.await;
+        }
+        anyhow::Ok(())
+    });
+    // Every sender is gone once the server has returned; drain the queue.
+    let written = writer.close()?;
+    registered?;
+    println!("stopped: {written} sessions registered");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+pub fn report_summary(data: &Path, json: bool) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    let decoys = CatalogStore::open(&dir.catalog_path())?.count()?;
+    let s = LedgerStore::open(&dir.ledger_path())?.summary()?;
+    if json {
+        let v = serde_json::json!({
+            "decoys_active": decoys,
+            "sessions": s.sessions,
+            "completed": s.completed,
+            "unique_ips": s.unique_ips,
+            "bytes_sent": s.bytes_sent,
+            "first_session_ms": s.first_session_ms,
+            "last_session_ms": s.last_session_ms,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("decoys active       {decoys}");
+        println!("sessions            {}", s.sessions);
+        println!("completed downloads {}", s.completed);
+        println!("unique IPs          {}", s.unique_ips);
+        println!("bytes sent          {}", s.bytes_sent);
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! `warnseed.toml`: the node's configuration, kept in its data directory.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "warnseed.toml";
+pub const CATALOG_DB: &str = "catalog.sqlite";
+pub const LEDGER_DB: &str = "ledger.sqlite";
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub payload: PayloadConfig,
+    #[serde(default)]
+    pub peer: PeerConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// TCP addresses the peer server listens on.
+    pub listen: Vec<String>,
+    /// HTTP trackers every decoy is announced to.
+    pub trackers: Vec<String>,
+    /// Mainline DHT (arrives with the publishing work; accepted and off).
+    pub dht: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["0.0.0.0:6881".into()],
+            trackers: Vec::new(),
+            dht: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadConfig {
+    /// Warning file served at the start of every decoy; relative paths are
+    /// relative to the data directory. Unset: the built-in text warning.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// BEP 10 `v` string sent to peers.
+    pub client_version: String,
+    /// Peers uploaded to at once; the rest wait choked.
+    pub upload_slots: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            client_version: warnseed_seeder::DEFAULT_CLIENT_VERSION.into(),
+            upload_slots: 1_000,
+            max_connections: 20_000,
+            max_connections_per_ip: 16,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Longest a finished session waits before its batch is committed.
+    pub batch_window_ms: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            batch_window_ms: 100,
+        }
+    }
+}
+
+/// A node's data directory and its configuration.
+pub struct DataDir {
+    pub root: PathBuf,
+    pub config: Config,
+}
+
+impl DataDir {
+    pub fn config_path(root: &Path) -> PathBuf {
+        root.join(CONFIG_FILE)
+    }
+
+    /// Creates the directory and a default configuration if missing.
+    pub fn init(root: &Path) -> Result<(Self, bool)> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating data directory {}", root.display()))?;
+        let path = Self::config_path(root);
+        let created = !path.exists();
+        if created {
+            let text = format!(
+                "# warnseed node configuration. See README.md for every key.\n{}",
+                toml::to_string_pretty(&Config::default()).expect("default config serialises")
+            );
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok((Self::open(root)?, created))
+    }
+
+    pub fn open(root: &Path) -> Result<Self> {
+        let path = Self::config_path(root);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (run `warnseed init --data {}` first)",
+                path.display(),
+                root.display()
+            )
+        })?;
+        let config: Config =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            config,
+        })
+    }
+
+    pub fn catalog_path(&self) -> PathBuf {
+        self.root.join(CATALOG_DB)
+    }
+    pub fn ledger_path(&self) -> PathBuf {
+        self.root.join(LEDGER_DB)
+    }
+    pub fn payload_path(&self) -> Option<PathBuf> {
+        self.config.payload.file.as_ref().map(|p| self.root.join(p))
+    }
+}

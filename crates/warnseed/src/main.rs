@@ -1,0 +1,162 @@
+//! warnseed: publish warning decoys under catalogue titles on BitTorrent and
+//! register every peer that downloads one.
+
+mod commands;
+mod config;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "warnseed",
+    version,
+    about = "Seed warning decoys on peer-to-peer networks and register every download"
+)]
+struct Cli {
+    /// Log filter (also RUST_LOG), e.g. `info` or `warnseed_seeder=debug`.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory with warnseed.toml and empty databases.
+    Init {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+    },
+    /// Manage the catalogue of titles.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+    /// Export decoys as .torrent files, magnet links or a tracker whitelist.
+    Decoys {
+        #[command(subcommand)]
+        command: DecoysCommand,
+    },
+    /// Run the node: seed every decoy until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Figures from the ledger.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Import titles from CSV (header row) or JSON Lines files.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    /// One `<info hash>.torrent` per decoy in --out (a directory), plus index.tsv.
+    Torrent,
+    /// One magnet link per line in --out (a file, `-` for stdout).
+    Magnet,
+    /// One hex info hash per line (opentracker's access.whitelist format).
+    Whitelist,
+}
+
+#[derive(Subcommand)]
+enum DecoysCommand {
+    Export {
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+        /// Tracker URLs written into .torrent files and magnet links
+        /// (default: the node's configured trackers).
+        #[arg(long = "tracker")]
+        trackers: Vec<String>,
+        /// Peer addresses (host:port) added to magnet links as x.pe.
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// Also write the info hashes to this file (opentracker whitelist).
+        #[arg(long)]
+        whitelist: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[arg(long, default_value = "./node")]
+    data: PathBuf,
+    /// Address to accept peers on (repeatable; default from warnseed.toml).
+    #[arg(long)]
+    listen: Vec<String>,
+    /// HTTP tracker to announce every decoy to (repeatable).
+    #[arg(long = "tracker")]
+    trackers: Vec<String>,
+    /// Keep the DHT off (it is off in this version in any case).
+    #[arg(long)]
+    no_dht: bool,
+    /// Import this catalogue file before starting.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Serve this warning file instead of the configured payload.
+    #[arg(long)]
+    payload: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Decoys active, sessions, completed downloads, unique IPs, bytes sent.
+    Summary {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Err(e) = dispatch(cli.command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Init { data } => commands::init(&data),
+        Command::Catalog {
+            command: CatalogCommand::Import { files, data },
+        } => commands::catalog_import(&data, &files),
+        Command::Decoys {
+            command:
+                DecoysCommand::Export {
+                    format,
+                    out,
+                    data,
+                    trackers,
+                    peers,
+                    whitelist,
+                },
+        } => commands::export(&data, format, &out, trackers, &peers, whitelist.as_deref()),
+        Command::Run(args) => commands::run(args),
+        Command::Report {
+            command: ReportCommand::Summary { data, json },
+        } => commands::report_summary(&data, json),
+    }
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""Download one torrent with libtorrent 2.0 (python3-libtorrent) from one
+known peer, with DHT, LSD, UPnP and NAT-PMP off, then exit.
+
+Used by warnseed's interoperability tests. Prints one JSON line:
+{"ok": true, "path": ..., "seconds": ..., "peer_id": ...} or {"ok": false, "error": ...}.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import libtorrent as lt
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--torrent")
+    src.add_argument("--magnet")
+    ap.add_argument("--peer", action="append", default=[], help="ip:port to connect to")
+    ap.add_argument("--bind", required=True, help="loopback address to use, e.g. 127.0.0.2")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--trackers", action="store_true", help="keep trackers from the torrent")
+    a = ap.parse_args()
+
+    settings = {
+        "listen_interfaces": f"{a.bind}:0",
+        "outgoing_interfaces": a.bind,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        # warnseed speaks TCP only in this version; libtorrent would try uTP
+        # first and fall back to TCP after a 3 s timeout.
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "dht_bootstrap_nodes": "",
+        "alert_mask": lt.alert.category_t.error_notification
+        | lt.alert.category_t.status_notification,
+        "user_agent": "warnseed-test",
+    }
+    ses = lt.session(settings)
+    if a.torrent:
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(a.torrent)
+    else:
+        atp = lt.parse_magnet_uri(a.magnet)
+    if not a.trackers:
+        atp.trackers = []
+        if atp.ti is not None:
+            # torrent_info carries its own tracker list; keep none of it.
+            atp.ti.clear_trackers() if hasattr(atp.ti, "clear_trackers") else None
+    atp.save_path = a.out
+    h = ses.add_torrent(atp)
+    for p in a.peer:
+        ip, port = p.rsplit(":", 1)
+        h.connect_peer((ip.strip("[]"), int(port)))
+
+    start = time.time()
+    last_connect = start
+    while True:
+        st = h.status()
+        if st.is_seeding:
+            break
+        if time.time() - start > a.timeout:
+            print(json.dumps({"ok": False, "error": f"timeout in state {st.state} progress {st.progress}"}))
+            return 1
+        if time.time() - last_connect > 5 and st.num_peers == 0:
+            for p in a.peer:
+                ip, port = p.rsplit(":", 1)
+                h.connect_peer((ip.strip("[]"), int(port)))
+            last_connect = time.time()
+        for al in ses.pop_alerts():
+            if isinstance(al, lt.torrent_error_alert):
+                print(json.dumps({"ok": False, "error": al.message()}))
+                return 1
+        time.sleep(0.1)
+    secs = time.time() - start
+    ti = h.torrent_file()
+    path = os.path.join(a.out, ti.files().file_path(0))
+    # Give the HAVE for the last piece time to reach the seed before we leave.
+    time.sleep(1.0)
+    ses.remove_torrent(h)
+    time.sleep(0.5)
+    print(json.dumps({"ok": True, "path": path, "seconds": secs}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
