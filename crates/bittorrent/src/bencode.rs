@@ -291,10 +291,7 @@ mod tests {
 
     #[test]
     fn rejects_lengths_beyond_input() {
-        assert_eq!(
-            decode(b"999999999999:x"),
-            Err(DecodeError::LengthOutOfBounds(0))
-        );
+        assert_eq!(decode(b"999999999999:x"), Err(DecodeError::LengthOutOfBounds(0)));
         assert!(decode(b"18446744073709551615:").is_err());
     }
 

@@ -150,19 +150,9 @@ fn azureus_version(code: &str, v: &[u8]) -> Option<String> {
                 _ => "",
             };
             if v[0] >= b'4' {
-                Some(format!(
-                    "{}.{}.{}{tail}",
-                    digit(v[0]),
-                    digit(v[1]),
-                    digit(v[2])
-                ))
+                Some(format!("{}.{}.{}{tail}", digit(v[0]), digit(v[1]), digit(v[2])))
             } else {
-                Some(format!(
-                    "{}.{}{}{tail}",
-                    digit(v[0]),
-                    digit(v[1]),
-                    digit(v[2])
-                ))
+                Some(format!("{}.{}{}{tail}", digit(v[0]), digit(v[1]), digit(v[2])))
             }
         }
         _ => Some(v.iter().map(|&b| digit(b)).collect::<Vec<_>>().join(".")),

@@ -94,6 +94,7 @@ pub enum CloseReason {
         begin: u32,
         length: u32,
     },
+    InvalidMetadataRequest(i64),
     TooManyRequests,
     UnexpectedMessage(&'static str),
     SendBufferFull,
@@ -117,6 +118,7 @@ impl CloseReason {
             CloseReason::MessageTooLong(_) => "message_too_long",
             CloseReason::Malformed(_) => "malformed_message",
             CloseReason::InvalidRequest { .. } => "invalid_request",
+            CloseReason::InvalidMetadataRequest(_) => "invalid_metadata_request",
             CloseReason::TooManyRequests => "too_many_requests",
             CloseReason::UnexpectedMessage(_) => "unexpected_message",
             CloseReason::SendBufferFull => "send_buffer_full",
@@ -134,15 +136,14 @@ impl fmt::Display for CloseReason {
         match self {
             CloseReason::MessageTooLong(n) => write!(f, "message_too_long ({n} bytes)"),
             CloseReason::Malformed(what) => write!(f, "malformed_message ({what})"),
-            CloseReason::InvalidRequest {
-                index,
-                begin,
-                length,
-            } => {
+            CloseReason::InvalidRequest { index, begin, length } => {
                 write!(
                     f,
                     "invalid_request (piece {index}, offset {begin}, length {length})"
                 )
+            }
+            CloseReason::InvalidMetadataRequest(piece) => {
+                write!(f, "invalid_metadata_request (piece {piece})")
             }
             CloseReason::UnexpectedMessage(what) => write!(f, "unexpected_message ({what})"),
             CloseReason::Io(e) => write!(f, "io_error ({e})"),
@@ -265,12 +266,7 @@ pub struct PeerSession<T> {
 }
 
 impl<T: SeedContent> PeerSession<T> {
-    pub fn new(
-        limits: SessionLimits,
-        local: LocalIdentity,
-        remote_ip: IpAddr,
-        now: Instant,
-    ) -> Self {
+    pub fn new(limits: SessionLimits, local: LocalIdentity, remote_ip: IpAddr, now: Instant) -> Self {
         Self {
             limits,
             local,
@@ -329,7 +325,9 @@ impl<T: SeedContent> PeerSession<T> {
         }
     }
 
-    /// Ends the session. The first reason wins.
+    /// Ends the session. The first reason wins. Output already queued (a
+    /// reject explaining the close, say) stays available from
+    /// [`poll_transmit`](Self::poll_transmit) for a best-effort flush.
     pub fn close(&mut self, reason: CloseReason) {
         if self.close.is_none() {
             self.close = Some(reason);
@@ -450,9 +448,8 @@ impl<T: SeedContent> PeerSession<T> {
                     return;
                 }
                 if self.recv.len() >= HANDSHAKE_LEN {
-                    let bytes: [u8; HANDSHAKE_LEN] = self.recv[..HANDSHAKE_LEN]
-                        .try_into()
-                        .expect("length checked");
+                    let bytes: [u8; HANDSHAKE_LEN] =
+                        self.recv[..HANDSHAKE_LEN].try_into().expect("length checked");
                     let hs = Handshake::decode(&bytes).expect("prefix checked");
                     self.recv.drain(..HANDSHAKE_LEN);
                     self.summary.info_hash = Some(hs.info_hash);
@@ -555,28 +552,14 @@ impl<T: SeedContent> PeerSession<T> {
                 self.note_peer_progress();
             }
             Message::Suggest(_) | Message::Reject { .. } | Message::AllowedFast(_) => {}
-            Message::Request {
-                index,
-                begin,
-                length,
-            } => self.on_request(index, begin, length, now),
-            Message::Cancel {
-                index,
-                begin,
-                length,
-            } => {
-                let r = BlockRequest {
-                    index,
-                    begin,
-                    length,
-                };
+            Message::Request { index, begin, length } => self.on_request(index, begin, length, now),
+            Message::Cancel { index, begin, length } => {
+                let r = BlockRequest { index, begin, length };
                 if let Some(pos) = self.requests.iter().position(|q| *q == r) {
                     self.requests.remove(pos);
                 }
             }
-            Message::Piece { .. } => {
-                self.close(CloseReason::UnexpectedMessage("piece sent to a seed"))
-            }
+            Message::Piece { .. } => self.close(CloseReason::UnexpectedMessage("piece sent to a seed")),
             Message::Extended { id, payload } => self.on_extended(id, payload, now),
         }
     }
@@ -601,22 +584,15 @@ impl<T: SeedContent> PeerSession<T> {
             && length > 0
             && length <= MAX_BLOCK
             && u64::from(begin) + u64::from(length)
-                <= u64::from(piece_size(
-                    torrent.total_length(),
-                    torrent.piece_length(),
-                    index,
-                ));
+                <= u64::from(piece_size(torrent.total_length(), torrent.piece_length(), index));
         let fast = self.summary.supports_fast;
         if !valid {
+            // No correct client asks for bytes outside the torrent or blocks
+            // over 16 KiB: reject (BEP 6) so the peer sees why, then drop it.
             if fast {
                 write::triple(&mut self.send, msg::REJECT, index, begin, length);
-                return;
             }
-            return self.close(CloseReason::InvalidRequest {
-                index,
-                begin,
-                length,
-            });
+            return self.close(CloseReason::InvalidRequest { index, begin, length });
         }
         if self.am_choking {
             // BEP 3: requests while choked are dropped; BEP 6: and rejected.
@@ -633,11 +609,7 @@ impl<T: SeedContent> PeerSession<T> {
             return self.close(CloseReason::TooManyRequests);
         }
         self.last_wanted = now;
-        self.requests.push_back(BlockRequest {
-            index,
-            begin,
-            length,
-        });
+        self.requests.push_back(BlockRequest { index, begin, length });
     }
 
     fn on_extended(&mut self, id: u8, payload: &[u8], now: Instant) {
@@ -691,7 +663,8 @@ impl<T: SeedContent> PeerSession<T> {
                 .int(piece)
                 .end();
             write::extended(&mut self.send, self.peer_ut_metadata, &head.buf, &[]);
-            return;
+            // The peer was told metadata_size: asking past it is an error.
+            return self.close(CloseReason::InvalidMetadataRequest(piece));
         }
         let metadata = self.metadata.get_or_insert_with(|| torrent.metadata());
         let start = piece as usize * METADATA_PIECE;
@@ -729,8 +702,7 @@ impl<T: SeedContent> PeerSession<T> {
                     break;
                 };
                 let torrent = self.torrent.as_ref().expect("established");
-                let offset =
-                    u64::from(r.index) * u64::from(torrent.piece_length()) + u64::from(r.begin);
+                let offset = u64::from(r.index) * u64::from(torrent.piece_length()) + u64::from(r.begin);
                 write::piece_header(&mut self.send, r.index, r.begin, r.length);
                 torrent.read(offset, r.length, &mut self.send);
                 self.summary.bytes_sent += u64::from(r.length);
@@ -790,9 +762,7 @@ impl<T: SeedContent> PeerSession<T> {
                     && self.requests.is_empty()
                 {
                     self.close(CloseReason::Uninterested);
-                } else if now >= self.last_send + self.limits.keepalive_interval
-                    && self.unsent() == 0
-                {
+                } else if now >= self.last_send + self.limits.keepalive_interval && self.unsent() == 0 {
                     write::keep_alive(&mut self.send);
                     // Count the keep-alive as sent so the timer re-arms even
                     // before the driver writes it.

@@ -48,8 +48,7 @@ impl SeedContent for &Bytes {
     fn metadata(&self) -> Vec<u8> {
         let pl = self.piece_length as usize;
         self.fields().to_bytes(|i| {
-            Sha1::digest(&self.data[i as usize * pl..((i as usize + 1) * pl).min(self.data.len())])
-                .into()
+            Sha1::digest(&self.data[i as usize * pl..((i as usize + 1) * pl).min(self.data.len())]).into()
         })
     }
     fn read(&self, offset: u64, len: u32, out: &mut Vec<u8>) {
@@ -176,10 +175,7 @@ fn opening_is_handshake_ext_handshake_and_have_all() {
         ext.get(b"m").unwrap().get(b"ut_metadata").unwrap().as_int(),
         Some(1)
     );
-    assert_eq!(
-        ext.get(b"yourip").unwrap().as_bytes(),
-        Some(&[127, 0, 0, 9][..])
-    );
+    assert_eq!(ext.get(b"yourip").unwrap().as_bytes(), Some(&[127, 0, 0, 9][..]));
     assert_eq!(ext.get(b"p").unwrap().as_int(), Some(6881));
     assert_eq!(msgs[1], (msg::HAVE_ALL, vec![]));
 }
@@ -192,10 +188,7 @@ fn peers_without_fast_get_a_bitfield() {
     s.handle_input(&handshake(t.info_hash, false, false), now);
     s.attach(&t, now);
     let out = s.poll_transmit().to_vec();
-    assert_eq!(
-        messages(&out[68..]),
-        vec![(msg::BITFIELD, vec![0b1110_0000])]
-    );
+    assert_eq!(messages(&out[68..]), vec![(msg::BITFIELD, vec![0b1110_0000])]);
 }
 
 #[test]
@@ -240,10 +233,8 @@ fn serves_blocks_with_the_right_bytes_and_counts_them() {
 }
 
 #[test]
-fn invalid_requests_are_rejected_for_fast_peers() {
+fn invalid_requests_are_rejected_then_closed_for_fast_peers() {
     let t = Bytes::new(40_000, 16384);
-    let mut h = Harness::new(&t, true, true);
-    h.interested_and_unchoked();
     for (i, b, l) in [
         (3, 0, 16384),
         (0, 0, 16385),
@@ -252,6 +243,8 @@ fn invalid_requests_are_rejected_for_fast_peers() {
         (0, 0, 0),
         (u32::MAX, u32::MAX, u32::MAX),
     ] {
+        let mut h = Harness::new(&t, true, true);
+        h.interested_and_unchoked();
         h.feed(&request(i, b, l));
         let msgs = h.drain_messages();
         let mut want = Vec::new();
@@ -259,9 +252,14 @@ fn invalid_requests_are_rejected_for_fast_peers() {
             want.extend_from_slice(&x.to_be_bytes());
         }
         assert_eq!(msgs, vec![(msg::REJECT, want)], "request {i} {b} {l}");
+        let reason = CloseReason::InvalidRequest {
+            index: i,
+            begin: b,
+            length: l,
+        };
+        assert_eq!(h.s.close_reason(), Some(&reason));
+        assert_eq!(h.s.summary().bytes_sent, 0);
     }
-    assert!(!h.s.is_closed());
-    assert_eq!(h.s.summary().bytes_sent, 0);
 }
 
 #[test]
@@ -397,14 +395,9 @@ fn garbage_and_encrypted_openers_close_at_once() {
         &[0x13, b'B', b'i', b't', b'X'],
         &[0xde, 0xad],
     ] {
-        let mut s: PeerSession<&Bytes> =
-            PeerSession::new(SessionLimits::default(), local(), ip(), now);
+        let mut s: PeerSession<&Bytes> = PeerSession::new(SessionLimits::default(), local(), ip(), now);
         s.handle_input(opener, now);
-        assert_eq!(
-            s.close_reason(),
-            Some(&CloseReason::NotBitTorrent),
-            "{opener:?}"
-        );
+        assert_eq!(s.close_reason(), Some(&CloseReason::NotBitTorrent), "{opener:?}");
     }
 }
 
@@ -465,21 +458,14 @@ fn serves_metadata_that_hashes_to_the_info_hash() {
     let t = Bytes::new(2000 * 16384, 16384);
     let mut h = Harness::new(&t, true, true);
     h.feed(&ext_handshake_with_metadata(3));
-    assert_eq!(
-        h.s.summary().client_version.as_deref(),
-        Some("libtorrent 2.0")
-    );
+    assert_eq!(h.s.summary().client_version.as_deref(), Some("libtorrent 2.0"));
     let mut metadata = Vec::new();
     for piece in 0..3 {
         h.feed(&metadata_request(piece));
         let msgs = h.drain_messages();
         assert_eq!(msgs.len(), 1);
         let (id, body) = &msgs[0];
-        assert_eq!(
-            (*id, body[0]),
-            (msg::EXTENDED, 3),
-            "sent with the peer's id"
-        );
+        assert_eq!((*id, body[0]), (msg::EXTENDED, 3), "sent with the peer's id");
         let (dict, used) = bencode::decode_prefix(&body[1..]).unwrap();
         assert_eq!(dict.get(b"msg_type").unwrap().as_int(), Some(1));
         assert_eq!(
@@ -490,17 +476,17 @@ fn serves_metadata_that_hashes_to_the_info_hash() {
     }
     let digest: [u8; 20] = Sha1::digest(&metadata).into();
     assert_eq!(digest, t.info_hash);
+    assert!(!h.s.is_closed());
     for bad in [3, -1, i64::MAX] {
+        let mut h = Harness::new(&t, true, true);
+        h.feed(&ext_handshake_with_metadata(3));
         h.feed(&metadata_request(bad));
         let msgs = h.drain_messages();
         let dict = bencode::decode(&msgs[0].1[1..]).unwrap();
-        assert_eq!(
-            dict.get(b"msg_type").unwrap().as_int(),
-            Some(2),
-            "reject piece {bad}"
-        );
+        assert_eq!(dict.get(b"msg_type").unwrap().as_int(), Some(2));
+        let reason = CloseReason::InvalidMetadataRequest(bad);
+        assert_eq!(h.s.close_reason(), Some(&reason));
     }
-    assert!(!h.s.is_closed());
 }
 
 #[test]

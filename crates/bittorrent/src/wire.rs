@@ -173,11 +173,7 @@ impl<'a> Message<'a> {
             msg::BITFIELD => Message::Bitfield(rest),
             msg::REQUEST => {
                 let (index, begin, length) = triple("request")?;
-                Message::Request {
-                    index,
-                    begin,
-                    length,
-                }
+                Message::Request { index, begin, length }
             }
             msg::PIECE => {
                 if rest.len() < 8 {
@@ -191,11 +187,7 @@ impl<'a> Message<'a> {
             }
             msg::CANCEL => {
                 let (index, begin, length) = triple("cancel")?;
-                Message::Cancel {
-                    index,
-                    begin,
-                    length,
-                }
+                Message::Cancel { index, begin, length }
             }
             msg::PORT => {
                 fixed(2, "port")?;
@@ -206,15 +198,9 @@ impl<'a> Message<'a> {
             msg::HAVE_NONE => fixed(0, "have none").map(|_| Message::HaveNone)?,
             msg::REJECT => {
                 let (index, begin, length) = triple("reject")?;
-                Message::Reject {
-                    index,
-                    begin,
-                    length,
-                }
+                Message::Reject { index, begin, length }
             }
-            msg::ALLOWED_FAST => {
-                fixed(4, "allowed fast").map(|_| Message::AllowedFast(be32(rest)))?
-            }
+            msg::ALLOWED_FAST => fixed(4, "allowed fast").map(|_| Message::AllowedFast(be32(rest)))?,
             msg::EXTENDED => {
                 let (&id, payload) = rest.split_first().ok_or(MalformedMessage("extended"))?;
                 Message::Extended { id, payload }
@@ -298,10 +284,7 @@ mod tests {
 
     #[test]
     fn fixed_size_messages_check_their_length() {
-        assert_eq!(
-            Message::parse(&[msg::HAVE, 0, 0, 0, 5]),
-            Ok(Message::Have(5))
-        );
+        assert_eq!(Message::parse(&[msg::HAVE, 0, 0, 0, 5]), Ok(Message::Have(5)));
         assert!(Message::parse(&[msg::HAVE, 0, 0]).is_err());
         assert!(Message::parse(&[msg::REQUEST, 0, 0, 0, 1]).is_err());
         assert!(Message::parse(&[msg::INTERESTED, 1]).is_err());

@@ -1,9 +1,7 @@
 //! Importing CSV and JSON Lines catalogue files.
 
 use crate::store::CatalogStore;
-use crate::title::{
-    check_campaign, check_language, check_size, parse_size, validate_title, TitleRow,
-};
+use crate::title::{check_campaign, check_language, check_size, parse_size, validate_title, TitleRow};
 use crate::CatalogError;
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
@@ -117,10 +115,7 @@ pub fn import_file(
         let mut existing = tx.prepare(
             "SELECT size_bytes, campaign, language, import_id, source_line FROM titles WHERE title = ?1",
         )?;
-        let mut accept = |line: u64,
-                          row: TitleRow,
-                          errors: &mut Vec<RowError>|
-         -> Result<(), CatalogError> {
+        let mut accept = |line: u64, row: TitleRow, errors: &mut Vec<RowError>| -> Result<(), CatalogError> {
             outcome.rows += 1;
             let size = row.size_bytes.map(|n| n as i64);
             if insert.execute(params![
@@ -149,13 +144,8 @@ pub fn import_file(
                 .expect("conflicting row exists");
             let reason = if old_import == import_id {
                 Some(format!("duplicate title (first at line {old_line})"))
-            } else if (old_size, &old_campaign, &old_language)
-                != (size, &row.campaign, &row.language)
-            {
-                Some(
-                    "title is already in the catalogue with a different size, campaign or language"
-                        .into(),
-                )
+            } else if (old_size, &old_campaign, &old_language) != (size, &row.campaign, &row.language) {
+                Some("title is already in the catalogue with a different size, campaign or language".into())
             } else {
                 None
             };
@@ -171,9 +161,7 @@ pub fn import_file(
         };
         match format {
             Format::Csv => read_csv(&mut counting, &display, &mut errors, &mut accept)?,
-            Format::JsonLines => {
-                read_json_lines(&mut counting, &display, &mut errors, &mut accept)?
-            }
+            Format::JsonLines => read_json_lines(&mut counting, &display, &mut errors, &mut accept)?,
         }
     }
     if !errors.is_empty() {
@@ -192,12 +180,7 @@ pub fn import_file(
     }
     tx.execute(
         "UPDATE imports SET sha256 = ?2, rows = ?3, added = ?4 WHERE id = ?1",
-        params![
-            import_id,
-            &digest[..],
-            outcome.rows as i64,
-            outcome.added as i64
-        ],
+        params![import_id, &digest[..], outcome.rows as i64, outcome.added as i64],
     )?;
     tx.commit()?;
     Ok(outcome)
@@ -233,17 +216,12 @@ fn read_csv(
     for (i, name) in headers.iter().enumerate() {
         let name = name.trim().trim_start_matches('\u{feff}');
         match COLUMNS.iter().position(|c| *c == name) {
-            Some(c) if index[c].is_some() => {
-                push(errors, 1, format!("column {name:?} appears twice"))
-            }
+            Some(c) if index[c].is_some() => push(errors, 1, format!("column {name:?} appears twice")),
             Some(c) => index[c] = Some(i),
             None => push(
                 errors,
                 1,
-                format!(
-                    "unknown column {name:?} (known columns: {})",
-                    COLUMNS.join(", ")
-                ),
+                format!("unknown column {name:?} (known columns: {})", COLUMNS.join(", ")),
             ),
         }
     }
@@ -281,12 +259,7 @@ fn read_csv(
     Ok(())
 }
 
-fn row_from_fields(
-    title: &str,
-    size: &str,
-    campaign: &str,
-    language: &str,
-) -> Result<TitleRow, String> {
+fn row_from_fields(title: &str, size: &str, campaign: &str, language: &str) -> Result<TitleRow, String> {
     validate_title(title)?;
     Ok(TitleRow {
         title: title.to_string(),
@@ -333,8 +306,7 @@ fn read_json_lines(
 }
 
 fn row_from_json(text: &str) -> Result<TitleRow, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
     let obj = value.as_object().ok_or("a line must be a JSON object")?;
     if let Some(unknown) = obj.keys().find(|k| !COLUMNS.contains(&k.as_str())) {
         return Err(format!(
@@ -438,13 +410,9 @@ mod tests {
         assert!(errors[2].reason.contains("not a whole number"));
         assert!(errors[3].reason.contains("size_bytes is 0"));
         assert!(errors[4].reason.contains("255"));
-        assert!(errors[5]
-            .reason
-            .contains("duplicate title (first at line 2)"));
+        assert!(errors[5].reason.contains("duplicate title (first at line 2)"));
         assert!(errors[6].reason.contains("control character"));
-        assert!(errors[0]
-            .to_string()
-            .starts_with(&format!("{}:3:", p.display())));
+        assert!(errors[0].to_string().starts_with(&format!("{}:3:", p.display())));
         assert_eq!(store.count().unwrap(), 0);
     }
 
@@ -475,11 +443,7 @@ mod tests {
         let mut store = CatalogStore::open_in_memory().unwrap();
         assert_eq!(import_file(&mut store, &p, |_| {}).unwrap().added, 2);
         assert_eq!(
-            store
-                .find("sample-title-000001.mp4")
-                .unwrap()
-                .unwrap()
-                .size_bytes,
+            store.find("sample-title-000001.mp4").unwrap().unwrap().size_bytes,
             Some(123)
         );
         let p = write(
@@ -490,10 +454,7 @@ mod tests {
         let Err(CatalogError::Invalid { errors, .. }) = import_file(&mut store, &p, |_| {}) else {
             panic!()
         };
-        assert_eq!(
-            errors.iter().map(|e| e.line).collect::<Vec<_>>(),
-            vec![2, 3, 4]
-        );
+        assert_eq!(errors.iter().map(|e| e.line).collect::<Vec<_>>(), vec![2, 3, 4]);
     }
 
     #[test]

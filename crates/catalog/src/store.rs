@@ -61,8 +61,7 @@ impl CatalogStore {
     pub fn count(&self) -> Result<u64, CatalogError> {
         Ok(self
             .conn
-            .query_row("SELECT count(*) FROM titles", [], |r| r.get::<_, i64>(0))?
-            as u64)
+            .query_row("SELECT count(*) FROM titles", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     pub fn find(&self, title: &str) -> Result<Option<TitleRecord>, CatalogError> {
@@ -89,15 +88,11 @@ impl CatalogStore {
     }
 
     /// Records computed info hashes, in one transaction.
-    pub fn store_info_hashes(
-        &mut self,
-        computed: &[(i64, [u8; 32], [u8; 20])],
-    ) -> Result<(), CatalogError> {
+    pub fn store_info_hashes(&mut self, computed: &[(i64, [u8; 32], [u8; 20])]) -> Result<(), CatalogError> {
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE titles SET content_key = ?2, info_hash = ?3 WHERE id = ?1",
-            )?;
+            let mut stmt =
+                tx.prepare_cached("UPDATE titles SET content_key = ?2, info_hash = ?3 WHERE id = ?1")?;
             for (id, key, hash) in computed {
                 stmt.execute(params![id, &key[..], &hash[..]])?;
             }

@@ -32,10 +32,7 @@ pub fn validate_title(title: &str) -> Result<(), String> {
         return Err(format!("title contains the path separator {c:?}"));
     }
     if let Some(c) = title.chars().find(|c| c.is_control()) {
-        return Err(format!(
-            "title contains the control character U+{:04X}",
-            c as u32
-        ));
+        return Err(format!("title contains the control character U+{:04X}", c as u32));
     }
     if title == "." || title == ".." {
         return Err("title is a relative directory name".into());
@@ -118,10 +115,7 @@ mod tests {
         ] {
             assert!(validate_title(bad).is_err(), "{bad:?}");
         }
-        assert!(
-            validate_title(&"é".repeat(128)).is_err(),
-            "256 bytes of UTF-8"
-        );
+        assert!(validate_title(&"é".repeat(128)).is_err(), "256 bytes of UTF-8");
     }
 
     #[test]

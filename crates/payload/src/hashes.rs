@@ -6,13 +6,7 @@ use sha1::{Digest, Sha1};
 use std::sync::{Arc, OnceLock};
 
 type Sha1State = [u32; 5];
-const SHA1_INIT: Sha1State = [
-    0x6745_2301,
-    0xEFCD_AB89,
-    0x98BA_DCFE,
-    0x1032_5476,
-    0xC3D2_E1F0,
-];
+const SHA1_INIT: Sha1State = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
 
 /// SHA-1 of any run of zero bytes up to `max_len`, in O(1) after an O(max_len)
 /// set-up: it keeps the compression state after every whole 64-byte block of

@@ -159,11 +159,7 @@ mod tests {
         let mut past = Vec::new();
         d.read_into(10, 16, &mut past);
         assert_eq!(past, b"\0\0");
-        assert_eq!(
-            DecoyBytes::new(p, 3).size(),
-            7,
-            "never shorter than the payload"
-        );
+        assert_eq!(DecoyBytes::new(p, 3).size(), 7, "never shorter than the payload");
     }
 
     #[test]

@@ -136,14 +136,8 @@ impl DecoyTable {
         table
     }
 
-    fn compute_info_hashes(
-        &self,
-        which: &[usize],
-        progress: &mut dyn LoadProgress,
-    ) -> Vec<InfoHash> {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+    fn compute_info_hashes(&self, which: &[usize], progress: &mut dyn LoadProgress) -> Vec<InfoHash> {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let mut out = vec![[0u8; 20]; which.len()];
         let chunk = which.len().div_ceil(threads).max(1);
         let done = std::sync::atomic::AtomicU64::new(0);
@@ -302,9 +296,7 @@ mod tests {
     #[test]
     fn lookup_finds_every_decoy_and_metadata_hashes_to_its_info_hash() {
         let payload = Arc::new(Payload::new(vec![7u8; 40_000], "t").unwrap());
-        let titles: Vec<String> = (0..50)
-            .map(|i| format!("sample-title-{i:06}.mp4"))
-            .collect();
+        let titles: Vec<String> = (0..50).map(|i| format!("sample-title-{i:06}.mp4")).collect();
         let rows = titles
             .iter()
             .enumerate()
@@ -320,11 +312,7 @@ mod tests {
             assert_eq!(&digest, d.info_hash());
             // Piece hashes in the metadata match the bytes we serve.
             let mut data = Vec::new();
-            d.read(
-                0,
-                d.size().min(u64::from(d.piece_length())) as u32,
-                &mut data,
-            );
+            d.read(0, d.size().min(u64::from(d.piece_length())) as u32, &mut data);
             let first: [u8; 20] = Sha1::digest(&data).into();
             let v = warnseed_bittorrent::bencode::decode(&meta).unwrap();
             assert_eq!(&v.get(b"pieces").unwrap().as_bytes().unwrap()[..20], &first);

@@ -13,9 +13,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use warnseed_bittorrent::client::decode_peer_id;
 use warnseed_bittorrent::metainfo::hex;
-use warnseed_bittorrent::session::{
-    CloseReason, LocalIdentity, PeerSession, SeedContent, SessionLimits,
-};
+use warnseed_bittorrent::session::{CloseReason, LocalIdentity, PeerSession, SeedContent, SessionLimits};
 use warnseed_ledger::{SessionRecord, Transport};
 
 #[derive(Clone, Debug)]
@@ -64,11 +62,7 @@ fn now_ms() -> i64 {
 }
 
 impl PeerServer {
-    pub fn new(
-        table: Arc<DecoyTable>,
-        config: ServerConfig,
-        ledger: SyncSender<SessionRecord>,
-    ) -> Self {
+    pub fn new(table: Arc<DecoyTable>, config: ServerConfig, ledger: SyncSender<SessionRecord>) -> Self {
         Self {
             table,
             config,
@@ -91,10 +85,7 @@ impl PeerServer {
             config: self.config.clone(),
             ledger: self.ledger,
             observer: self.observer,
-            limiter: ConnectionLimiter::new(
-                self.config.max_connections,
-                self.config.max_connections_per_ip,
-            ),
+            limiter: ConnectionLimiter::new(self.config.max_connections, self.config.max_connections_per_ip),
             slots: Arc::new(Semaphore::new(self.config.upload_slots)),
         });
         let mut accepts = JoinSet::new();
@@ -244,6 +235,18 @@ async fn run_connection(
         }
     }
     drop(slot);
+    // Best effort: let a peer we drop for a protocol error see the reject
+    // that explains it, but never wait on it for long.
+    if !matches!(
+        session.close_reason(),
+        Some(CloseReason::PeerClosed | CloseReason::Io(_))
+    ) {
+        let pending = session.poll_transmit();
+        if !pending.is_empty() && pending.len() <= 64 * 1024 {
+            let flush = wr.write_all(pending);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+        }
+    }
     let _ = wr.shutdown().await;
     finish(shared, remote, started_ms, &session);
 }
@@ -258,10 +261,7 @@ fn io_reason(e: std::io::Error) -> CloseReason {
 }
 
 fn finish(shared: &Shared, remote: SocketAddr, started_ms: i64, session: &PeerSession<Decoy>) {
-    let reason = session
-        .close_reason()
-        .cloned()
-        .unwrap_or(CloseReason::PeerClosed);
+    let reason = session.close_reason().cloned().unwrap_or(CloseReason::PeerClosed);
     let summary = session.summary();
     let summary = &summary;
     let Some(decoy) = session.torrent() else {

@@ -70,9 +70,7 @@ impl TrackerUrl {
                 None => (authority.to_string(), "80"),
             }
         };
-        let port = port
-            .parse()
-            .map_err(|_| AnnounceError::BadUrl(raw.into()))?;
+        let port = port.parse().map_err(|_| AnnounceError::BadUrl(raw.into()))?;
         if host.is_empty() {
             return Err(AnnounceError::BadUrl(raw.into()));
         }
@@ -203,9 +201,7 @@ pub async fn announce_once(
     };
     tokio::time::timeout(REQUEST_TIMEOUT, work)
         .await
-        .map_err(|_| AnnounceError::Timeout {
-            url: url.raw.clone(),
-        })?
+        .map_err(|_| AnnounceError::Timeout { url: url.raw.clone() })?
 }
 
 /// Announces every decoy to `url` in rounds, waiting the tracker's interval
@@ -288,7 +284,9 @@ mod tests {
         ))
         .unwrap();
         assert!(req.starts_with("GET /announce?info_hash=%FF%FF"));
-        assert!(req.contains("&port=6881&uploaded=0&downloaded=0&left=0&compact=1&numwant=0&event=started HTTP/1.0\r\n"));
+        assert!(req.contains(
+            "&port=6881&uploaded=0&downloaded=0&left=0&compact=1&numwant=0&event=started HTTP/1.0\r\n"
+        ));
     }
 
     #[test]

@@ -57,10 +57,7 @@ fn import_one(store: &mut CatalogStore, file: &Path) -> Result<()> {
         .with_context(|| format!("reading {}", file.display()))?
         .len();
     let pb = if size >= PROGRESS_MIN_BYTES {
-        bar(
-            size,
-            "importing {msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
-        )
+        bar(size, "importing {msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
     } else {
         ProgressBar::hidden()
     };
@@ -111,10 +108,7 @@ struct BarProgress(Option<ProgressBar>);
 impl LoadProgress for BarProgress {
     fn hashing(&mut self, total: u64) {
         let pb = if total >= 10_000 {
-            bar(
-                total,
-                "computing info hashes [{bar:40}] {pos}/{len} ({eta})",
-            )
+            bar(total, "computing info hashes [{bar:40}] {pos}/{len} ({eta})")
         } else {
             ProgressBar::hidden()
         };
@@ -153,10 +147,7 @@ pub fn export(
     };
     let table = load_table(&dir, load_payload(&dir, None)?)?;
     let pb = if table.len() >= 10_000 {
-        bar(
-            table.len() as u64,
-            "exporting [{bar:40}] {pos}/{len} ({eta})",
-        )
+        bar(table.len() as u64, "exporting [{bar:40}] {pos}/{len} ({eta})")
     } else {
         ProgressBar::hidden()
     };
@@ -164,8 +155,7 @@ pub fn export(
         if path == Path::new("-") {
             Ok(Box::new(std::io::stdout().lock()))
         } else {
-            let f = std::fs::File::create(path)
-                .with_context(|| format!("creating {}", path.display()))?;
+            let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
             Ok(Box::new(std::io::BufWriter::new(f)))
         }
     };
@@ -261,9 +251,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .map(|t| TrackerUrl::parse(t))
         .collect::<Result<Vec<_>, _>>()?;
     if dir.config.node.dht && !args.no_dht {
-        tracing::warn!(
-            "dht = true in warnseed.toml, but this version has no DHT node; continuing without"
-        );
+        tracing::warn!("dht = true in warnseed.toml, but this version has no DHT node; continuing without");
     }
 
     let payload = load_payload(&dir, args.payload.as_deref())?;
@@ -285,9 +273,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
     )?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let registered = runtime.block_on(async {
         let listeners = listen
             .iter()

@@ -81,9 +81,7 @@ pub struct LedgerConfig {
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        Self {
-            batch_window_ms: 100,
-        }
+        Self { batch_window_ms: 100 }
     }
 }
 
@@ -123,8 +121,7 @@ impl DataDir {
                 root.display()
             )
         })?;
-        let config: Config =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let config: Config = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         Ok(Self {
             root: root.to_path_buf(),
             config,
