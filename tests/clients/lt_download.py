@@ -14,6 +14,17 @@ import time
 import libtorrent as lt
 
 
+def collect_local_port(alert, ports):
+    # peer_log: "*** LOCAL ENDPOINT [ e: 127.0.0.2:44229 ]" names the source
+    # port of each outgoing connection, which the seed sees as remote port.
+    if isinstance(alert, lt.peer_log_alert):
+        m = alert.message()
+        i = m.find("LOCAL ENDPOINT [ e: ")
+        if i >= 0:
+            ep = m[i + len("LOCAL ENDPOINT [ e: "):].split(" ")[0]
+            ports.add(int(ep.rsplit(":", 1)[1]))
+
+
 def main():
     ap = argparse.ArgumentParser()
     src = ap.add_mutually_exclusive_group(required=True)
@@ -39,8 +50,8 @@ def main():
         "enable_incoming_utp": False,
         "dht_bootstrap_nodes": "",
         "alert_mask": lt.alert.category_t.error_notification
-        | lt.alert.category_t.status_notification,
-        "user_agent": "warnseed-test",
+        | lt.alert.category_t.status_notification
+        | lt.alert.category_t.peer_log_notification,
     }
     ses = lt.session(settings)
     if a.torrent:
@@ -61,6 +72,9 @@ def main():
 
     start = time.time()
     last_connect = start
+    # Local ports of our connections to the seed, so the test can match the
+    # ledger's remote_port exactly.
+    local_ports = set()
     while True:
         st = h.status()
         if st.is_seeding:
@@ -74,6 +88,7 @@ def main():
                 h.connect_peer((ip.strip("[]"), int(port)))
             last_connect = time.time()
         for al in ses.pop_alerts():
+            collect_local_port(al, local_ports)
             if isinstance(al, lt.torrent_error_alert):
                 print(json.dumps({"ok": False, "error": al.message()}))
                 return 1
@@ -83,9 +98,11 @@ def main():
     path = os.path.join(a.out, ti.files().file_path(0))
     # Give the HAVE for the last piece time to reach the seed before we leave.
     time.sleep(1.0)
+    for al in ses.pop_alerts():
+        collect_local_port(al, local_ports)
     ses.remove_torrent(h)
     time.sleep(0.5)
-    print(json.dumps({"ok": True, "path": path, "seconds": secs}))
+    print(json.dumps({"ok": True, "path": path, "seconds": secs, "local_ports": sorted(local_ports)}))
     return 0
 
 

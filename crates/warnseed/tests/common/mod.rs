@@ -1,0 +1,388 @@
+//! Shared harness for end-to-end tests: a warnseed node run from the built
+//! binary, real clients and services as child processes, and the ledger
+//! read back with SQLite. Everything listens on loopback addresses.
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_warnseed")
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Fails (never skips) when a real client is missing, naming its package.
+pub fn require(program: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} is missing: install the Debian package {package} (`apt-get install {package}`, or run .ci/run)"
+    );
+}
+
+pub fn require_libtorrent() {
+    require("/usr/bin/python3", "python3");
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "libtorrent python bindings are missing: install the Debian package python3-libtorrent");
+}
+
+/// A port that was free on `ip` a moment ago.
+pub fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn warnseed(args: &[&str]) -> String {
+    run_ok(Command::new(bin()).args(args))
+}
+
+/// SHA-256 of `payload` followed by zeros up to `size` bytes: what a decoy
+/// must be, computed here independently of warnseed's own code.
+pub fn expected_sha256(payload: &[u8], size: u64) -> String {
+    let mut h = Sha256::new();
+    let size = size.max(payload.len() as u64);
+    h.update(payload);
+    let mut left = size - payload.len() as u64;
+    let zeros = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        h.update(&zeros[..n]);
+        left -= n as u64;
+    }
+    hex(&h.finalize())
+}
+
+pub fn file_sha256(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex(&h.finalize())
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Kills the child with SIGTERM (or SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Self {
+        let out = std::fs::File::create(log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self {
+            child,
+            name: name.into(),
+        }
+    }
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([sig, &self.child.id().to_string()]).status();
+    }
+    /// SIGTERM, then wait up to `grace` before SIGKILL.
+    pub fn stop(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.signal("-TERM");
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+pub fn wait_for_port(addr: SocketAddr) {
+    wait_until(&format!("{addr} to accept"), Duration::from_secs(20), || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+}
+
+/// A warnseed node: its data directory and, while running, its process.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub proc: Option<Proc>,
+    pub addr: Option<SocketAddr>,
+}
+
+impl Node {
+    /// A data directory with `titles` imported (CSV body after the header)
+    /// and an optional payload file.
+    pub fn new(csv_rows: &str, payload: Option<&[u8]>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("node");
+        warnseed(&["init", "--data", data.to_str().unwrap()]);
+        if let Some(p) = payload {
+            std::fs::write(data.join("payload.bin"), p).unwrap();
+            let cfg = data.join("warnseed.toml");
+            let text = std::fs::read_to_string(&cfg).unwrap();
+            std::fs::write(&cfg, text.replace("[payload]", "[payload]\nfile = \"payload.bin\"")).unwrap();
+        }
+        let csv = dir.path().join("catalog.csv");
+        std::fs::write(&csv, format!("title,size_bytes\n{csv_rows}")).unwrap();
+        warnseed(&["catalog", "import", csv.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+        Self {
+            dir,
+            data,
+            proc: None,
+            addr: None,
+        }
+    }
+
+    pub fn data_arg(&self) -> &str {
+        self.data.to_str().unwrap()
+    }
+
+    pub fn export_torrents(&self, trackers: &[String]) -> PathBuf {
+        let out = self.dir.path().join("torrents");
+        let mut args = vec![
+            "decoys",
+            "export",
+            "--format",
+            "torrent",
+            "--out",
+            out.to_str().unwrap(),
+            "--data",
+            self.data_arg(),
+        ];
+        for t in trackers {
+            args.extend(["--tracker", t.as_str()]);
+        }
+        warnseed(&args);
+        out
+    }
+
+    /// (info hash, decoy id, size, title) per decoy, from index.tsv.
+    pub fn index(torrents: &Path) -> Vec<(String, i64, u64, String)> {
+        std::fs::read_to_string(torrents.join("index.tsv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f[0].to_string(), f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].to_string())
+            })
+            .collect()
+    }
+
+    pub fn start(&mut self, listen: SocketAddr, extra: &[&str]) {
+        let log = self.dir.path().join("node.log");
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--data", self.data_arg(), "--listen", &listen.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "info");
+        let out_path = self.dir.path().join("node.out");
+        let out = std::fs::File::create(&out_path).unwrap();
+        let err = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start warnseed run");
+        self.proc = Some(Proc {
+            child,
+            name: "warnseed".into(),
+        });
+        wait_until("warnseed to print ready", Duration::from_secs(60), || {
+            std::fs::read_to_string(&out_path)
+                .map(|s| s.contains("ready listen="))
+                .unwrap_or(false)
+        });
+        self.addr = Some(listen);
+    }
+
+    /// Graceful stop; returns stdout.
+    pub fn stop(&mut self) -> String {
+        if let Some(p) = self.proc.take() {
+            let status = p.stop(Duration::from_secs(20)).expect("warnseed stops on SIGTERM");
+            assert!(status.success(), "warnseed exited with {status}: {}", self.log());
+        }
+        std::fs::read_to_string(self.dir.path().join("node.out")).unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    pub fn sessions(&self) -> Vec<Session> {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.data.join("ledger.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT remote_ip, remote_port, client_name, client_version, bytes_sent, completed,
+                        lower(hex(info_hash)), close_reason, started_at_ms, ended_at_ms, decoy_id
+                 FROM sessions ORDER BY id",
+            )
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Session {
+                    ip: r.get(0)?,
+                    port: r.get(1)?,
+                    client: r.get(2)?,
+                    version: r.get(3)?,
+                    bytes_sent: r.get::<_, i64>(4)? as u64,
+                    completed: r.get(5)?,
+                    info_hash: r.get(6)?,
+                    close_reason: r.get(7)?,
+                    started_at_ms: r.get(8)?,
+                    ended_at_ms: r.get(9)?,
+                    decoy_id: r.get(10)?,
+                })
+            })
+            .unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
+    /// Waits until the ledger holds a completed session for `ip` and
+    /// `info_hash`, then returns every session of that pair.
+    pub fn wait_for_completed(&self, ip: &str, info_hash: &str) -> Vec<Session> {
+        let mut found = Vec::new();
+        wait_until(
+            &format!("a completed ledger session from {ip} for {info_hash}"),
+            Duration::from_secs(30),
+            || {
+                found = self
+                    .sessions()
+                    .into_iter()
+                    .filter(|s| s.ip == ip && s.info_hash == info_hash)
+                    .collect();
+                found.iter().any(|s| s.completed)
+            },
+        );
+        found
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- warnseed log ---\n{}", self.log());
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub ip: String,
+    pub port: u16,
+    pub client: Option<String>,
+    pub version: Option<String>,
+    pub bytes_sent: u64,
+    pub completed: bool,
+    pub info_hash: String,
+    pub close_reason: String,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    pub decoy_id: i64,
+}
+
+/// opentracker on loopback with a whitelist of our info hashes.
+pub struct Opentracker {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Opentracker {
+    pub fn start(dir: &Path, ip: Ipv4Addr, whitelist: &[String]) -> Self {
+        require("opentracker", "opentracker");
+        let port = free_port(ip);
+        let wl = dir.join("whitelist.txt");
+        std::fs::write(&wl, whitelist.join("\n") + "\n").unwrap();
+        let conf = dir.join("opentracker.conf");
+        std::fs::write(
+            &conf,
+            format!("listen.tcp_udp {ip}:{port}\naccess.whitelist {}\n", wl.display()),
+        )
+        .unwrap();
+        let proc = Proc::spawn(
+            "opentracker",
+            Command::new("opentracker").arg("-f").arg(&conf),
+            &dir.join("opentracker.log"),
+        );
+        wait_for_port(SocketAddr::from((ip, port)));
+        Self {
+            proc,
+            url: format!("http://{ip}:{port}/announce"),
+        }
+    }
+}
+
+/// Runs tests/clients/lt_download.py; returns its JSON result.
+pub fn libtorrent_download(source: (&str, &str), peer: Option<SocketAddr>, bind: Ipv4Addr, out: &Path) -> serde_json::Value {
+    require_libtorrent();
+    std::fs::create_dir_all(out).unwrap();
+    let script = repo_root().join("tests/clients/lt_download.py");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(script)
+        .args([source.0, source.1])
+        .args(["--bind", &bind.to_string(), "--out", out.to_str().unwrap(), "--timeout", "120"]);
+    if let Some(p) = peer {
+        cmd.args(["--peer", &p.to_string()]);
+    }
+    let stdout = run_ok(&mut cmd);
+    let line = stdout.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(v["ok"], true, "libtorrent download failed: {v}");
+    v
+}
