@@ -144,7 +144,7 @@ struct OutputChecker {
 const MAX_OUT_FRAME: usize = 16 * 1024 + 256;
 
 impl OutputChecker {
-    fn feed(&mut self, bytes: &[u8], peer_ut_metadata: Option<u8>) {
+    fn feed(&mut self, bytes: &[u8], peer_ut_ids: &[bool; 256]) {
         self.buf.extend_from_slice(bytes);
         if !self.handshake_seen {
             if self.buf.len() < HANDSHAKE_LEN {
@@ -171,12 +171,12 @@ impl OutputChecker {
             }
             let body = rest[4..4 + len].to_vec();
             used += 4 + len;
-            self.check_frame(&body, peer_ut_metadata);
+            self.check_frame(&body, peer_ut_ids);
         }
         self.buf.drain(..used);
     }
 
-    fn check_frame(&mut self, body: &[u8], peer_ut_metadata: Option<u8>) {
+    fn check_frame(&mut self, body: &[u8], peer_ut_ids: &[bool; 256]) {
         let t = self.torrent;
         let n = piece_count(t.total, t.piece_length);
         let m = Message::parse(body).unwrap_or_else(|e| panic!("we sent a malformed frame: {e} {body:?}"));
@@ -215,8 +215,10 @@ impl OutputChecker {
                 assert_eq!(size, Some(t.metadata.len() as i64));
             }
             Message::Extended { id, payload } => {
-                assert!(self.ext, "extended message to a peer without BEP 10");
-                assert_eq!(Some(id), peer_ut_metadata, "ut_metadata sent under the wrong id");
+                // The session answers ut_metadata requests even from a peer
+                // that did not set the BEP 10 bit, so that is not asserted;
+                // the id must be one the peer announced for ut_metadata.
+                assert!(peer_ut_ids[usize::from(id)], "ut_metadata sent under id {id}, never announced");
                 let (d, used) = bencode::decode_prefix(payload).expect("ut_metadata header is bencode");
                 let piece = d.get(b"piece").and_then(Value::as_int).expect("piece");
                 match d.get(b"msg_type").and_then(Value::as_int) {
@@ -243,8 +245,8 @@ struct Driver {
     write_mode: u8,
     choke_idle: bool,
     checker: OutputChecker,
-    /// The id the peer asked us to use for ut_metadata (last value wins).
-    peer_ut_metadata: Option<u8>,
+    /// Every non-zero id the peer announced for ut_metadata so far.
+    peer_ut_ids: [bool; 256],
     round: usize,
 }
 
@@ -286,7 +288,7 @@ impl Driver {
                 _ => unsent.min((hint + self.round) * 97 % 20_000),
             };
             let written = out[..n].to_vec();
-            self.checker.feed(&written, self.peer_ut_metadata);
+            self.checker.feed(&written, &self.peer_ut_ids);
             self.s.consume_transmit(n, self.now);
             if n == 0 || n == unsent {
                 break;
@@ -305,9 +307,10 @@ impl Driver {
     }
 }
 
-/// Tracks the ut_metadata id a peer announces in its extension handshakes,
-/// following the session's rule (u8 or 0), so the checker knows the id.
-fn note_ext_handshake(stream: &[u8], seen: &mut Vec<u8>, id: &mut Option<u8>) {
+/// Records the ut_metadata ids a peer announces in its extension
+/// handshakes (the session keeps the latest one that fits a u8), so the
+/// checker can tell which ids our ut_metadata replies may use.
+fn note_ext_handshake(stream: &[u8], seen: &mut Vec<u8>, ids: &mut [bool; 256]) {
     seen.extend_from_slice(stream);
     let mut used = 0;
     while seen.len() - used >= 4 {
@@ -320,7 +323,9 @@ fn note_ext_handshake(stream: &[u8], seen: &mut Vec<u8>, id: &mut Option<u8>) {
         if let Ok(Message::Extended { id: 0, payload }) = Message::parse(body) {
             if let Ok(d) = bencode::decode(payload) {
                 if let Some(v) = d.get(b"m").and_then(|m| m.get(b"ut_metadata")).and_then(Value::as_int) {
-                    *id = Some(u8::try_from(v).unwrap_or(0)).filter(|&i| i != 0);
+                    if let Ok(id) = u8::try_from(v) {
+                        ids[usize::from(id)] = true;
+                    }
                 }
             }
         }
@@ -372,8 +377,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(s.pending_lookup().is_none());
 
     let mut seen = Vec::new();
-    let mut peer_ut_metadata = None;
-    note_ext_handshake(&stream[..first], &mut seen, &mut peer_ut_metadata);
+    let mut peer_ut_ids = [false; 256];
+    note_ext_handshake(&stream[..first], &mut seen, &mut peer_ut_ids);
 
     let mut d = Driver {
         s,
@@ -391,7 +396,7 @@ fuzz_target!(|data: &[u8]| {
             frames: 0,
             piece_bytes: 0,
         },
-        peer_ut_metadata,
+        peer_ut_ids,
         round: 0,
     };
     d.pump(first);
@@ -405,7 +410,7 @@ fuzz_target!(|data: &[u8]| {
         pos += len;
         let was_closed = d.s.is_closed();
         let reason = d.s.close_reason().cloned();
-        note_ext_handshake(chunk, &mut seen, &mut d.peer_ut_metadata);
+        note_ext_handshake(chunk, &mut seen, &mut d.peer_ut_ids);
         d.s.handle_input(chunk, d.now);
         if was_closed {
             assert!(d.s.is_closed());

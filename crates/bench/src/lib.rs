@@ -150,9 +150,7 @@ pub fn loadavg() -> String {
 
 /// `nproc` and the CPU model, for the report header.
 pub fn machine() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -169,11 +167,7 @@ pub fn machine() -> String {
 fn status_bytes_meminfo() -> Option<u64> {
     let t = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = t.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
 
@@ -189,9 +183,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        let child = cmd.spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
         Ok(Self {
             child,
             name: name.to_string(),
@@ -206,11 +198,7 @@ impl Proc {
     /// Needs `Stdio::piped()` stdout. Later lines are drained on a thread
     /// so the child never blocks on a full pipe.
     pub fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> Result<String> {
-        let stdout = self
-            .child
-            .stdout
-            .take()
-            .context("stdout is not piped")?;
+        let stdout = self.child.stdout.take().context("stdout is not piped")?;
         let (tx, rx) = std::sync::mpsc::channel();
         let prefix_owned = prefix.to_string();
         std::thread::spawn(move || {
@@ -273,19 +261,14 @@ pub fn run_json(name: &str, cmd: &mut Command, log: Option<&Path>) -> Result<ser
     cmd.stdout(Stdio::piped());
     match log {
         Some(path) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
             cmd.stderr(f);
         }
         None => {
             cmd.stderr(Stdio::inherit());
         }
     }
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {name}: {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("running {name}: {cmd:?}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let last = text
         .lines()

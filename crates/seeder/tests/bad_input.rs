@@ -30,7 +30,10 @@ async fn start(configure: impl FnOnce(&mut ServerConfig)) -> Node {
     let payload = Arc::new(Payload::new(b"WARNING: test payload".repeat(100), "test").unwrap());
     let table = Arc::new(DecoyTable::from_titles(
         payload,
-        [(1, "sample-title-000001.mp4", Some(SIZE)), (2, "sample-title-000002.mkv", None)],
+        [
+            (1, "sample-title-000001.mp4", Some(SIZE)),
+            (2, "sample-title-000002.mkv", None),
+        ],
     ));
     let mut config = ServerConfig::new(LocalIdentity {
         peer_id: *b"-WS0100-testtesttest",
@@ -210,14 +213,30 @@ async fn each_bad_connection_is_closed_with_its_reason_while_a_good_peer_downloa
     metadata_past_end.extend(msg(20, b"\x00d1:md11:ut_metadatai3eee"));
     metadata_past_end.extend(msg(20, b"\x01d8:msg_typei0e5:piecei99ee"));
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "not_bittorrent"),
+        (
+            "garbage",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            "not_bittorrent",
+        ),
         ("encrypted opener", vec![0x5a; 96], "not_bittorrent"),
-        ("unknown info hash", handshake([0xab; 20], true), "unknown_info_hash"),
+        (
+            "unknown info hash",
+            handshake([0xab; 20], true),
+            "unknown_info_hash",
+        ),
         ("length prefix over limit", oversized_prefix, "message_too_long"),
         ("request out of range", out_of_range, "invalid_request"),
         ("oversized request", oversized_request, "invalid_request"),
-        ("metadata piece past the end", metadata_past_end, "invalid_metadata_request"),
-        ("half-open handshake", handshake(ih, true)[..30].to_vec(), "handshake_timeout"),
+        (
+            "metadata piece past the end",
+            metadata_past_end,
+            "invalid_metadata_request",
+        ),
+        (
+            "half-open handshake",
+            handshake(ih, true)[..30].to_vec(),
+            "handshake_timeout",
+        ),
         ("idle after handshake", handshake(ih, true), "idle_timeout"),
     ];
     for (name, bytes, want) in &cases {
@@ -233,11 +252,24 @@ async fn each_bad_connection_is_closed_with_its_reason_while_a_good_peer_downloa
     let sessions = node.stop().await;
     // Only connections that named a decoy are registered.
     let reasons: Vec<&str> = sessions.iter().map(|s| s.close_reason.as_str()).collect();
-    for want in ["message_too_long", "invalid_request", "invalid_metadata_request", "idle_timeout"] {
-        assert!(reasons.iter().any(|r| r.starts_with(want)), "{want} registered in {reasons:?}");
+    for want in [
+        "message_too_long",
+        "invalid_request",
+        "invalid_metadata_request",
+        "idle_timeout",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.starts_with(want)),
+            "{want} registered in {reasons:?}"
+        );
     }
-    assert!(!reasons.iter().any(|r| r.starts_with("not_bittorrent") || r.starts_with("unknown")));
-    let good_row = sessions.iter().find(|s| s.bytes_sent == SIZE).expect("the good session is registered");
+    assert!(!reasons
+        .iter()
+        .any(|r| r.starts_with("not_bittorrent") || r.starts_with("unknown")));
+    let good_row = sessions
+        .iter()
+        .find(|s| s.bytes_sent == SIZE)
+        .expect("the good session is registered");
     assert!(good_row.completed);
     assert_eq!(good_row.client_name.as_deref(), Some("qBittorrent 4.6.2.0"));
     assert_eq!(good_row.remote_ip, "127.0.0.1");

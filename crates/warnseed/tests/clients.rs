@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const PIECE: u64 = 16 * 1024;
@@ -16,11 +15,18 @@ const BIG: u64 = 100 * 1024 * 1024 + 7;
 fn check_one_completed(node: &Node, ip: &str, info_hash: &str, size: u64, client_prefix: &str) -> Session {
     let sessions = node.wait_for_completed(ip, info_hash);
     let completed: Vec<&Session> = sessions.iter().filter(|s| s.completed).collect();
-    assert_eq!(completed.len(), 1, "exactly one completed session for {ip}: {sessions:#?}");
+    assert_eq!(
+        completed.len(),
+        1,
+        "exactly one completed session for {ip}: {sessions:#?}"
+    );
     let s = completed[0].clone();
     assert_eq!(s.bytes_sent, size, "bytes sent = file length: {s:#?}");
     let client = s.client.clone().unwrap_or_default();
-    assert!(client.starts_with(client_prefix), "client {client:?} should start with {client_prefix:?}");
+    assert!(
+        client.starts_with(client_prefix),
+        "client {client:?} should start with {client_prefix:?}"
+    );
     assert!(s.port > 0);
     assert!(s.ended_at_ms >= s.started_at_ms && s.started_at_ms > 1_600_000_000_000);
     s
@@ -41,7 +47,10 @@ fn libtorrent_downloads_every_size_by_torrent_and_by_magnet() {
     let ip = Ipv4Addr::new(127, 0, 0, 1);
     let listen = SocketAddr::from((ip, free_port(ip)));
     node.start(listen, &[]);
-    assert!(!node.data.join("payload.bin").exists(), "this node serves the built-in payload");
+    assert!(
+        !node.data.join("payload.bin").exists(),
+        "this node serves the built-in payload"
+    );
 
     let mut expected_payload = None;
     for (i, (info_hash, _id, size, title)) in index.iter().enumerate() {
@@ -63,9 +72,21 @@ fn libtorrent_downloads_every_size_by_torrent_and_by_magnet() {
         assert!(payload.starts_with(b"WARNING"), "decoys start with the warning");
         assert_eq!(file_sha256(path), expected_sha256(&payload, *size), "{title}");
         let s = check_one_completed(&node, &bind.to_string(), info_hash, *size, "libtorrent 2.0");
-        let ports: Vec<u64> = r["local_ports"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
-        assert!(ports.contains(&u64::from(s.port)), "ledger port {} among {ports:?}", s.port);
-        assert!(s.version.as_deref().unwrap_or("").starts_with("libtorrent"), "{s:?}");
+        let ports: Vec<u64> = r["local_ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .collect();
+        assert!(
+            ports.contains(&u64::from(s.port)),
+            "ledger port {} among {ports:?}",
+            s.port
+        );
+        assert!(
+            s.version.as_deref().unwrap_or("").starts_with("libtorrent"),
+            "{s:?}"
+        );
     }
 
     // Magnet links alone (plus our address): metadata comes from us, over
@@ -94,7 +115,10 @@ fn libtorrent_downloads_every_size_by_torrent_and_by_magnet() {
         let out = node.dir.path().join(format!("magnet-{i}"));
         let r = libtorrent_download(("--magnet", magnet), Some(listen), bind, &out);
         let path = Path::new(r["path"].as_str().unwrap());
-        assert_eq!(file_sha256(path), expected_sha256(expected_payload.as_ref().unwrap(), *size));
+        assert_eq!(
+            file_sha256(path),
+            expected_sha256(expected_payload.as_ref().unwrap(), *size)
+        );
         check_one_completed(&node, &bind.to_string(), info_hash, *size, "libtorrent 2.0");
     }
     let out = node.stop();
@@ -114,14 +138,33 @@ fn libtorrent_downloads_a_one_byte_decoy() {
     node.start(listen, &[]);
     let bind = Ipv4Addr::new(127, 0, 3, 10);
     let torrent = torrents.join(format!("{}.torrent", index[0].0));
-    let r = libtorrent_download(("--torrent", torrent.to_str().unwrap()), Some(listen), bind, &node.dir.path().join("dl"));
+    let r = libtorrent_download(
+        ("--torrent", torrent.to_str().unwrap()),
+        Some(listen),
+        bind,
+        &node.dir.path().join("dl"),
+    );
     assert_eq!(std::fs::read(r["path"].as_str().unwrap()).unwrap(), b"W");
     check_one_completed(&node, &bind.to_string(), &index[0].0, 1, "libtorrent 2.0");
     node.stop();
 }
 
-/// A node announcing to a local opentracker, and its decoys' info hashes.
-fn tracked_node(sizes: &[u64]) -> (Node, Opentracker, std::path::PathBuf, Vec<(String, i64, u64, String)>) {
+/// Addresses inside a test's own namespace: the node and tracker, and the
+/// client under test.
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+/// A node announcing to opentracker, both inside a fresh namespace.
+struct TrackedNode {
+    node: Node,
+    ns: Netns,
+    _tracker: Opentracker,
+    torrents: std::path::PathBuf,
+    index: Vec<(String, i64, u64, String)>,
+}
+
+fn tracked_node(tag: &str, sizes: &[u64]) -> TrackedNode {
+    let ns = Netns::new(tag, &[NODE_IP, CLIENT_IP]);
     let rows: String = sizes
         .iter()
         .enumerate()
@@ -129,21 +172,43 @@ fn tracked_node(sizes: &[u64]) -> (Node, Opentracker, std::path::PathBuf, Vec<(S
         .collect();
     let mut node = Node::new(&rows, Some(&test_payload()));
     let wl = node.dir.path().join("wl.txt");
-    warnseed(&["decoys", "export", "--format", "whitelist", "--out", wl.to_str().unwrap(), "--data", node.data_arg()]);
-    let hashes: Vec<String> = std::fs::read_to_string(&wl).unwrap().lines().map(String::from).collect();
+    warnseed(&[
+        "decoys",
+        "export",
+        "--format",
+        "whitelist",
+        "--out",
+        wl.to_str().unwrap(),
+        "--data",
+        node.data_arg(),
+    ]);
+    let hashes: Vec<String> = std::fs::read_to_string(&wl)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
     assert_eq!(hashes.len(), sizes.len());
     let tracker_dir = node.dir.path().join("tracker");
     std::fs::create_dir_all(&tracker_dir).unwrap();
-    let tracker = Opentracker::start(&tracker_dir, Ipv4Addr::LOCALHOST, &hashes);
+    let tracker = Opentracker::start_in(&ns, &tracker_dir, NODE_IP, &hashes);
     let torrents = node.export_torrents(std::slice::from_ref(&tracker.url));
     let index = Node::index(&torrents);
-    let ip = Ipv4Addr::new(127, 0, 0, 1);
-    let listen = SocketAddr::from((ip, free_port(ip)));
-    node.start(listen, &["--tracker", &tracker.url]);
-    let log_has_round = || node.log().contains("tracker round done");
-    wait_until("the first tracker round", Duration::from_secs(30), log_has_round);
+    node.start_in(
+        Some(&ns),
+        SocketAddr::from((NODE_IP, 6881)),
+        &["--tracker", &tracker.url],
+    );
+    wait_until("the first tracker round", Duration::from_secs(30), || {
+        node.log().contains("tracker round done")
+    });
     assert!(!node.log().contains("announce failed"), "{}", node.log());
-    (node, tracker, torrents, index)
+    TrackedNode {
+        node,
+        ns,
+        _tracker: tracker,
+        torrents,
+        index,
+    }
 }
 
 /// The warning the tracker tests serve: known here, so expected bytes are
@@ -156,18 +221,15 @@ fn test_payload() -> Vec<u8> {
 fn transmission_finds_the_node_through_opentracker() {
     require("transmission-daemon", "transmission-daemon");
     require("transmission-remote", "transmission-cli");
-    let sizes = [PIECE + 1, BIG];
-    let (mut node, tracker, torrents, index) = tracked_node(&sizes);
+    let mut t = tracked_node("tr", &[PIECE + 1, BIG]);
     let payload = test_payload();
-    let tdir = node.dir.path().join("transmission");
+    let tdir = t.node.dir.path().join("transmission");
     let download = tdir.join("downloads");
     std::fs::create_dir_all(&download).unwrap();
-    let bind = Ipv4Addr::new(127, 0, 4, 10);
-    let rpc_port = free_port(Ipv4Addr::LOCALHOST);
     let settings = serde_json::json!({
-        "bind-address-ipv4": bind.to_string(),
+        "bind-address-ipv4": CLIENT_IP.to_string(),
         "bind-address-ipv6": "::1",
-        "peer-port": free_port(bind),
+        "peer-port": 51413,
         "peer-port-random-on-start": false,
         "dht-enabled": false,
         "lpd-enabled": false,
@@ -176,57 +238,64 @@ fn transmission_finds_the_node_through_opentracker() {
         "port-forwarding-enabled": false,
         "rpc-enabled": true,
         "rpc-bind-address": "127.0.0.1",
-        "rpc-port": rpc_port,
+        "rpc-port": 9091,
         "rpc-authentication-required": false,
         "rpc-whitelist-enabled": false,
         "rpc-host-whitelist-enabled": false,
         "download-dir": download.to_str().unwrap(),
         "incomplete-dir-enabled": false,
         "start-added-torrents": true,
+        // Transmission's default: try encryption, fall back to plain.
         "encryption": 1,
         "message-level": 2,
     });
     std::fs::write(tdir.join("settings.json"), settings.to_string()).unwrap();
     let daemon = Proc::spawn(
         "transmission-daemon",
-        Command::new("transmission-daemon").args(["-f", "-g", tdir.to_str().unwrap()]),
+        t.ns.command("transmission-daemon")
+            .args(["-f", "-g", tdir.to_str().unwrap()]),
         &tdir.join("daemon.log"),
     );
-    wait_for_port(SocketAddr::from((Ipv4Addr::LOCALHOST, rpc_port)));
-    let remote = format!("127.0.0.1:{rpc_port}");
-    for (info_hash, ..) in &index {
-        let t = torrents.join(format!("{info_hash}.torrent"));
-        run_ok(Command::new("transmission-remote").args([&remote, "-a", t.to_str().unwrap()]));
+    t.ns.wait_for_port(SocketAddr::from((Ipv4Addr::LOCALHOST, 9091)));
+    for (info_hash, ..) in &t.index {
+        let file = t.torrents.join(format!("{info_hash}.torrent"));
+        run_ok(
+            t.ns.command("transmission-remote")
+                .args(["127.0.0.1:9091", "-a", file.to_str().unwrap()]),
+        );
     }
-    for (info_hash, _id, size, title) in &index {
+    for (_info_hash, _id, size, title) in &t.index {
         let path = download.join(title);
         let want = expected_sha256(&payload, *size);
-        wait_until(&format!("Transmission to finish {title}"), Duration::from_secs(180), || {
-            std::fs::metadata(&path).map(|m| m.len() == *size).unwrap_or(false) && file_sha256(&path) == want
-        });
-        // Transmission keeps seeding: the session ends when we stop it.
-        let _ = info_hash;
+        wait_until(
+            &format!("Transmission to finish {title}"),
+            Duration::from_secs(240),
+            || {
+                std::fs::metadata(&path)
+                    .map(|m| m.len() == *size)
+                    .unwrap_or(false)
+                    && file_sha256(&path) == want
+            },
+        );
     }
+    // Transmission keeps seeding; its sessions end when it stops.
     daemon.stop(Duration::from_secs(10));
-    for (info_hash, _id, size, _title) in &index {
-        check_one_completed(&node, &bind.to_string(), info_hash, *size, "Transmission");
+    for (info_hash, _id, size, _title) in &t.index {
+        check_one_completed(&t.node, &CLIENT_IP.to_string(), info_hash, *size, "Transmission");
     }
-    node.stop();
-    drop(tracker);
+    t.node.stop();
 }
 
 #[test]
 fn aria2_finds_the_node_through_opentracker() {
     require("aria2c", "aria2");
-    let sizes = [PIECE - 1, BIG];
-    let (mut node, tracker, torrents, index) = tracked_node(&sizes);
+    let mut t = tracked_node("a2", &[PIECE - 1, BIG]);
     let payload = test_payload();
-    let out = node.dir.path().join("aria2");
+    let out = t.node.dir.path().join("aria2");
     std::fs::create_dir_all(&out).unwrap();
-    let bind = Ipv4Addr::new(127, 0, 5, 10);
-    for (info_hash, _id, size, title) in &index {
-        let t = torrents.join(format!("{info_hash}.torrent"));
-        run_ok(Command::new("aria2c").args([
+    for (info_hash, _id, size, title) in &t.index {
+        let file = t.torrents.join(format!("{info_hash}.torrent"));
+        run_ok(t.ns.command("aria2c").args([
             "--dir",
             out.to_str().unwrap(),
             "--seed-time=0",
@@ -235,18 +304,16 @@ fn aria2_finds_the_node_through_opentracker() {
             "--bt-enable-lpd=false",
             "--enable-peer-exchange=false",
             "--bt-save-metadata=false",
-            "--check-integrity=false",
             "--console-log-level=warn",
             "--summary-interval=0",
-            &format!("--interface={bind}"),
-            &format!("--listen-port={}", free_port(bind)),
+            &format!("--interface={CLIENT_IP}"),
+            "--listen-port=6890",
             "--bt-stop-timeout=120",
-            t.to_str().unwrap(),
+            file.to_str().unwrap(),
         ]));
         let path = out.join(title);
         assert_eq!(file_sha256(&path), expected_sha256(&payload, *size), "{title}");
-        check_one_completed(&node, &bind.to_string(), info_hash, *size, "aria2");
+        check_one_completed(&t.node, &CLIENT_IP.to_string(), info_hash, *size, "aria2");
     }
-    node.stop();
-    drop(tracker);
+    t.node.stop();
 }

@@ -127,7 +127,11 @@ fn main() -> Result<()> {
         "titles: {}, seed {}, sizes: {}",
         args.titles,
         args.seed,
-        if args.no_sizes { "none (payload-sized)" } else { "100 MiB–4 GiB mix" }
+        if args.no_sizes {
+            "none (payload-sized)"
+        } else {
+            "100 MiB–4 GiB mix"
+        }
     );
 
     let tmp = tempfile::Builder::new()
@@ -157,7 +161,10 @@ fn main() -> Result<()> {
         }
     }
     let import_s = t.elapsed().as_secs_f64();
-    println!("import: {import_s:.2} s ({:.0} titles/s)", args.titles as f64 / import_s);
+    println!(
+        "import: {import_s:.2} s ({:.0} titles/s)",
+        args.titles as f64 / import_s
+    );
 
     let me = std::env::current_exe()?;
     let load = |label: &str| -> Result<Value> {

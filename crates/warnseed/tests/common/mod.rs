@@ -14,7 +14,10 @@ pub fn bin() -> &'static str {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Fails (never skips) when a real client is missing, naming its package.
@@ -37,7 +40,10 @@ pub fn require_libtorrent() {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "libtorrent python bindings are missing: install the Debian package python3-libtorrent");
+    assert!(
+        ok,
+        "libtorrent python bindings are missing: install the Debian package python3-libtorrent"
+    );
 }
 
 /// A port that was free on `ip` a moment ago.
@@ -109,7 +115,9 @@ impl Proc {
         }
     }
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").args([sig, &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
     }
     /// SIGTERM, then wait up to `grace` before SIGKILL.
     pub fn stop(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
@@ -172,11 +180,21 @@ impl Node {
             std::fs::write(data.join("payload.bin"), p).unwrap();
             let cfg = data.join("warnseed.toml");
             let text = std::fs::read_to_string(&cfg).unwrap();
-            std::fs::write(&cfg, text.replace("[payload]", "[payload]\nfile = \"payload.bin\"")).unwrap();
+            std::fs::write(
+                &cfg,
+                text.replace("[payload]", "[payload]\nfile = \"payload.bin\""),
+            )
+            .unwrap();
         }
         let csv = dir.path().join("catalog.csv");
         std::fs::write(&csv, format!("title,size_bytes\n{csv_rows}")).unwrap();
-        warnseed(&["catalog", "import", csv.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+        warnseed(&[
+            "catalog",
+            "import",
+            csv.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ]);
         Self {
             dir,
             data,
@@ -216,14 +234,27 @@ impl Node {
             .skip(1)
             .map(|l| {
                 let f: Vec<&str> = l.split('\t').collect();
-                (f[0].to_string(), f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].to_string())
+                (
+                    f[0].to_string(),
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                    f[3].to_string(),
+                )
             })
             .collect()
     }
 
     pub fn start(&mut self, listen: SocketAddr, extra: &[&str]) {
+        self.start_in(None, listen, extra)
+    }
+
+    /// Starts `warnseed run`, inside `netns` when given.
+    pub fn start_in(&mut self, netns: Option<&Netns>, listen: SocketAddr, extra: &[&str]) {
         let log = self.dir.path().join("node.log");
-        let mut cmd = Command::new(bin());
+        let mut cmd = match netns {
+            Some(ns) => ns.command(bin()),
+            None => Command::new(bin()),
+        };
         cmd.args(["run", "--data", self.data_arg(), "--listen", &listen.to_string()])
             .args(extra)
             .env("RUST_LOG", "info");
@@ -251,7 +282,9 @@ impl Node {
     /// Graceful stop; returns stdout.
     pub fn stop(&mut self) -> String {
         if let Some(p) = self.proc.take() {
-            let status = p.stop(Duration::from_secs(20)).expect("warnseed stops on SIGTERM");
+            let status = p
+                .stop(Duration::from_secs(20))
+                .expect("warnseed stops on SIGTERM");
             assert!(status.success(), "warnseed exited with {status}: {}", self.log());
         }
         std::fs::read_to_string(self.dir.path().join("node.out")).unwrap_or_default()
@@ -337,16 +370,69 @@ pub struct Session {
     pub decoy_id: i64,
 }
 
-/// opentracker on loopback with a whitelist of our info hashes.
+/// A network namespace the test creates for itself, with test addresses
+/// on its own loopback interface. Transmission (like some other clients)
+/// refuses peers on 127.0.0.0/8, so tests that need it run inside one.
+/// Nothing in it can reach any other network.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// A fresh namespace holding `addrs` (e.g. 10.77.0.1) on `lo`.
+    pub fn new(tag: &str, addrs: &[Ipv4Addr]) -> Self {
+        require("ip", "iproute2");
+        let name = format!("warnseed-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let ns = Self { name };
+        run_ok(Command::new("ip").args(["netns", "add", &ns.name]));
+        run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        for a in addrs {
+            run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{a}/32"), "dev", "lo"]));
+        }
+        ns
+    }
+
+    /// `program` run inside the namespace (`ip netns exec` execs it, so the
+    /// child's pid is the program's own).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    pub fn wait_for_port(&self, addr: SocketAddr) {
+        wait_until(
+            &format!("{addr} to accept in {}", self.name),
+            Duration::from_secs(20),
+            || {
+                self.command("bash")
+                    .args(["-c", &format!("exec 3<>/dev/tcp/{}/{}", addr.ip(), addr.port())])
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
+            },
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// opentracker with a whitelist of our info hashes.
 pub struct Opentracker {
     pub proc: Proc,
     pub url: String,
 }
 
 impl Opentracker {
-    pub fn start(dir: &Path, ip: Ipv4Addr, whitelist: &[String]) -> Self {
+    pub fn start_in(ns: &Netns, dir: &Path, ip: Ipv4Addr, whitelist: &[String]) -> Self {
         require("opentracker", "opentracker");
-        let port = free_port(ip);
+        let port = 6969;
         let wl = dir.join("whitelist.txt");
         std::fs::write(&wl, whitelist.join("\n") + "\n").unwrap();
         let conf = dir.join("opentracker.conf");
@@ -357,10 +443,10 @@ impl Opentracker {
         .unwrap();
         let proc = Proc::spawn(
             "opentracker",
-            Command::new("opentracker").arg("-f").arg(&conf),
+            ns.command("opentracker").arg("-f").arg(&conf),
             &dir.join("opentracker.log"),
         );
-        wait_for_port(SocketAddr::from((ip, port)));
+        ns.wait_for_port(SocketAddr::from((ip, port)));
         Self {
             proc,
             url: format!("http://{ip}:{port}/announce"),
@@ -369,14 +455,24 @@ impl Opentracker {
 }
 
 /// Runs tests/clients/lt_download.py; returns its JSON result.
-pub fn libtorrent_download(source: (&str, &str), peer: Option<SocketAddr>, bind: Ipv4Addr, out: &Path) -> serde_json::Value {
+pub fn libtorrent_download(
+    source: (&str, &str),
+    peer: Option<SocketAddr>,
+    bind: Ipv4Addr,
+    out: &Path,
+) -> serde_json::Value {
     require_libtorrent();
     std::fs::create_dir_all(out).unwrap();
     let script = repo_root().join("tests/clients/lt_download.py");
     let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(script)
-        .args([source.0, source.1])
-        .args(["--bind", &bind.to_string(), "--out", out.to_str().unwrap(), "--timeout", "120"]);
+    cmd.arg(script).args([source.0, source.1]).args([
+        "--bind",
+        &bind.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+        "--timeout",
+        "120",
+    ]);
     if let Some(p) = peer {
         cmd.args(["--peer", &p.to_string()]);
     }

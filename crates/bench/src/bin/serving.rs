@@ -1,0 +1,441 @@
+//! Serving benchmark: throughput and seeder CPU per GiB of `warnseed run`
+//! against a libtorrent seeder serving byte-identical files, each downloaded
+//! by a fresh libtorrent downloader, in the same run. Loopback only:
+//!
+//! - warnseed listens on 127.0.0.1, the libtorrent seeder (bench/lt_seed.py)
+//!   on 127.0.0.3, the downloader (bench/lt_fetch.py) binds 127.0.0.2.
+//!
+//! ```text
+//! cargo build --release -j1 && target/release/serving              # 20 × 64 MiB, 3 rounds
+//! target/release/serving --decoys 4 --size-mib 16 --rounds 1       # quick check
+//! ```
+//!
+//! Seeder CPU is utime + stime of the seeder process (all threads) from
+//! /proc/PID/stat, read just before the downloader starts and 1 s after it
+//! exits. Nothing here asserts on time.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warnseed_bench::{
+    clock_ticks, cpu_seconds, loadavg, machine, median, run_json, script, workspace_root, Proc, GIB, MIB,
+    PYTHON,
+};
+use warnseed_catalog::CatalogStore;
+use warnseed_ledger::LedgerStore;
+use warnseed_payload::Payload;
+use warnseed_seeder::DecoyTable;
+
+const WARNSEED_ADDR: &str = "127.0.0.1";
+const DOWNLOADER_ADDR: &str = "127.0.0.2";
+const LT_SEEDER_ADDR: &str = "127.0.0.3";
+
+#[derive(Parser)]
+#[command(about = "Serving throughput and CPU of warnseed against libtorrent")]
+struct Args {
+    /// Number of decoys (each downloaded once per round).
+    #[arg(long, default_value_t = 20)]
+    decoys: u64,
+    /// Size of each decoy in MiB.
+    #[arg(long, default_value_t = 64)]
+    size_mib: u64,
+    /// Rounds; each downloads everything from both seeders, alternating
+    /// which goes first.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// libtorrent seeder settings: `default` or `high_performance_seed`.
+    #[arg(long, default_value = "default")]
+    lt_profile: String,
+    /// Warning payload (default: warnseed's built-in text warning).
+    #[arg(long)]
+    payload: Option<PathBuf>,
+    /// The warnseed binary (default: target/release/warnseed of this workspace).
+    #[arg(long)]
+    warnseed: Option<PathBuf>,
+    /// Parent directory of the temporary work directory.
+    #[arg(long, default_value = "/tmp")]
+    workdir: PathBuf,
+    /// Keep the work directory (logs, ledger) instead of removing it.
+    #[arg(long)]
+    keep: bool,
+    /// Print every measurement as one JSON line at the end too.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Total busy and total jiffies of the whole machine, from /proc/stat.
+fn machine_jiffies() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+struct Run {
+    side: &'static str,
+    round: u32,
+    seconds: f64,
+    bytes: u64,
+    seeder_cpu: f64,
+    downloader_cpu: f64,
+    other_cpu: f64,
+    hash_failures: u64,
+}
+
+impl Run {
+    fn mib_s(&self) -> f64 {
+        self.bytes as f64 / MIB as f64 / self.seconds
+    }
+    fn cpu_per_gib(&self) -> f64 {
+        self.seeder_cpu / (self.bytes as f64 / GIB as f64)
+    }
+}
+
+fn download(
+    side: &'static str,
+    round: u32,
+    seeder_pid: u32,
+    peer: &str,
+    torrents: &Path,
+    out: &Path,
+    log: &Path,
+    ticks: f64,
+) -> Result<Run> {
+    if out.exists() {
+        std::fs::remove_dir_all(out)?;
+    }
+    std::fs::create_dir_all(out)?;
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(script("lt_fetch.py"))
+        .arg("--torrents")
+        .arg(torrents)
+        .arg("--peer")
+        .arg(peer)
+        .arg("--bind")
+        .arg(DOWNLOADER_ADDR)
+        .arg("--out")
+        .arg(out);
+    let (busy0, _) = machine_jiffies();
+    let cpu0 = cpu_seconds(seeder_pid, ticks)?;
+    let v = run_json("lt_fetch.py", &mut cmd, Some(log))?;
+    // Let the seeder see the connections close (warnseed registers them).
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu1 = cpu_seconds(seeder_pid, ticks)?;
+    let (busy1, _) = machine_jiffies();
+    std::fs::remove_dir_all(out)?;
+    let seeder_cpu = cpu1 - cpu0;
+    let downloader_cpu = v["downloader_cpu_seconds"].as_f64().unwrap_or(0.0);
+    let busy = (busy1 - busy0) as f64 / ticks;
+    let run = Run {
+        side,
+        round,
+        seconds: v["seconds"].as_f64().context("seconds")?,
+        bytes: v["bytes"].as_u64().context("bytes")?,
+        seeder_cpu,
+        downloader_cpu,
+        other_cpu: (busy - seeder_cpu - downloader_cpu).max(0.0),
+        hash_failures: v["hash_failures"].as_u64().unwrap_or(0),
+    };
+    println!(
+        "round {round} {side:<10}: {:.2} s, {:.1} MiB/s, seeder CPU {:.2} s ({:.2} s/GiB), downloader CPU {:.2} s, rest of machine {:.2} s, hash failures {}",
+        run.seconds,
+        run.mib_s(),
+        run.seeder_cpu,
+        run.cpu_per_gib(),
+        run.downloader_cpu,
+        run.other_cpu,
+        run.hash_failures
+    );
+    Ok(run)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let warnseed = args
+        .warnseed
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("target/release/warnseed"));
+    if !warnseed.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build --release -j1`",
+            warnseed.display()
+        );
+    }
+    let ticks = clock_ticks();
+    println!("# warnseed serving benchmark");
+    println!("machine: {}", machine());
+    println!(
+        "{} decoys × {} MiB, {} round(s), libtorrent seeder profile {}",
+        args.decoys, args.size_mib, args.rounds, args.lt_profile
+    );
+
+    let tmp = tempfile::Builder::new()
+        .prefix("warnseed-bench-serving-")
+        .tempdir_in(&args.workdir)?;
+    let dir = tmp.path().to_path_buf();
+    let node = dir.join("node");
+    let torrents = dir.join("torrents");
+    let files = dir.join("files");
+    let log = dir.join("bench.log");
+    std::fs::create_dir_all(&files)?;
+
+    // Catalogue, node, exported .torrent files.
+    let csv = dir.join("catalogue.csv");
+    let size = args.size_mib * MIB;
+    let mut text = String::from("title,size_bytes,campaign,language\n");
+    for i in 0..args.decoys {
+        text.push_str(&format!("sample-title-{:06}.mp4,{size},bench,en\n", i + 1));
+    }
+    std::fs::write(&csv, text)?;
+    let ws = |a: &[&std::ffi::OsStr]| -> Result<()> {
+        let out = Command::new(&warnseed)
+            .args(a)
+            .arg("--log")
+            .arg("warn")
+            .output()
+            .with_context(|| format!("running {}", warnseed.display()))?;
+        if !out.status.success() {
+            bail!(
+                "warnseed {:?} failed: {}",
+                a,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    ws(&["init".as_ref(), "--data".as_ref(), node.as_os_str()])?;
+    // One downloader opens one connection per decoy from one address;
+    // the default per-IP cap (16) would refuse the rest.
+    let cfg_path = node.join("warnseed.toml");
+    let cfg = std::fs::read_to_string(&cfg_path)?;
+    let cap = args.decoys.max(16) * 4;
+    let patched = cfg.replace(
+        "max_connections_per_ip = 16",
+        &format!("max_connections_per_ip = {cap}"),
+    );
+    if patched == cfg {
+        bail!("could not raise max_connections_per_ip in {}", cfg_path.display());
+    }
+    std::fs::write(&cfg_path, patched)?;
+    ws(&[
+        "catalog".as_ref(),
+        "import".as_ref(),
+        csv.as_os_str(),
+        "--data".as_ref(),
+        node.as_os_str(),
+    ])?;
+    let export: Vec<&std::ffi::OsStr> = vec![
+        "decoys".as_ref(),
+        "export".as_ref(),
+        "--format".as_ref(),
+        "torrent".as_ref(),
+        "--out".as_ref(),
+        torrents.as_os_str(),
+        "--data".as_ref(),
+        node.as_os_str(),
+    ];
+    // `decoys export` has no --payload: it uses the node's configured one.
+    // Point the configuration at the file when one is given.
+    if let Some(p) = &args.payload {
+        let cfg = std::fs::read_to_string(&cfg_path)?;
+        let abs = p.canonicalize()?;
+        let line = format!("file = {:?}", abs.display().to_string());
+        let patched = if cfg.contains("[payload]") {
+            cfg.replacen("[payload]", &format!("[payload]\n{line}"), 1)
+        } else {
+            format!("{cfg}\n[payload]\n{line}\n")
+        };
+        std::fs::write(&cfg_path, patched)?;
+    }
+    ws(&export)?;
+
+    // The same bytes on disk for libtorrent: payload then zeros.
+    let t = Instant::now();
+    let payload = Arc::new(match &args.payload {
+        Some(p) => Payload::from_file(p)?,
+        None => Payload::builtin(),
+    });
+    let table = {
+        let mut store = CatalogStore::open(&node.join("catalog.sqlite"))?;
+        Arc::new(DecoyTable::load(&mut store, payload, &mut ())?)
+    };
+    for d in table.iter() {
+        let f = std::fs::File::create(files.join(d.title()))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        d.bytes().write_all(&mut w)?;
+        std::io::Write::flush(&mut w)?;
+    }
+    println!(
+        "materialised {} files ({:.0} MiB) for libtorrent in {:.1} s",
+        table.len(),
+        (table.len() as u64 * size) as f64 / MIB as f64,
+        t.elapsed().as_secs_f64()
+    );
+    drop(table);
+
+    // Seeders.
+    let ws_log = std::fs::File::create(dir.join("warnseed.log"))?;
+    let mut ws_cmd = Command::new(&warnseed);
+    ws_cmd
+        .arg("run")
+        .arg("--data")
+        .arg(&node)
+        .arg("--listen")
+        .arg(format!("{WARNSEED_ADDR}:0"))
+        .stdout(Stdio::piped())
+        .stderr(ws_log);
+    if let Some(p) = &args.payload {
+        ws_cmd.arg("--payload").arg(p);
+    }
+    let mut ws_proc = Proc::spawn("warnseed run", &mut ws_cmd)?;
+    let ready = ws_proc.wait_for_line("ready ", Duration::from_secs(120))?;
+    let ws_peer = ready
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("listen="))
+        .and_then(|l| l.split(',').next())
+        .context("no listen= in ready line")?
+        .to_string();
+    println!("warnseed: {ready}");
+
+    let mut lt_cmd = Command::new(PYTHON);
+    lt_cmd
+        .arg(script("lt_seed.py"))
+        .arg("--torrents")
+        .arg(&torrents)
+        .arg("--files")
+        .arg(&files)
+        .arg("--bind")
+        .arg(LT_SEEDER_ADDR)
+        .arg("--profile")
+        .arg(&args.lt_profile)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("lt_seed.log"))?);
+    let mut lt_proc = Proc::spawn("lt_seed.py", &mut lt_cmd)?;
+    let lt_ready: Value = serde_json::from_str(&lt_proc.wait_for_line("{", Duration::from_secs(600))?)?;
+    if lt_ready["ok"] != json!(true) {
+        bail!("libtorrent seeder failed: {lt_ready}");
+    }
+    let lt_peer = format!("{LT_SEEDER_ADDR}:{}", lt_ready["port"]);
+    println!("libtorrent seeder: {lt_ready}");
+    println!("load average before the runs: {}", loadavg());
+
+    let mut runs = Vec::new();
+    let dl = dir.join("download");
+    for round in 1..=args.rounds {
+        let ws_first = round % 2 == 1;
+        for first in [true, false] {
+            if first == ws_first {
+                runs.push(download(
+                    "warnseed",
+                    round,
+                    ws_proc.pid(),
+                    &ws_peer,
+                    &torrents,
+                    &dl,
+                    &log,
+                    ticks,
+                )?);
+            } else {
+                runs.push(download(
+                    "libtorrent",
+                    round,
+                    lt_proc.pid(),
+                    &lt_peer,
+                    &torrents,
+                    &dl,
+                    &log,
+                    ticks,
+                )?);
+            }
+        }
+    }
+    println!("load average after the runs: {}", loadavg());
+
+    // Stop both seeders; warnseed flushes its ledger on SIGTERM.
+    let clean = ws_proc.terminate(Duration::from_secs(30))?;
+    lt_proc.terminate(Duration::from_secs(10))?;
+    let summary = LedgerStore::open(&node.join("ledger.sqlite"))?.summary()?;
+    let expected = u64::from(args.rounds) * args.decoys;
+    println!(
+        "warnseed ledger: {} sessions, {} completed downloads (expected {expected}), {:.0} MiB sent; graceful stop: {}",
+        summary.sessions,
+        summary.completed,
+        summary.bytes_sent as f64 / MIB as f64,
+        if clean { "yes" } else { "NO" }
+    );
+
+    // Summary.
+    let side = |name: &str| runs.iter().filter(|r| r.side == name).collect::<Vec<_>>();
+    let (w, l) = (side("warnseed"), side("libtorrent"));
+    let med = |v: &[&Run], f: fn(&Run) -> f64| median(&v.iter().map(|r| f(r)).collect::<Vec<_>>());
+    let w_tp = med(&w, Run::mib_s);
+    let l_tp = med(&l, Run::mib_s);
+    let w_cpu = med(&w, Run::cpu_per_gib);
+    let l_cpu = med(&l, Run::cpu_per_gib);
+    println!();
+    println!(
+        "medians over {} round(s), {} × {} MiB per run:",
+        args.rounds, args.decoys, args.size_mib
+    );
+    println!("| seeder | wall s | MiB/s | seeder CPU s | seeder CPU s/GiB | downloader CPU s | rest of machine CPU s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, v) in [("warnseed", &w), ("libtorrent", &l)] {
+        println!(
+            "| {name} | {:.2} | {:.1} | {:.2} | {:.3} | {:.2} | {:.2} |",
+            med(v, |r| r.seconds),
+            med(v, Run::mib_s),
+            med(v, |r| r.seeder_cpu),
+            med(v, Run::cpu_per_gib),
+            med(v, |r| r.downloader_cpu),
+            med(v, |r| r.other_cpu),
+        );
+    }
+    let tp_ratio = w_tp / l_tp;
+    let cpu_ratio = w_cpu / l_cpu;
+    println!();
+    println!(
+        "throughput ratio warnseed ÷ libtorrent: {tp_ratio:.2} (target ≥ 1: {})",
+        if tp_ratio >= 1.0 { "meets" } else { "MISSES" }
+    );
+    println!(
+        "CPU per GiB ratio warnseed ÷ libtorrent: {cpu_ratio:.2} (target ≤ 0.5: {})",
+        if cpu_ratio <= 0.5 { "meets" } else { "MISSES" }
+    );
+    if args.json {
+        let rows: Vec<Value> = runs
+            .iter()
+            .map(|r| {
+                json!({"side": r.side, "round": r.round, "seconds": r.seconds, "bytes": r.bytes,
+                       "seeder_cpu": r.seeder_cpu, "downloader_cpu": r.downloader_cpu,
+                       "other_cpu": r.other_cpu, "hash_failures": r.hash_failures})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"runs": rows, "throughput_ratio": tp_ratio, "cpu_per_gib_ratio": cpu_ratio,
+                   "ledger_completed": summary.completed, "lt_seeder": lt_ready})
+        );
+    }
+    if summary.completed != expected {
+        eprintln!(
+            "warning: the ledger has {} completed downloads, expected {expected}",
+            summary.completed
+        );
+    }
+    if args.keep {
+        println!("kept {}", tmp.into_path().display());
+    }
+    Ok(())
+}
