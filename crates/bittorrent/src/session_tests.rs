@@ -290,8 +290,10 @@ fn requests_while_choked_are_rejected_not_served() {
 #[test]
 fn choking_rejects_the_queue_for_fast_peers() {
     let t = Bytes::new(1 << 20, 16384);
-    let mut limits = SessionLimits::default();
-    limits.send_watermark = 1;
+    let limits = SessionLimits {
+        send_watermark: 1,
+        ..SessionLimits::default()
+    };
     let now = Instant::now();
     let mut s: PeerSession<&Bytes> = PeerSession::new(limits, local(), ip(), now);
     s.handle_input(&handshake(t.info_hash, true, false), now);
@@ -314,9 +316,11 @@ fn choking_rejects_the_queue_for_fast_peers() {
 #[test]
 fn queue_is_bounded() {
     let t = Bytes::new(1 << 20, 16384);
-    let mut limits = SessionLimits::default();
-    limits.max_queued_requests = 4;
-    limits.send_watermark = 1;
+    let limits = SessionLimits {
+        max_queued_requests: 4,
+        send_watermark: 1,
+        ..SessionLimits::default()
+    };
     let now = Instant::now();
     let mut s: PeerSession<&Bytes> = PeerSession::new(limits, local(), ip(), now);
     s.handle_input(&handshake(t.info_hash, false, false), now);

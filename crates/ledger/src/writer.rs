@@ -116,7 +116,7 @@ mod tests {
             piece_count: 1,
             peer_pieces_initial: Some(0),
             peer_pieces_final: 1,
-            completed: i % 2 == 0,
+            completed: i.is_multiple_of(2),
             close_reason: "peer_complete".into(),
         }
     }

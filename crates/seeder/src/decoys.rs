@@ -99,7 +99,7 @@ impl DecoyTable {
         }
         table
             .entries
-            .sort_unstable_by(|a, b| a.info_hash.cmp(&b.info_hash));
+            .sort_unstable_by_key(|e| e.info_hash);
         Ok(table)
     }
 
@@ -132,7 +132,7 @@ impl DecoyTable {
         }
         table
             .entries
-            .sort_unstable_by(|a, b| a.info_hash.cmp(&b.info_hash));
+            .sort_unstable_by_key(|e| e.info_hash);
         table
     }
 

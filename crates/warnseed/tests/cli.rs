@@ -1,0 +1,153 @@
+//! The command line end to end, without peers: init, import, export,
+//! report, and `run` starting from nothing.
+
+mod common;
+
+use common::*;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+
+fn warnseed_fails(args: &[&str]) -> String {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn import_reports_every_bad_row_and_imports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let data = data.to_str().unwrap();
+    warnseed(&["init", "--data", data]);
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "title,size_bytes\nsample-title-000001.mp4,10\nsample/title.mp4,1\nsample-title-000002.mp4,zero\nsample-title-000001.mp4,10\n",
+    )
+    .unwrap();
+    let err = warnseed_fails(&["catalog", "import", bad.to_str().unwrap(), "--data", data]);
+    let b = bad.display().to_string();
+    assert!(err.contains(&format!("{b}:3: title contains the path separator")), "{err}");
+    assert!(err.contains(&format!("{b}:4: size_bytes \"zero\"")), "{err}");
+    assert!(err.contains(&format!("{b}:5: duplicate title (first at line 2)")), "{err}");
+    assert!(err.contains("3 invalid row(s); nothing was imported"), "{err}");
+    let summary = warnseed(&["report", "summary", "--data", data, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(v["decoys_active"], 0);
+
+    let unknown = dir.path().join("unknown.csv");
+    std::fs::write(&unknown, "title,genre\nsample-title-000001.mp4,x\n").unwrap();
+    let err = warnseed_fails(&["catalog", "import", unknown.to_str().unwrap(), "--data", data]);
+    assert!(err.contains("unknown column \"genre\""), "{err}");
+}
+
+#[test]
+fn import_is_idempotent_and_exports_are_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = "title,size_bytes,campaign,language\nsample-title-000001.mp4,5000000,c,en\nsample-title-000002.mkv,,c,nb\n";
+    let csv = dir.path().join("t.csv");
+    std::fs::write(&csv, rows).unwrap();
+    let mut whitelists = Vec::new();
+    for node in ["a", "b"] {
+        let data = dir.path().join(node);
+        let data = data.to_str().unwrap();
+        warnseed(&["init", "--data", data]);
+        let first = warnseed(&["catalog", "import", csv.to_str().unwrap(), "--data", data]);
+        assert!(first.contains("2 rows, 2 added, 0 already present"), "{first}");
+        let again = warnseed(&["catalog", "import", csv.to_str().unwrap(), "--data", data]);
+        assert!(again.contains("2 rows, 0 added, 2 already present"), "{again}");
+        let wl = warnseed(&["decoys", "export", "--format", "whitelist", "--out", "-", "--data", data]);
+        whitelists.push(wl);
+    }
+    assert_eq!(whitelists[0], whitelists[1], "same catalogue and payload, same info hashes");
+    assert_eq!(whitelists[0].lines().count(), 2);
+    assert!(whitelists[0].lines().all(|l| l.len() == 40 && l.chars().all(|c| c.is_ascii_hexdigit())));
+
+    let data = dir.path().join("a");
+    let out = dir.path().join("torrents");
+    warnseed(&[
+        "decoys",
+        "export",
+        "--format",
+        "torrent",
+        "--out",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--tracker",
+        "http://127.0.0.1:6969/announce",
+    ]);
+    let index = Node::index(&out);
+    assert_eq!(index.len(), 2);
+    for (hash, _id, size, title) in &index {
+        let bytes = std::fs::read(out.join(format!("{hash}.torrent"))).unwrap();
+        // Decode with a real client's parser: libtorrent must agree on the
+        // info hash, name and length.
+        let probe = "import libtorrent as lt, sys; t = lt.torrent_info(sys.argv[1]); \
+            print(str(t.info_hash()), t.name(), t.total_size(), list(t.trackers())[0].url)";
+        require_libtorrent();
+        let p = out.join(format!("{hash}.torrent"));
+        let said = run_ok(Command::new("/usr/bin/python3").args(["-c", probe, p.to_str().unwrap()]));
+        assert_eq!(said.trim(), format!("{hash} {title} {size} http://127.0.0.1:6969/announce"));
+        assert!(bytes.starts_with(b"d8:announce"));
+    }
+    let magnets = warnseed(&["decoys", "export", "--format", "magnet", "--out", "-", "--data", data.to_str().unwrap()]);
+    for (hash, _id, size, title) in &index {
+        let line = magnets.lines().find(|l| l.contains(hash.as_str())).unwrap();
+        assert!(line.starts_with(&format!("magnet:?xt=urn:btih:{hash}&dn={title}&xl={size}")), "{line}");
+    }
+}
+
+#[test]
+fn run_initialises_imports_and_stops_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fresh");
+    let catalog = repo_root().join("examples/catalog.csv");
+    let ip = Ipv4Addr::LOCALHOST;
+    let listen = SocketAddr::from((ip, free_port(ip)));
+    let log = dir.path().join("run.log");
+    let out = dir.path().join("run.out");
+    let child = Command::new(bin())
+        .args(["run", "--data", data.to_str().unwrap(), "--listen", &listen.to_string()])
+        .args(["--catalog", catalog.to_str().unwrap(), "--no-dht"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let proc = Proc {
+        child,
+        name: "warnseed".into(),
+    };
+    wait_until("ready", std::time::Duration::from_secs(60), || {
+        std::fs::read_to_string(&out).unwrap_or_default().contains("ready listen=")
+    });
+    let printed = std::fs::read_to_string(&out).unwrap();
+    assert!(printed.contains("examples/catalog.csv: 100 rows, 100 added"), "{printed}");
+    assert!(printed.contains(&format!("ready listen={listen} decoys=100")), "{printed}");
+    let status = proc.stop(std::time::Duration::from_secs(20)).expect("stops on SIGTERM");
+    assert!(status.success());
+    assert!(std::fs::read_to_string(&out).unwrap().contains("stopped: 0 sessions registered"));
+    assert!(data.join("warnseed.toml").is_file());
+    let summary = warnseed(&["report", "summary", "--data", data.to_str().unwrap()]);
+    assert!(summary.contains("decoys active       100"), "{summary}");
+}
+
+#[test]
+fn a_million_rows_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let data = data.to_str().unwrap();
+    warnseed(&["init", "--data", data]);
+    let csv = dir.path().join("million.csv");
+    let mut body = String::with_capacity(40 << 20);
+    body.push_str("title,size_bytes\n");
+    for i in 0..1_000_000u32 {
+        body.push_str(&format!("sample-title-{i:07}.mp4,{}\n", 1_000_000 + u64::from(i)));
+    }
+    std::fs::write(&csv, body).unwrap();
+    let out = warnseed(&["catalog", "import", csv.to_str().unwrap(), "--data", data]);
+    assert!(out.contains("1000000 rows, 1000000 added"), "{out}");
+    let summary = warnseed(&["report", "summary", "--data", data, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(v["decoys_active"], 1_000_000);
+}
