@@ -38,7 +38,7 @@ def main():
     a = ap.parse_args()
 
     settings = {
-        "listen_interfaces": f"{a.bind}:0",
+        "listen_interfaces": f"[{a.bind}]:0" if ":" in a.bind else f"{a.bind}:0",
         "outgoing_interfaces": a.bind,
         "enable_dht": False,
         "enable_lsd": False,

@@ -97,9 +97,7 @@ impl DecoyTable {
             }
             store.store_info_hashes(&rows)?;
         }
-        table
-            .entries
-            .sort_unstable_by_key(|e| e.info_hash);
+        table.entries.sort_unstable_by_key(|e| e.info_hash);
         Ok(table)
     }
 
@@ -130,9 +128,7 @@ impl DecoyTable {
         for (e, h) in table.entries.iter_mut().zip(hashes) {
             e.info_hash = h;
         }
-        table
-            .entries
-            .sort_unstable_by_key(|e| e.info_hash);
+        table.entries.sort_unstable_by_key(|e| e.info_hash);
         table
     }
 

@@ -27,9 +27,15 @@ fn import_reports_every_bad_row_and_imports_nothing() {
     .unwrap();
     let err = warnseed_fails(&["catalog", "import", bad.to_str().unwrap(), "--data", data]);
     let b = bad.display().to_string();
-    assert!(err.contains(&format!("{b}:3: title contains the path separator")), "{err}");
+    assert!(
+        err.contains(&format!("{b}:3: title contains the path separator")),
+        "{err}"
+    );
     assert!(err.contains(&format!("{b}:4: size_bytes \"zero\"")), "{err}");
-    assert!(err.contains(&format!("{b}:5: duplicate title (first at line 2)")), "{err}");
+    assert!(
+        err.contains(&format!("{b}:5: duplicate title (first at line 2)")),
+        "{err}"
+    );
     assert!(err.contains("3 invalid row(s); nothing was imported"), "{err}");
     let summary = warnseed(&["report", "summary", "--data", data, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
@@ -56,12 +62,26 @@ fn import_is_idempotent_and_exports_are_deterministic() {
         assert!(first.contains("2 rows, 2 added, 0 already present"), "{first}");
         let again = warnseed(&["catalog", "import", csv.to_str().unwrap(), "--data", data]);
         assert!(again.contains("2 rows, 0 added, 2 already present"), "{again}");
-        let wl = warnseed(&["decoys", "export", "--format", "whitelist", "--out", "-", "--data", data]);
+        let wl = warnseed(&[
+            "decoys",
+            "export",
+            "--format",
+            "whitelist",
+            "--out",
+            "-",
+            "--data",
+            data,
+        ]);
         whitelists.push(wl);
     }
-    assert_eq!(whitelists[0], whitelists[1], "same catalogue and payload, same info hashes");
+    assert_eq!(
+        whitelists[0], whitelists[1],
+        "same catalogue and payload, same info hashes"
+    );
     assert_eq!(whitelists[0].lines().count(), 2);
-    assert!(whitelists[0].lines().all(|l| l.len() == 40 && l.chars().all(|c| c.is_ascii_hexdigit())));
+    assert!(whitelists[0]
+        .lines()
+        .all(|l| l.len() == 40 && l.chars().all(|c| c.is_ascii_hexdigit())));
 
     let data = dir.path().join("a");
     let out = dir.path().join("torrents");
@@ -88,13 +108,28 @@ fn import_is_idempotent_and_exports_are_deterministic() {
         require_libtorrent();
         let p = out.join(format!("{hash}.torrent"));
         let said = run_ok(Command::new("/usr/bin/python3").args(["-c", probe, p.to_str().unwrap()]));
-        assert_eq!(said.trim(), format!("{hash} {title} {size} http://127.0.0.1:6969/announce"));
+        assert_eq!(
+            said.trim(),
+            format!("{hash} {title} {size} http://127.0.0.1:6969/announce")
+        );
         assert!(bytes.starts_with(b"d8:announce"));
     }
-    let magnets = warnseed(&["decoys", "export", "--format", "magnet", "--out", "-", "--data", data.to_str().unwrap()]);
+    let magnets = warnseed(&[
+        "decoys",
+        "export",
+        "--format",
+        "magnet",
+        "--out",
+        "-",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
     for (hash, _id, size, title) in &index {
         let line = magnets.lines().find(|l| l.contains(hash.as_str())).unwrap();
-        assert!(line.starts_with(&format!("magnet:?xt=urn:btih:{hash}&dn={title}&xl={size}")), "{line}");
+        assert!(
+            line.starts_with(&format!("magnet:?xt=urn:btih:{hash}&dn={title}&xl={size}")),
+            "{line}"
+        );
     }
 }
 
@@ -108,7 +143,13 @@ fn run_initialises_imports_and_stops_gracefully() {
     let log = dir.path().join("run.log");
     let out = dir.path().join("run.out");
     let child = Command::new(bin())
-        .args(["run", "--data", data.to_str().unwrap(), "--listen", &listen.to_string()])
+        .args([
+            "run",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen.to_string(),
+        ])
         .args(["--catalog", catalog.to_str().unwrap(), "--no-dht"])
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -119,14 +160,26 @@ fn run_initialises_imports_and_stops_gracefully() {
         name: "warnseed".into(),
     };
     wait_until("ready", std::time::Duration::from_secs(60), || {
-        std::fs::read_to_string(&out).unwrap_or_default().contains("ready listen=")
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("ready listen=")
     });
     let printed = std::fs::read_to_string(&out).unwrap();
-    assert!(printed.contains("examples/catalog.csv: 100 rows, 100 added"), "{printed}");
-    assert!(printed.contains(&format!("ready listen={listen} decoys=100")), "{printed}");
-    let status = proc.stop(std::time::Duration::from_secs(20)).expect("stops on SIGTERM");
+    assert!(
+        printed.contains("examples/catalog.csv: 100 rows, 100 added"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("ready listen={listen} decoys=100")),
+        "{printed}"
+    );
+    let status = proc
+        .stop(std::time::Duration::from_secs(20))
+        .expect("stops on SIGTERM");
     assert!(status.success());
-    assert!(std::fs::read_to_string(&out).unwrap().contains("stopped: 0 sessions registered"));
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("stopped: 0 sessions registered"));
     assert!(data.join("warnseed.toml").is_file());
     let summary = warnseed(&["report", "summary", "--data", data.to_str().unwrap()]);
     assert!(summary.contains("decoys active       100"), "{summary}");

@@ -149,6 +149,34 @@ fn libtorrent_downloads_a_one_byte_decoy() {
     node.stop();
 }
 
+#[test]
+fn libtorrent_downloads_over_ipv6() {
+    require_libtorrent();
+    let mut node = Node::new(&format!("sample-title-000001.mp4,{}\n", 3 * PIECE + 5), None);
+    let torrents = node.export_torrents(&[]);
+    let index = Node::index(&torrents);
+    let port = std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    node.start(listen, &[]);
+    let torrent = torrents.join(format!("{}.torrent", index[0].0));
+    let bind: std::net::Ipv6Addr = "::1".parse().unwrap();
+    let r = libtorrent_download(
+        ("--torrent", torrent.to_str().unwrap()),
+        Some(listen),
+        bind,
+        &node.dir.path().join("dl"),
+    );
+    let got = std::fs::read(r["path"].as_str().unwrap()).unwrap();
+    assert_eq!(got.len() as u64, 3 * PIECE + 5);
+    assert!(got.starts_with(b"WARNING"));
+    check_one_completed(&node, "::1", &index[0].0, 3 * PIECE + 5, "libtorrent 2.0");
+    node.stop();
+}
+
 /// Addresses inside a test's own namespace: the node and tracker, and the
 /// client under test.
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);

@@ -458,7 +458,7 @@ impl Opentracker {
 pub fn libtorrent_download(
     source: (&str, &str),
     peer: Option<SocketAddr>,
-    bind: Ipv4Addr,
+    bind: impl Into<std::net::IpAddr>,
     out: &Path,
 ) -> serde_json::Value {
     require_libtorrent();
@@ -467,7 +467,7 @@ pub fn libtorrent_download(
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg(script).args([source.0, source.1]).args([
         "--bind",
-        &bind.to_string(),
+        &bind.into().to_string(),
         "--out",
         out.to_str().unwrap(),
         "--timeout",

@@ -1,6 +1,7 @@
-//! Hostile input against the real server on loopback: each bad connection
-//! is closed with its reason while a well-behaved downloader, running at
-//! the same time, still gets every byte.
+//! The real server on loopback, in process: hostile input (each bad
+//! connection is closed with its reason while a well-behaved downloader,
+//! running at the same time, still gets every byte), connection caps,
+//! upload slots, IPv6 and graceful shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,10 @@ struct Node {
 }
 
 async fn start(configure: impl FnOnce(&mut ServerConfig)) -> Node {
+    start_on("127.0.0.1:0", configure).await
+}
+
+async fn start_on(bind: &str, configure: impl FnOnce(&mut ServerConfig)) -> Node {
     let payload = Arc::new(Payload::new(b"WARNING: test payload".repeat(100), "test").unwrap());
     let table = Arc::new(DecoyTable::from_titles(
         payload,
@@ -47,7 +52,7 @@ async fn start(configure: impl FnOnce(&mut ServerConfig)) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let ledger_path = dir.path().join("ledger.sqlite");
     let writer = LedgerWriter::open(&ledger_path, WriterConfig::default()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, closed) = mpsc::unbounded_channel();
     let (stop, stop_rx) = watch::channel(false);
@@ -307,4 +312,59 @@ async fn shutdown_registers_open_sessions() {
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].close_reason, "shutdown");
     assert!(!sessions[0].completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_over_ipv6() {
+    let node = start_on("[::1]:0", |_| {}).await;
+    let ih = node.decoy_hash();
+    let piece_length = node.table.lookup(&ih).unwrap().piece_length();
+    let data = download(node.addr, ih, SIZE, piece_length).await;
+    assert_eq!(data, expected_bytes(&node));
+    let sessions = node.stop().await;
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].remote_ip, "::1");
+    assert!(sessions[0].completed);
+}
+
+async fn unchoked_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let wait = async { while read_msg(s).await.0 != 1 {} };
+    tokio::time::timeout(limit, wait).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_slots_cap_how_many_peers_are_unchoked() {
+    let node = start(|c| {
+        c.upload_slots = 1;
+        c.limits.idle_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let ih = node.decoy_hash();
+    let mut peers = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(node.addr).await.unwrap();
+        s.write_all(&handshake(ih, true)).await.unwrap();
+        let mut hs = [0u8; 68];
+        s.read_exact(&mut hs).await.unwrap();
+        s.write_all(&msg(2, &[])).await.unwrap();
+        peers.push(s);
+    }
+    // Exactly one of the two interested peers is unchoked.
+    let first = unchoked_within(&mut peers[0], Duration::from_millis(1500)).await;
+    let second = unchoked_within(&mut peers[1], Duration::from_millis(1500)).await;
+    assert!(
+        first ^ second,
+        "one slot, one unchoked peer (got {first}, {second})"
+    );
+    // When the unchoked peer leaves, the waiting one gets the slot.
+    let (gone, waiting) = if first { (0, 1) } else { (1, 0) };
+    let leaving = peers.remove(gone);
+    drop(leaving);
+    let waiting = if waiting > gone { waiting - 1 } else { waiting };
+    assert!(
+        unchoked_within(&mut peers[waiting], Duration::from_secs(5)).await,
+        "the freed slot goes to the waiting peer"
+    );
+    drop(peers);
+    node.stop().await;
 }
