@@ -4,7 +4,7 @@
 use crate::decoys::{Decoy, DecoyTable};
 use crate::limiter::ConnectionLimiter;
 use std::net::SocketAddr;
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -248,7 +248,28 @@ async fn run_connection(
         }
     }
     let _ = wr.shutdown().await;
-    finish(shared, remote, started_ms, &session);
+    if let Some(record) = finish(shared, remote, started_ms, &session) {
+        register(shared, record).await;
+    }
+}
+
+/// Hands a record to the ledger writer. Its queue is bounded: when full,
+/// the send waits on a blocking-pool thread, so evidence is never dropped
+/// and the async workers keep serving.
+async fn register(shared: &Shared, record: SessionRecord) {
+    match shared.ledger.try_send(record) {
+        Ok(()) => {}
+        Err(TrySendError::Full(record)) => {
+            let tx = shared.ledger.clone();
+            let sent = tokio::task::spawn_blocking(move || tx.send(record).is_ok()).await;
+            if !matches!(sent, Ok(true)) {
+                tracing::error!("ledger writer is gone; session not registered");
+            }
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            tracing::error!("ledger writer is gone; session not registered");
+        }
+    }
 }
 
 fn io_reason(e: std::io::Error) -> CloseReason {
@@ -260,14 +281,21 @@ fn io_reason(e: std::io::Error) -> CloseReason {
     }
 }
 
-fn finish(shared: &Shared, remote: SocketAddr, started_ms: i64, session: &PeerSession<Decoy>) {
+/// Logs the end of a connection and builds its ledger record, if it named
+/// a decoy.
+fn finish(
+    shared: &Shared,
+    remote: SocketAddr,
+    started_ms: i64,
+    session: &PeerSession<Decoy>,
+) -> Option<SessionRecord> {
     let reason = session.close_reason().cloned().unwrap_or(CloseReason::PeerClosed);
     let summary = session.summary();
     let summary = &summary;
     let Some(decoy) = session.torrent() else {
         tracing::info!(%remote, reason = %reason, "connection closed before a decoy was named");
         notify(shared, remote, summary.info_hash, reason, false);
-        return;
+        return None;
     };
     let client = summary.peer_id.as_ref().map(decode_peer_id);
     tracing::info!(
@@ -300,10 +328,6 @@ fn finish(shared: &Shared, remote: SocketAddr, started_ms: i64, session: &PeerSe
         completed: summary.completed(),
         close_reason: reason.to_string(),
     };
-    // The writer's queue is bounded; a full queue briefly blocks this
-    // connection's task rather than dropping evidence.
-    if shared.ledger.send(record).is_err() {
-        tracing::error!(%remote, "ledger writer is gone; session not registered");
-    }
     notify(shared, remote, Some(*decoy.info_hash()), reason, true);
+    Some(record)
 }
