@@ -71,15 +71,9 @@ pub fn decode_peer_id(id: &[u8; 20]) -> ClientId {
     }
     if id.starts_with(b"A2-") {
         // aria2: "A2-1-36-0-" followed by random bytes.
-        let text: String = id[3..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit() || **b == b'-')
-            .map(|&b| b as char)
-            .collect();
-        let parts: Vec<&str> = text.split('-').filter(|p| !p.is_empty()).collect();
         return ClientId {
             name: "aria2".into(),
-            version: (!parts.is_empty()).then(|| parts.join(".")),
+            version: dashed_version(&id[3..]),
         };
     }
     if id.starts_with(b"exbc") || id.starts_with(b"FUTB") || id.starts_with(b"xUTB") {
@@ -90,15 +84,9 @@ pub fn decode_peer_id(id: &[u8; 20]) -> ClientId {
     }
     if id[0] == b'M' && id[2] == b'-' {
         // Mainline: "M4-3-6--".
-        let text: String = id[1..8]
-            .iter()
-            .take_while(|b| b.is_ascii_digit() || **b == b'-')
-            .map(|&b| b as char)
-            .collect();
-        let parts: Vec<&str> = text.split('-').filter(|p| !p.is_empty()).collect();
         return ClientId {
             name: "BitTorrent Mainline".into(),
-            version: Some(parts.join(".")),
+            version: dashed_version(&id[1..8]),
         };
     }
     if let Some(name) = shadow_name(id[0]) {
@@ -127,6 +115,18 @@ pub fn decode_peer_id(id: &[u8; 20]) -> ClientId {
         name: "unknown".into(),
         version: Some(printable),
     }
+}
+
+/// "1-36-0-xyz" → "1.36.0": digits separated by dashes, up to the first
+/// byte that is neither.
+fn dashed_version(bytes: &[u8]) -> Option<String> {
+    let text: String = bytes
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || **b == b'-')
+        .map(|&b| b as char)
+        .collect();
+    let parts: Vec<&str> = text.split('-').filter(|p| !p.is_empty()).collect();
+    (!parts.is_empty()).then(|| parts.join("."))
 }
 
 fn azureus_version(code: &str, v: &[u8]) -> Option<String> {

@@ -94,6 +94,24 @@ impl Payload {
     }
 }
 
+/// Appends bytes `offset..offset + len` of the decoy `payload ‖ zeros`
+/// (`size` bytes in all) to `out`, clamped to the decoy. Every reader of
+/// decoy bytes goes through here, so serving and exporting cannot differ.
+pub fn read_decoy_range(payload: &[u8], size: u64, offset: u64, len: u32, out: &mut Vec<u8>) {
+    let end = (offset + u64::from(len)).min(size);
+    if offset >= end {
+        return;
+    }
+    let payload_len = payload.len() as u64;
+    if offset < payload_len {
+        out.extend_from_slice(&payload[offset as usize..end.min(payload_len) as usize]);
+    }
+    let zero_from = offset.max(payload_len);
+    if end > zero_from {
+        out.resize(out.len() + (end - zero_from) as usize, 0);
+    }
+}
+
 /// The bytes of one decoy: `payload ‖ zeros` up to `size`.
 #[derive(Clone, Debug)]
 pub struct DecoyBytes {
@@ -112,19 +130,7 @@ impl DecoyBytes {
 
     /// Appends bytes `offset..offset + len` (clamped to the decoy) to `out`.
     pub fn read_into(&self, offset: u64, len: u32, out: &mut Vec<u8>) {
-        let end = (offset + u64::from(len)).min(self.size);
-        if offset >= end {
-            return;
-        }
-        let p = self.payload.bytes();
-        let plen = p.len() as u64;
-        if offset < plen {
-            out.extend_from_slice(&p[offset as usize..end.min(plen) as usize]);
-        }
-        let zero_from = offset.max(plen);
-        if end > zero_from {
-            out.resize(out.len() + (end - zero_from) as usize, 0);
-        }
+        read_decoy_range(self.payload.bytes(), self.size, offset, len, out);
     }
 
     /// Writes the whole decoy to `w` (for exports and tests).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use warnseed_bittorrent::metainfo::{self, InfoFields, InfoHash};
 use warnseed_bittorrent::session::SeedContent;
 use warnseed_catalog::{CatalogError, CatalogStore};
-use warnseed_payload::{DecoyBytes, Payload, PieceHashCache};
+use warnseed_payload::{read_decoy_range, DecoyBytes, Payload, PieceHashCache};
 
 /// Identifies what an info hash was computed from: the payload's bytes and
 /// the rules that lay a decoy out (bump the tag when those rules change).
@@ -271,16 +271,7 @@ impl SeedContent for Decoy {
         fields.to_bytes(|i| self.table.cache.piece_hash(e.size, fields.piece_length, i))
     }
     fn read(&self, offset: u64, len: u32, out: &mut Vec<u8>) {
-        let payload = self.table.payload().bytes();
-        let end = (offset + u64::from(len)).min(self.size());
-        let plen = payload.len() as u64;
-        if offset < plen {
-            out.extend_from_slice(&payload[offset as usize..end.min(plen) as usize]);
-        }
-        let zero_from = offset.max(plen);
-        if end > zero_from {
-            out.resize(out.len() + (end - zero_from) as usize, 0);
-        }
+        read_decoy_range(self.table.payload().bytes(), self.size(), offset, len, out);
     }
 }
 
