@@ -98,6 +98,8 @@ pub enum CloseReason {
     TooManyRequests,
     UnexpectedMessage(&'static str),
     SendBufferFull,
+    /// We had data to send and the peer read none of it for too long.
+    SendStalled,
     PeerComplete,
     /// The remote closed or reset the connection.
     PeerClosed,
@@ -122,6 +124,7 @@ impl CloseReason {
             CloseReason::TooManyRequests => "too_many_requests",
             CloseReason::UnexpectedMessage(_) => "unexpected_message",
             CloseReason::SendBufferFull => "send_buffer_full",
+            CloseReason::SendStalled => "send_stalled",
             CloseReason::PeerComplete => "peer_complete",
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::Io(_) => "io_error",
@@ -738,11 +741,21 @@ impl<T: SeedContent> PeerSession<T> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Handshake | Phase::Lookup => Some(self.started + self.limits.handshake_timeout),
-            Phase::Established => Some(
-                (self.last_recv + self.limits.idle_timeout)
-                    .min(self.last_send + self.limits.keepalive_interval)
-                    .min(self.last_wanted + self.limits.uninterested_timeout),
-            ),
+            Phase::Established => {
+                // With output pending, the send-side deadline is a stall
+                // check, not a keep-alive: a peer that stops reading must
+                // not wake us in a loop.
+                let send_deadline = if self.unsent() == 0 {
+                    self.last_send + self.limits.keepalive_interval
+                } else {
+                    self.last_send + self.limits.idle_timeout
+                };
+                Some(
+                    (self.last_recv + self.limits.idle_timeout)
+                        .min(self.last_wanted + self.limits.uninterested_timeout)
+                        .min(send_deadline),
+                )
+            }
             Phase::Closed => None,
         }
     }
@@ -756,20 +769,23 @@ impl<T: SeedContent> PeerSession<T> {
             }
             Phase::Established => {
                 if now >= self.last_recv + self.limits.idle_timeout {
-                    self.close(CloseReason::IdleTimeout);
-                } else if now >= self.last_wanted + self.limits.uninterested_timeout
-                    && !self.peer_interested
-                    && self.requests.is_empty()
-                {
-                    self.close(CloseReason::Uninterested);
-                } else if now >= self.last_send + self.limits.keepalive_interval && self.unsent() == 0 {
+                    return self.close(CloseReason::IdleTimeout);
+                }
+                if self.unsent() > 0 && now >= self.last_send + self.limits.idle_timeout {
+                    return self.close(CloseReason::SendStalled);
+                }
+                if now >= self.last_wanted + self.limits.uninterested_timeout {
+                    if !self.peer_interested && self.requests.is_empty() {
+                        return self.close(CloseReason::Uninterested);
+                    }
+                    // Interested peers re-arm the timer.
+                    self.last_wanted = now;
+                }
+                if self.unsent() == 0 && now >= self.last_send + self.limits.keepalive_interval {
                     write::keep_alive(&mut self.send);
                     // Count the keep-alive as sent so the timer re-arms even
                     // before the driver writes it.
                     self.last_send = now;
-                } else if now >= self.last_wanted + self.limits.uninterested_timeout {
-                    // Interested peers re-arm the timer.
-                    self.last_wanted = now;
                 }
             }
             Phase::Closed => {}

@@ -547,6 +547,31 @@ fn timeouts_for_every_state() {
 }
 
 #[test]
+fn a_peer_that_stops_reading_is_dropped_without_busy_waking() {
+    let t = Bytes::new(1 << 20, 16384);
+    let mut h = Harness::new(&t, true, true);
+    h.interested_and_unchoked();
+    for i in 0..8 {
+        h.feed(&request(i, 0, 16384));
+    }
+    // The driver could write nothing: output stays pending.
+    assert!(!h.s.poll_transmit().is_empty());
+    let mut now = h.now;
+    let mut wakeups = 0;
+    while !h.s.is_closed() {
+        let next = h.s.poll_timeout().unwrap();
+        assert!(next > now || wakeups == 0, "timer must move forward");
+        now = next;
+        // The peer keeps sending keep-alives, so only the send side stalls.
+        h.s.handle_input(&[0, 0, 0, 0], now);
+        h.s.handle_timeout(now);
+        wakeups += 1;
+        assert!(wakeups < 100, "woke {wakeups} times");
+    }
+    assert_eq!(h.s.close_reason(), Some(&CloseReason::SendStalled));
+}
+
+#[test]
 fn random_input_never_panics() {
     // A cheap deterministic fuzz pass; the cargo-fuzz targets go further.
     let t = Bytes::new(100_000, 16384);
