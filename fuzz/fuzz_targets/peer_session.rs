@@ -9,7 +9,8 @@
 //!           a varying amount), bit 6 tight `SessionLimits`, bit 7 choke
 //!           idle unchoked peers (as the driver does with upload slots)
 //!   bytes 1-3  read sizes: the stream is fed in chunks of byte[k] + 1 bytes,
-//!           cycling k = 1, 2, 3
+//!           cycling k = 1, 2, 3; the low bit of byte 3 also makes the peer's
+//!           address IPv6 (it shows in our extension handshake's `yourip`)
 //!   byte 4  clock step per read, in units of 500 ms (0 = time stands still)
 //!   rest    what the peer sends after its (valid) 68-byte handshake
 //!
@@ -35,7 +36,7 @@ use warnseed_bittorrent::bencode::{self, Value};
 use warnseed_bittorrent::metainfo::{piece_count, piece_size, InfoFields};
 use warnseed_bittorrent::session::{LocalIdentity, PeerSession, SeedContent, SessionLimits};
 use warnseed_bittorrent::wire::{
-    msg, Handshake, Message, HANDSHAKE_LEN, MAX_BLOCK, METADATA_PIECE, OUR_UT_METADATA, PROTOCOL_HEADER,
+    Handshake, Message, HANDSHAKE_LEN, MAX_BLOCK, METADATA_PIECE, OUR_UT_METADATA, PROTOCOL_HEADER,
 };
 use warnseed_bittorrent::InfoHash;
 
@@ -115,6 +116,12 @@ fn torrents() -> &'static [Torrent; 4] {
             Torrent::new("sample-title-000104.mp4", 1_000_003, 32 * 1024),
         ]
     })
+}
+
+/// `WARNSEED_FUZZ_DEBUG=1` prints what each input did (for checking seeds).
+fn debug() -> bool {
+    static DEBUG: OnceLock<bool> = OnceLock::new();
+    *DEBUG.get_or_init(|| std::env::var_os("WARNSEED_FUZZ_DEBUG").is_some())
 }
 
 fn tight_limits() -> SessionLimits {
@@ -290,7 +297,7 @@ impl Driver {
             let written = out[..n].to_vec();
             self.checker.feed(&written, &self.peer_ut_ids);
             self.s.consume_transmit(n, self.now);
-            if n == 0 || n == unsent {
+            if n == 0 {
                 break;
             }
         }
@@ -352,7 +359,7 @@ fuzz_target!(|data: &[u8]| {
         client_version: "warnseed/fuzz".into(),
         listen_port: 6881,
     };
-    let ip: IpAddr = if flags & 0x08 != 0 { "::1".parse().unwrap() } else { "127.0.0.1".parse().unwrap() };
+    let ip: IpAddr = if header(3) & 1 != 0 { "::1".parse().unwrap() } else { "127.0.0.1".parse().unwrap() };
     let start = Instant::now();
     let mut s = PeerSession::new(limits.clone(), local, ip, start);
 
@@ -443,5 +450,13 @@ fuzz_target!(|data: &[u8]| {
     if let Some(v) = &summary.client_version {
         assert!(v.chars().count() <= 64 && !v.chars().any(char::is_control));
     }
-    let _ = (summary.completed(), d.s.close_reason().map(|r| r.to_string()), d.checker.frames);
+    let reason = d.s.close_reason().map(|r| r.to_string());
+    if debug() {
+        eprintln!(
+            "close: {reason:?}; frames out: {}; piece bytes out: {}; {summary:?}; completed: {}",
+            d.checker.frames,
+            d.checker.piece_bytes,
+            summary.completed()
+        );
+    }
 });

@@ -1,49 +1,23 @@
 //! Fuzzes the HTTP tracker code of `warnseed-seeder`.
 //!
-//! `parse_announce_response` is a `pub fn` in `warnseed_seeder`'s private
-//! module `tracker`, and `lib.rs` re-exports only `announce_loop`,
-//! `AnnounceError` and `TrackerUrl`, so it cannot be called from outside the
-//! crate. Until it is re-exported, this target compiles the real source file
-//! (`crates/seeder/src/tracker.rs`, not a copy) as a module of its own, with
-//! three small shims for the `crate::` paths that file uses. If tracker.rs
-//! starts using other `crate::` items this target stops compiling; the fix
-//! is then to re-export the parser (see README.md) and call it directly.
-//!
 //! Asserted:
 //! * `parse_announce_response` never panics on arbitrary bytes, and an Ok
 //!   interval is never under the 60 s floor;
 //! * on a `200` response whose body is the fuzz input it follows its
-//!   contract exactly: malformed bencode is `BadResponse`, a byte-string
-//!   `failure reason` is `Failure` carrying that reason, otherwise the
-//!   interval is the positive `interval` (floored at 60 s) or the 1800 s
-//!   default;
-//! * `TrackerUrl::parse` (the public one) never panics; on Ok it keeps the
-//!   raw text, has a non-empty host and a path starting with `/`, and the
-//!   private copy compiled here agrees with it; `announce_request` on a
-//!   parsed URL never panics and starts with the request line.
+//!   contract exactly: malformed bencode or a body that is not a dictionary
+//!   is `BadResponse`, a byte-string `failure reason` is `Failure` carrying
+//!   that reason, otherwise the interval is the positive `interval` (floored
+//!   at 60 s) or the 1800 s default;
+//! * `TrackerUrl::parse` never panics; on Ok it keeps the raw text, has a
+//!   non-empty host and a path starting with `/`, host and path hold no
+//!   whitespace or control characters, and `announce_request` on it never
+//!   panics and starts with the request line.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
 use warnseed_bittorrent::bencode::{self, Value};
-
-// Shims for the `crate::` paths tracker.rs uses.
-#[allow(unused_imports)]
-use warnseed_seeder::DEFAULT_CLIENT_VERSION;
-mod decoys {
-    pub use warnseed_seeder::DecoyTable;
-}
-mod server {
-    pub(crate) async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
-}
-
-#[allow(dead_code)]
-#[path = "../../crates/seeder/src/tracker.rs"]
-mod tracker;
-
-use tracker::{announce_request, parse_announce_response, AnnounceError};
+use warnseed_seeder::{announce_request, parse_announce_response, AnnounceError, TrackerUrl};
 
 const URL: &str = "http://127.0.0.1:6969/announce";
 
@@ -62,6 +36,9 @@ fn check_ok_body(body: &[u8]) {
     let got = parse_announce_response(URL, &raw);
     match bencode::decode(body) {
         Err(_) => assert!(matches!(got, Err(AnnounceError::BadResponse { .. })), "{got:?}"),
+        Ok(dict) if dict.as_dict().is_none() => {
+            assert!(matches!(got, Err(AnnounceError::BadResponse { .. })), "{got:?}")
+        }
         Ok(dict) => {
             if let Some(reason) = dict.get(b"failure reason").and_then(Value::as_bytes) {
                 match got {
@@ -83,22 +60,17 @@ fn check_ok_body(body: &[u8]) {
 }
 
 fn check_url(text: &str) {
-    let public = warnseed_seeder::TrackerUrl::parse(text);
-    let private = tracker::TrackerUrl::parse(text);
-    match (&public, &private) {
-        (Ok(u), Ok(p)) => {
-            assert_eq!((&u.raw, &u.host, u.port, &u.path), (&p.raw, &p.host, p.port, &p.path));
-            assert_eq!(u.raw, text);
-            assert!(text.starts_with("http://"));
-            assert!(!u.host.is_empty(), "empty host accepted");
-            assert!(u.path.starts_with('/'), "path {:?}", u.path);
-            let req = announce_request(p, &[0xAB; 20], b"-WS0100-synthetic001", 6881, Some("started"));
-            let expected = format!("GET {}", p.path);
-            assert!(req.starts_with(expected.as_bytes()));
-            assert!(req.ends_with(b"\r\n\r\n"));
-        }
-        (Err(_), Err(_)) => {}
-        _ => panic!("public and compiled-in TrackerUrl::parse disagree on {text:?}"),
+    if let Ok(u) = TrackerUrl::parse(text) {
+        assert_eq!(u.raw, text);
+        assert!(text.starts_with("http://"));
+        assert!(!u.host.is_empty(), "empty host accepted");
+        assert!(u.path.starts_with('/'), "path {:?}", u.path);
+        let unsafe_char = |c: char| c.is_whitespace() || c.is_control();
+        assert!(!u.host.chars().any(unsafe_char) && !u.path.chars().any(unsafe_char));
+        let req = announce_request(&u, &[0xAB; 20], b"-WS0100-synthetic001", 6881, Some("started"));
+        let expected = format!("GET {}", u.path);
+        assert!(req.starts_with(expected.as_bytes()));
+        assert!(req.ends_with(b"\r\n\r\n"));
     }
 }
 

@@ -92,15 +92,18 @@ def session(flags, c1, c2, c3, step, stream):
     return bytes([flags, c1, c2, c3, step]) + stream
 
 
+# The first read is the extension handshake and interested, so the driver
+# unchokes before the requests arrive and they are served.
+OPENING = ext_handshake(3) + frame(2)
 put(
     "peer_session",
     "fast-ext-download",
     session(
-        0x03, 15, 6, 199, 2,
-        ext_handshake(3)
-        + frame(2)
+        0x03, len(OPENING) - 1, 199, 199, 2,
+        OPENING
         + triple(6, 0, 0, 16384)
-        + triple(6, 0, 16384, 16384)
+        + triple(6, 1, 0, 8192)
+        + triple(6, 1, 8192, 8192)
         + triple(6, 2, 0, 40000 - 32768)
         + frame(4, struct.pack(">I", 1))
         + extended(1, metadata_request(0))
@@ -165,24 +168,24 @@ put(
 put("tracker_response", "url", "http://127.0.0.1:6969/announce?key=1")
 put("tracker_response", "url-v6", "http://[::1]:7000/a")
 
-# catalog_row
-put(
-    "catalog_row",
-    "csv",
+# catalog_row: the first byte picks the use (0 title, 1 .csv, 2 .jsonl, 3 all)
+CSV = (
     "title,size_bytes,campaign,language\n"
     "sample-title-000123.mp4,1000,c1,en\n"
-    '"sample, quoted 000124.mkv",,,\n',
+    '"sample, quoted 000124.mkv",,,\n'
 )
-put(
-    "catalog_row",
-    "jsonl",
+JSONL = (
     '{"title":"sample-title-000125.mp4","size_bytes":123}\n\n'
-    '{"title":"sample-title-000126.avi","campaign":"c","language":"nb-NO"}\n',
+    '{"title":"sample-title-000126.avi","campaign":"c","language":"nb-NO"}\n'
 )
-put("catalog_row", "title", "sample-title-000127.mp4")
+put("catalog_row", "csv", b"\x01" + CSV.encode())
+put("catalog_row", "jsonl", b"\x02" + JSONL.encode())
+put("catalog_row", "csv-all-uses", b"\x03" + CSV.encode())
+put("catalog_row", "jsonl-all-uses", b"\x03" + JSONL.encode())
+put("catalog_row", "title", b"\x00sample-title-000127.mp4")
 put(
     "catalog_row",
     "bad-rows",
-    "title,size_bytes\nsample-title-000128.mp4,0\nsample-title-000128.mp4,10\n",
+    b"\x01title,size_bytes\nsample-title-000128.mp4,0\nsample-title-000128.mp4,10\n",
 )
-put("catalog_row", "bom-header", "\ufefftitle,language\nsample-title-000129.mp4,en\n")
+put("catalog_row", "bom-header", b"\x01" + "\ufefftitle,language\nsample-title-000129.mp4,en\n".encode())

@@ -498,6 +498,12 @@ impl<T: SeedContent> PeerSession<T> {
                 Ok(m) => self.on_message(m, now),
                 Err(e) => self.close(CloseReason::Malformed(e.0)),
             }
+            // Rejects and metadata answers are queued without waiting for
+            // the socket; a peer that sends requests but never reads must
+            // not grow our buffer past the cap.
+            if self.unsent() > self.limits.max_send_buffer {
+                self.close(CloseReason::SendBufferFull);
+            }
         }
         self.recv.drain(..consumed.min(self.recv.len()));
     }
@@ -563,6 +569,9 @@ impl<T: SeedContent> PeerSession<T> {
                 }
             }
             Message::Piece { .. } => self.close(CloseReason::UnexpectedMessage("piece sent to a seed")),
+            Message::Extended { .. } if !self.summary.supports_extensions => {
+                self.close(CloseReason::UnexpectedMessage("extended message without BEP 10"))
+            }
             Message::Extended { id, payload } => self.on_extended(id, payload, now),
         }
     }

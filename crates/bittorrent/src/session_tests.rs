@@ -572,6 +572,28 @@ fn a_peer_that_stops_reading_is_dropped_without_busy_waking() {
 }
 
 #[test]
+fn rejects_for_a_peer_that_never_reads_are_capped() {
+    let t = Bytes::new(40_000, 16384);
+    let mut h = Harness::new(&t, true, true);
+    // Choked: every request earns a 17-byte reject that nobody reads.
+    let flood: Vec<u8> = (0..300_000).flat_map(|_| request(0, 0, 16384)).collect();
+    h.feed(&flood);
+    assert_eq!(h.s.close_reason(), Some(&CloseReason::SendBufferFull));
+    assert!(h.s.poll_transmit().len() <= SessionLimits::default().max_send_buffer + 17);
+}
+
+#[test]
+fn extended_messages_need_the_bep10_bit() {
+    let t = Bytes::new(40_000, 16384);
+    let mut h = Harness::new(&t, true, false);
+    h.feed(&ext_handshake_with_metadata(3));
+    assert!(matches!(
+        h.s.close_reason(),
+        Some(CloseReason::UnexpectedMessage(_))
+    ));
+}
+
+#[test]
 fn random_input_never_panics() {
     // A cheap deterministic fuzz pass; the cargo-fuzz targets go further.
     let t = Bytes::new(100_000, 16384);

@@ -14,7 +14,7 @@ mod tracker;
 
 pub use decoys::{content_key, Decoy, DecoyTable, LoadProgress};
 pub use server::{ConnectionClosed, PeerServer, ServerConfig};
-pub use tracker::{announce_loop, AnnounceError, TrackerUrl};
+pub use tracker::{announce_loop, announce_request, parse_announce_response, AnnounceError, TrackerUrl};
 
 /// The client version we announce in BEP 10 `v` unless configured otherwise.
 pub const DEFAULT_CLIENT_VERSION: &str = concat!("warnseed/", env!("CARGO_PKG_VERSION"));

@@ -63,7 +63,13 @@ impl TrackerUrl {
             let (h, p) = v6
                 .split_once(']')
                 .ok_or_else(|| AnnounceError::BadUrl(raw.into()))?;
-            (h.to_string(), p.strip_prefix(':').unwrap_or("80"))
+            let port = match p {
+                "" => "80",
+                _ => p
+                    .strip_prefix(':')
+                    .ok_or_else(|| AnnounceError::BadUrl(raw.into()))?,
+            };
+            (h.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p),
@@ -71,7 +77,9 @@ impl TrackerUrl {
             }
         };
         let port = port.parse().map_err(|_| AnnounceError::BadUrl(raw.into()))?;
-        if host.is_empty() {
+        // Host and path go into the request line: no spaces or controls.
+        let unsafe_char = |c: char| c.is_whitespace() || c.is_control();
+        if host.is_empty() || host.chars().any(unsafe_char) || path.chars().any(unsafe_char) {
             return Err(AnnounceError::BadUrl(raw.into()));
         }
         Ok(Self {
@@ -127,11 +135,16 @@ pub fn parse_announce_response(url: &str, raw: &[u8]) -> Result<Duration, Announ
         .ok_or_else(|| bad("no end of headers"))?;
     let head = std::str::from_utf8(&raw[..split]).map_err(|_| bad("headers are not text"))?;
     let status = head.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) != Some("200") {
+    let mut words = status.split_whitespace();
+    let version_ok = words.next().is_some_and(|v| v.starts_with("HTTP/1."));
+    if !version_ok || words.next() != Some("200") {
         return Err(bad(&format!("status line {status:?}")));
     }
     let body = &raw[split + 4..];
     let dict = bencode::decode(body).map_err(|e| bad(&e.to_string()))?;
+    if dict.as_dict().is_none() {
+        return Err(bad("body is not a bencoded dictionary"));
+    }
     if let Some(reason) = dict.get(b"failure reason").and_then(|v| v.as_bytes()) {
         return Err(AnnounceError::Failure {
             url: url.to_string(),
@@ -270,6 +283,9 @@ mod tests {
         );
         assert!(TrackerUrl::parse("udp://127.0.0.1:1").is_err());
         assert!(TrackerUrl::parse("http://:1/").is_err());
+        assert!(TrackerUrl::parse("http://[::1]junk/").is_err());
+        assert!(TrackerUrl::parse("http://127.0.0.1:1/a b").is_err());
+        assert!(TrackerUrl::parse("http://127.0.0.1:1/a\r\nX: y").is_err());
     }
 
     #[test]
@@ -303,5 +319,7 @@ mod tests {
         ));
         assert!(parse_announce_response("t", b"HTTP/1.0 404 Not Found\r\n\r\n").is_err());
         assert!(parse_announce_response("t", b"garbage").is_err());
+        assert!(parse_announce_response("t", b"HTTP/1.0 200 OK\r\n\r\nle").is_err());
+        assert!(parse_announce_response("t", b"garbage 200\r\n\r\nd8:intervali900ee").is_err());
     }
 }
