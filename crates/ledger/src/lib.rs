@@ -6,15 +6,19 @@
 //! everything queued, which is how a graceful stop loses nothing. Reports
 //! read the same file through [`LedgerStore`].
 //!
-//! Not here yet: the hash chain, retention and PostgreSQL (a later issue).
+//! Every row is chained to the one before by SHA-256 ([`chain`]);
+//! [`LedgerStore::verify`] walks the chain and names the first bad record.
+//!
+//! Not here yet: seal records, retention and PostgreSQL (a later issue).
 #![forbid(unsafe_code)]
 
+pub mod chain;
 mod record;
 mod store;
 mod writer;
 
 pub use record::{SessionRecord, Transport};
-pub use store::{LedgerStore, LedgerSummary, StoredSession};
+pub use store::{BadRecord, LedgerStore, LedgerSummary, StoredSession, Verification};
 pub use writer::{LedgerWriter, WriterConfig};
 
 #[derive(Debug, thiserror::Error)]

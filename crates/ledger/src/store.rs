@@ -1,10 +1,12 @@
+use crate::chain::{self, ChainedFields, GENESIS};
 use crate::{LedgerError, SessionRecord};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::net::IpAddr;
 use std::path::Path;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
+    -- id is the record's place in the hash chain: 1, 2, 3, ... with no gaps.
     id INTEGER PRIMARY KEY,
     started_at_ms INTEGER NOT NULL,
     ended_at_ms INTEGER NOT NULL,
@@ -23,7 +25,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     peer_pieces_initial INTEGER,
     peer_pieces_final INTEGER NOT NULL,
     completed INTEGER NOT NULL,
-    close_reason TEXT NOT NULL
+    close_reason TEXT NOT NULL,
+    -- SHA-256(salt || ip): the chain covers this, not the address itself.
+    ip_salt BLOB,
+    ip_commitment BLOB NOT NULL,
+    prev_hash BLOB NOT NULL,
+    record_hash BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at_ms);
 CREATE INDEX IF NOT EXISTS sessions_ip ON sessions(remote_ip);
@@ -64,6 +71,23 @@ pub struct LedgerSummary {
 
 pub struct LedgerStore {
     conn: Connection,
+    /// Sequence number and hash of the newest record.
+    head: (i64, [u8; 32]),
+}
+
+/// The first record that fails verification, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BadRecord {
+    pub seq: i64,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Verification {
+    pub records: u64,
+    pub last_seq: i64,
+    pub last_hash: String,
+    pub first_bad: Option<BadRecord>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -78,26 +102,65 @@ impl LedgerStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn })
+        let head = conn
+            .query_row(
+                "SELECT id, record_hash FROM sessions ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?
+            .map(|(seq, hash)| (seq, hash.try_into().unwrap_or([0xff; 32])))
+            .unwrap_or((0, GENESIS));
+        Ok(Self { conn, head })
     }
 
+    /// Appends records in one transaction, each chained to the one before.
     pub fn append(&mut self, batch: &[SessionRecord]) -> Result<(), LedgerError> {
         let tx = self.conn.transaction()?;
+        let mut head = self.head;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO sessions (started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip,
+                "INSERT INTO sessions (id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip,
                  remote_port, peer_id, client_name, client_version, transport, bytes_sent, pieces_sent,
-                 piece_count, peer_pieces_initial, peer_pieces_final, completed, close_reason)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+                 piece_count, peer_pieces_initial, peer_pieces_final, completed, close_reason,
+                 ip_salt, ip_commitment, prev_hash, record_hash)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)",
             )?;
             for r in batch {
+                let seq = head.0 + 1;
+                let ip = canonical_ip(r.remote_ip);
+                let salt = chain::new_salt();
+                let commitment = chain::ip_commitment(&salt, &ip);
+                let fields = ChainedFields {
+                    seq,
+                    started_at_ms: r.started_at_ms,
+                    ended_at_ms: r.ended_at_ms,
+                    network: r.network,
+                    decoy_id: r.decoy_id,
+                    info_hash: &r.info_hash,
+                    ip_commitment: &commitment,
+                    remote_port: r.remote_port,
+                    peer_id: r.peer_id.as_ref().map(|p| &p[..]),
+                    client_name: r.client_name.as_deref(),
+                    client_version: r.client_version.as_deref(),
+                    transport: r.transport.as_str(),
+                    bytes_sent: r.bytes_sent as i64,
+                    pieces_sent: i64::from(r.pieces_sent),
+                    piece_count: i64::from(r.piece_count),
+                    peer_pieces_initial: r.peer_pieces_initial.map(i64::from),
+                    peer_pieces_final: i64::from(r.peer_pieces_final),
+                    completed: r.completed,
+                    close_reason: &r.close_reason,
+                };
+                let hash = chain::record_hash(&head.1, &fields);
                 stmt.execute(params![
+                    seq,
                     r.started_at_ms,
                     r.ended_at_ms,
                     r.network,
                     r.decoy_id,
                     &r.info_hash[..],
-                    canonical_ip(r.remote_ip),
+                    ip,
                     r.remote_port,
                     r.peer_id.as_ref().map(|p| &p[..]),
                     r.client_name,
@@ -110,11 +173,105 @@ impl LedgerStore {
                     r.peer_pieces_final,
                     r.completed,
                     r.close_reason,
+                    &salt[..],
+                    &commitment[..],
+                    &head.1[..],
+                    &hash[..],
                 ])?;
+                head = (seq, hash);
             }
         }
         tx.commit()?;
+        self.head = head;
         Ok(())
+    }
+
+    /// Walks the whole chain in order and reports the first record that is
+    /// missing, out of place, altered or inserted.
+    pub fn verify(&self) -> Result<Verification, LedgerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip, remote_port,
+                    peer_id, client_name, client_version, transport, bytes_sent, pieces_sent, piece_count,
+                    peer_pieces_initial, peer_pieces_final, completed, close_reason,
+                    ip_salt, ip_commitment, prev_hash, record_hash
+             FROM sessions ORDER BY id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut prev = GENESIS;
+        let mut expected_seq = 1i64;
+        let mut records = 0u64;
+        let mut first_bad = None;
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            let bad = |reason: String| Some(BadRecord { seq, reason });
+            let stored_prev: Vec<u8> = r.get(21)?;
+            let stored_hash: Vec<u8> = r.get(22)?;
+            let commitment: Vec<u8> = r.get(20)?;
+            let salt: Option<Vec<u8>> = r.get(19)?;
+            let ip: Option<String> = r.get(6)?;
+            let network: String = r.get(3)?;
+            let info_hash: Vec<u8> = r.get(5)?;
+            let peer_id: Option<Vec<u8>> = r.get(8)?;
+            let client_name: Option<String> = r.get(9)?;
+            let client_version: Option<String> = r.get(10)?;
+            let transport: String = r.get(11)?;
+            let close_reason: String = r.get(18)?;
+            let fields = ChainedFields {
+                seq,
+                started_at_ms: r.get(1)?,
+                ended_at_ms: r.get(2)?,
+                network: &network,
+                decoy_id: r.get(4)?,
+                info_hash: &info_hash,
+                ip_commitment: &commitment,
+                remote_port: r.get(7)?,
+                peer_id: peer_id.as_deref(),
+                client_name: client_name.as_deref(),
+                client_version: client_version.as_deref(),
+                transport: &transport,
+                bytes_sent: r.get(12)?,
+                pieces_sent: r.get(13)?,
+                piece_count: r.get(14)?,
+                peer_pieces_initial: r.get(15)?,
+                peer_pieces_final: r.get(16)?,
+                completed: r.get(17)?,
+                close_reason: &close_reason,
+            };
+            let problem = if seq != expected_seq {
+                bad(format!(
+                    "expected record {expected_seq} here, found {seq}: records deleted or inserted"
+                ))
+            } else if stored_prev != prev {
+                bad("prev_hash does not match the record before: inserted or reordered".into())
+            } else if chain::record_hash(&prev, &fields)[..] != stored_hash[..] {
+                bad("record_hash does not match the record's fields: altered".into())
+            } else {
+                match (&salt, &ip) {
+                    (Some(salt), Some(ip)) if chain::ip_commitment(salt, ip)[..] != commitment[..] => {
+                        bad("remote_ip does not match its commitment: altered".into())
+                    }
+                    // Without its salt an address cannot be checked, so only
+                    // an erased or pseudonymised value may stand there.
+                    (None, Some(ip)) if ip.parse::<IpAddr>().is_ok() => {
+                        bad("remote_ip is an address but its salt is gone: altered".into())
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(p) = problem {
+                first_bad = Some(p);
+                break;
+            }
+            prev = stored_hash.try_into().unwrap_or([0xff; 32]);
+            expected_seq += 1;
+            records += 1;
+        }
+        Ok(Verification {
+            records,
+            last_seq: expected_seq - 1,
+            last_hash: hex(&prev),
+            first_bad,
+        })
     }
 
     pub fn summary(&self) -> Result<LedgerSummary, LedgerError> {

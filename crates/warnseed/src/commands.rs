@@ -339,6 +339,28 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
+pub fn ledger_verify(data: &Path, json: bool) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    let v = LedgerStore::open(&dir.ledger_path())?.verify()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if v.first_bad.is_none() {
+        println!(
+            "ledger ok: {} records, last record {}, hash {}",
+            v.records, v.last_seq, v.last_hash
+        );
+    }
+    if let Some(bad) = v.first_bad {
+        bail!(
+            "ledger verification failed at record {}: {} ({} records before it verified)",
+            bad.seq,
+            bad.reason,
+            v.records
+        );
+    }
+    Ok(())
+}
+
 pub fn report_summary(data: &Path, json: bool) -> Result<()> {
     let dir = DataDir::open(data)?;
     let decoys = CatalogStore::open(&dir.catalog_path())?.count()?;

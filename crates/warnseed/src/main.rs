@@ -41,6 +41,11 @@ enum Command {
     },
     /// Run the node: seed every decoy until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Check the ledger's hash chain.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// Figures from the ledger.
     Report {
         #[command(subcommand)]
@@ -113,6 +118,18 @@ pub struct RunArgs {
 }
 
 #[derive(Subcommand)]
+enum LedgerCommand {
+    /// Walk the whole hash chain; name the first missing, altered or
+    /// inserted record. Exits 1 if there is one.
+    Verify {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ReportCommand {
     /// Decoys active, sessions, completed downloads, unique IPs, bytes sent.
     Summary {
@@ -155,6 +172,9 @@ fn dispatch(command: Command) -> Result<()> {
                 },
         } => commands::export(&data, format, &out, trackers, &peers, whitelist.as_deref()),
         Command::Run(args) => commands::run(args),
+        Command::Ledger {
+            command: LedgerCommand::Verify { data, json },
+        } => commands::ledger_verify(&data, json),
         Command::Report {
             command: ReportCommand::Summary { data, json },
         } => commands::report_summary(&data, json),

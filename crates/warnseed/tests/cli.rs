@@ -204,3 +204,56 @@ fn a_million_rows_import() {
     let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
     assert_eq!(v["decoys_active"], 1_000_000);
 }
+
+#[test]
+fn ledger_verify_names_the_first_bad_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let data_s = data.to_str().unwrap();
+    warnseed(&["init", "--data", data_s]);
+    let ok = warnseed(&["ledger", "verify", "--data", data_s]);
+    assert!(ok.starts_with("ledger ok: 0 records"), "{ok}");
+    // Three chained records as a node writes them, then an edit behind
+    // the ledger's back.
+    let store = warnseed_ledger_fixture(&data.join("ledger.sqlite"));
+    store
+        .execute("UPDATE sessions SET bytes_sent = 1 WHERE id = 2", [])
+        .unwrap();
+    let err = warnseed_fails(&["ledger", "verify", "--data", data_s]);
+    assert!(
+        err.contains("failed at record 2: record_hash does not match"),
+        "{err}"
+    );
+    store.execute("DELETE FROM sessions", []).unwrap();
+    assert!(warnseed(&["ledger", "verify", "--data", data_s]).starts_with("ledger ok: 0 records"));
+}
+
+/// Writes three chained records the way a node does and returns a raw
+/// connection to tamper with.
+fn warnseed_ledger_fixture(path: &std::path::Path) -> rusqlite::Connection {
+    let mut store = warnseed_ledger::LedgerStore::open(path).unwrap();
+    let records: Vec<_> = (0..3u16)
+        .map(|i| warnseed_ledger::SessionRecord {
+            started_at_ms: 1_790_000_000_000,
+            ended_at_ms: 1_790_000_001_000,
+            network: "bittorrent",
+            decoy_id: 1,
+            info_hash: [9; 20],
+            remote_ip: "127.0.0.5".parse().unwrap(),
+            remote_port: 50_000 + i,
+            peer_id: None,
+            client_name: None,
+            client_version: None,
+            transport: warnseed_ledger::Transport::Tcp,
+            bytes_sent: 10,
+            pieces_sent: 1,
+            piece_count: 1,
+            peer_pieces_initial: None,
+            peer_pieces_final: 1,
+            completed: true,
+            close_reason: "peer_complete".into(),
+        })
+        .collect();
+    store.append(&records).unwrap();
+    rusqlite::Connection::open(path).unwrap()
+}

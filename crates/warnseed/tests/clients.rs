@@ -123,6 +123,12 @@ fn libtorrent_downloads_every_size_by_torrent_and_by_magnet() {
     }
     let out = node.stop();
     assert!(out.contains("stopped:"), "{out}");
+    let verified = warnseed(&["ledger", "verify", "--data", node.data_arg()]);
+    let sessions = node.sessions().len();
+    assert!(
+        verified.starts_with(&format!("ledger ok: {sessions} records")),
+        "{verified}"
+    );
 }
 
 #[test]
