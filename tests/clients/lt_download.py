@@ -35,6 +35,13 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--trackers", action="store_true", help="keep trackers from the torrent")
+    ap.add_argument(
+        "--encryption",
+        choices=["default", "forced-rc4", "disabled"],
+        default="default",
+        help="default: libtorrent's own (try MSE, accept plaintext); forced-rc4: "
+        "like 'require encryption' in qBittorrent; disabled: plain BitTorrent only",
+    )
     a = ap.parse_args()
 
     settings = {
@@ -53,6 +60,13 @@ def main():
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.peer_log_notification,
     }
+    if a.encryption == "forced-rc4":
+        settings["out_enc_policy"] = int(lt.enc_policy.pe_forced)
+        settings["in_enc_policy"] = int(lt.enc_policy.pe_forced)
+        settings["allowed_enc_level"] = int(lt.enc_level.pe_rc4)
+    elif a.encryption == "disabled":
+        settings["out_enc_policy"] = int(lt.enc_policy.pe_disabled)
+        settings["in_enc_policy"] = int(lt.enc_policy.pe_disabled)
     ses = lt.session(settings)
     if a.torrent:
         atp = lt.add_torrent_params()

@@ -10,6 +10,7 @@
 pub mod bencode;
 pub mod client;
 pub mod metainfo;
+pub mod mse;
 pub mod session;
 pub mod wire;
 

@@ -100,6 +100,8 @@ pub enum CloseReason {
     SendBufferFull,
     /// We had data to send and the peer read none of it for too long.
     SendStalled,
+    /// The Message Stream Encryption handshake failed.
+    Encryption(String),
     PeerComplete,
     /// The remote closed or reset the connection.
     PeerClosed,
@@ -125,6 +127,7 @@ impl CloseReason {
             CloseReason::UnexpectedMessage(_) => "unexpected_message",
             CloseReason::SendBufferFull => "send_buffer_full",
             CloseReason::SendStalled => "send_stalled",
+            CloseReason::Encryption(_) => "encryption_failed",
             CloseReason::PeerComplete => "peer_complete",
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::Io(_) => "io_error",
@@ -150,6 +153,7 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::UnexpectedMessage(what) => write!(f, "unexpected_message ({what})"),
             CloseReason::Io(e) => write!(f, "io_error ({e})"),
+            CloseReason::Encryption(e) => write!(f, "encryption_failed ({e})"),
             other => f.write_str(other.code()),
         }
     }

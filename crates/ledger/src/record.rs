@@ -3,12 +3,18 @@ use std::net::IpAddr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     Tcp,
+    /// Message Stream Encryption handshake, then plaintext.
+    TcpMsePlain,
+    /// Message Stream Encryption with RC4 for the whole stream.
+    TcpMseRc4,
 }
 
 impl Transport {
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
+            Transport::TcpMsePlain => "tcp+mse-plain",
+            Transport::TcpMseRc4 => "tcp+mse-rc4",
         }
     }
 }

@@ -8,9 +8,14 @@
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use warnseed_bittorrent::metainfo::{self, InfoFields, InfoHash};
+use warnseed_bittorrent::mse;
 use warnseed_bittorrent::session::SeedContent;
 use warnseed_catalog::{CatalogError, CatalogStore};
 use warnseed_payload::{read_decoy_range, DecoyBytes, Payload, PieceHashCache};
+
+fn req2_prefix(info_hash: &InfoHash) -> u64 {
+    u64::from_be_bytes(mse::req2_hash(info_hash)[..8].try_into().expect("8 bytes"))
+}
 
 /// Identifies what an info hash was computed from: the payload's bytes and
 /// the rules that lay a decoy out (bump the tag when those rules change).
@@ -35,6 +40,11 @@ pub struct DecoyTable {
     /// Sorted by info hash.
     entries: Vec<Entry>,
     titles: String,
+    /// MSE names a torrent by HASH('req2', info hash). These two parallel
+    /// arrays (12 bytes a decoy) map the first 8 bytes of that hash to
+    /// entries, sorted; a hit is confirmed against the full hash.
+    req2_prefix: Vec<u64>,
+    req2_entry: Vec<u32>,
 }
 
 /// Reports load phases to the caller (the CLI draws progress bars).
@@ -83,6 +93,8 @@ impl DecoyTable {
             cache: PieceHashCache::new(payload),
             entries,
             titles,
+            req2_prefix: Vec::new(),
+            req2_entry: Vec::new(),
         };
         if !stale.is_empty() {
             progress.hashing(stale.len() as u64);
@@ -97,7 +109,7 @@ impl DecoyTable {
             }
             store.store_info_hashes(&rows)?;
         }
-        table.entries.sort_unstable_by_key(|e| e.info_hash);
+        table.finish_indexes();
         Ok(table)
     }
 
@@ -111,6 +123,8 @@ impl DecoyTable {
             cache: PieceHashCache::new(payload.clone()),
             entries: Vec::new(),
             titles: String::new(),
+            req2_prefix: Vec::new(),
+            req2_entry: Vec::new(),
         };
         for (id, title, size) in rows {
             let title_offset = table.titles.len() as u32;
@@ -128,8 +142,38 @@ impl DecoyTable {
         for (e, h) in table.entries.iter_mut().zip(hashes) {
             e.info_hash = h;
         }
-        table.entries.sort_unstable_by_key(|e| e.info_hash);
+        table.finish_indexes();
         table
+    }
+
+    /// Sorts entries by info hash and builds the MSE req2 index over them.
+    fn finish_indexes(&mut self) {
+        self.entries.sort_unstable_by_key(|e| e.info_hash);
+        let mut pairs: Vec<(u64, u32)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (req2_prefix(&e.info_hash), i as u32))
+            .collect();
+        pairs.sort_unstable();
+        self.req2_prefix = pairs.iter().map(|p| p.0).collect();
+        self.req2_entry = pairs.iter().map(|p| p.1).collect();
+    }
+
+    /// The decoy an MSE peer names by HASH('req2', info hash).
+    pub fn lookup_req2(self: &Arc<Self>, req2: &[u8; 20]) -> Option<Decoy> {
+        let prefix = u64::from_be_bytes(req2[..8].try_into().expect("8 bytes"));
+        let start = self.req2_prefix.partition_point(|&p| p < prefix);
+        self.req2_prefix[start..]
+            .iter()
+            .take_while(|&&p| p == prefix)
+            .zip(&self.req2_entry[start..])
+            .map(|(_, &i)| i)
+            .find(|&i| mse::req2_hash(&self.entries[i as usize].info_hash) == *req2)
+            .map(|index| Decoy {
+                table: Arc::clone(self),
+                index,
+            })
     }
 
     fn compute_info_hashes(&self, which: &[usize], progress: &mut dyn LoadProgress) -> Vec<InfoHash> {
@@ -187,7 +231,10 @@ impl DecoyTable {
 
     /// Heap bytes the table holds (entries and titles), for capacity reports.
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>() + self.titles.capacity()
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.titles.capacity()
+            + self.req2_prefix.capacity() * 8
+            + self.req2_entry.capacity() * 4
     }
 
     pub fn lookup(self: &Arc<Self>, info_hash: &InfoHash) -> Option<Decoy> {
@@ -305,6 +352,11 @@ mod tests {
             assert_eq!(&v.get(b"pieces").unwrap().as_bytes().unwrap()[..20], &first);
         }
         assert!(table.lookup(&[0xee; 20]).is_none());
+        for d in table.iter() {
+            let found = table.lookup_req2(&mse::req2_hash(d.info_hash())).unwrap();
+            assert_eq!(found.id(), d.id());
+        }
+        assert!(table.lookup_req2(&[0xee; 20]).is_none());
     }
 
     #[test]

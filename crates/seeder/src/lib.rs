@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod decoys;
+mod framing;
 mod limiter;
 mod server;
 mod tracker;

@@ -2,6 +2,7 @@
 //! slots, ledger records, graceful stop.
 
 use crate::decoys::{Decoy, DecoyTable};
+use crate::framing::Framing;
 use crate::limiter::ConnectionLimiter;
 use std::net::SocketAddr;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -188,6 +189,8 @@ async fn run_connection(
     );
     let mut buf = vec![0u8; 64 * 1024];
     let mut slot = None;
+    let mut framing = Framing::new(Instant::now());
+    let idle = shared.config.limits.idle_timeout;
     let (mut rd, mut wr) = stream.split();
     loop {
         if let Some(info_hash) = session.pending_lookup() {
@@ -210,11 +213,15 @@ async fn run_connection(
             break;
         }
         let waiting_for_slot = session.wants_unchoke() && slot.is_none();
-        let deadline = session
+        let mut deadline = session
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(60));
+        let stall = framing.stall_deadline(idle);
+        if let Some(stall) = stall {
+            deadline = deadline.min(stall);
+        }
         let step = {
-            let out = session.poll_transmit();
+            let out = framing.transmit(&mut session, Instant::now());
             tokio::select! {
                 r = rd.read(&mut buf) => Step::Read(r),
                 w = wr.write(out), if !out.is_empty() => Step::Wrote(w),
@@ -226,9 +233,10 @@ async fn run_connection(
         let now = Instant::now();
         match step {
             Step::Read(Ok(0)) => session.close(CloseReason::PeerClosed),
-            Step::Read(Ok(n)) => session.handle_input(&buf[..n], now),
+            Step::Read(Ok(n)) => framing.on_read(&buf[..n], &mut session, &shared.table, now),
             Step::Read(Err(e)) | Step::Wrote(Err(e)) => session.close(io_reason(e)),
-            Step::Wrote(Ok(n)) => session.consume_transmit(n, now),
+            Step::Wrote(Ok(n)) => framing.wrote(n, &mut session, now),
+            Step::Timer if stall.is_some_and(|s| now >= s) => session.close(CloseReason::SendStalled),
             Step::Timer => session.handle_timeout(now),
             Step::SlotRetry => {}
             Step::Shutdown => session.close(CloseReason::Shutdown),
@@ -241,14 +249,14 @@ async fn run_connection(
         session.close_reason(),
         Some(CloseReason::PeerClosed | CloseReason::Io(_))
     ) {
-        let pending = session.poll_transmit();
+        let pending = framing.transmit(&mut session, Instant::now());
         if !pending.is_empty() && pending.len() <= 64 * 1024 {
             let flush = wr.write_all(pending);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
         }
     }
     let _ = wr.shutdown().await;
-    if let Some(record) = finish(shared, remote, started_ms, &session) {
+    if let Some(record) = finish(shared, remote, started_ms, &session, framing.transport()) {
         register(shared, record).await;
     }
 }
@@ -288,6 +296,7 @@ fn finish(
     remote: SocketAddr,
     started_ms: i64,
     session: &PeerSession<Decoy>,
+    transport: Transport,
 ) -> Option<SessionRecord> {
     let reason = session.close_reason().cloned().unwrap_or(CloseReason::PeerClosed);
     let summary = session.summary();
@@ -319,7 +328,7 @@ fn finish(
         peer_id: summary.peer_id,
         client_name: client.map(|c| c.to_string()),
         client_version: summary.client_version.clone(),
-        transport: Transport::Tcp,
+        transport,
         bytes_sent: summary.bytes_sent,
         pieces_sent: summary.pieces_sent,
         piece_count: summary.piece_count,

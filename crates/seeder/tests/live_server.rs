@@ -218,12 +218,20 @@ async fn each_bad_connection_is_closed_with_its_reason_while_a_good_peer_downloa
     metadata_past_end.extend(msg(20, b"\x00d1:md11:ut_metadatai3eee"));
     metadata_past_end.extend(msg(20, b"\x01d8:msg_typei0e5:piecei99ee"));
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        // Anything that is not a plain handshake is read as an MSE opener:
+        // short garbage waits for a key that never comes, long garbage never
+        // shows the req1 marker.
         (
             "garbage",
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-            "not_bittorrent",
+            "handshake_timeout",
         ),
-        ("encrypted opener", vec![0x5a; 96], "not_bittorrent"),
+        ("MSE key then noise", vec![0x5a; 96 + 532], "encryption_failed"),
+        (
+            "almost a plain handshake (read as an MSE key, which never completes)",
+            b"\x13BitTorrent protocoX".to_vec(),
+            "handshake_timeout",
+        ),
         (
             "unknown info hash",
             handshake([0xab; 20], true),

@@ -72,6 +72,8 @@ fn libtorrent_downloads_every_size_by_torrent_and_by_magnet() {
         assert!(payload.starts_with(b"WARNING"), "decoys start with the warning");
         assert_eq!(file_sha256(path), expected_sha256(&payload, *size), "{title}");
         let s = check_one_completed(&node, &bind.to_string(), info_hash, *size, "libtorrent 2.0");
+        // libtorrent opens with MSE offering both methods; we pick plaintext.
+        assert_eq!(s.transport, "tcp+mse-plain");
         let ports: Vec<u64> = r["local_ports"]
             .as_array()
             .unwrap()
@@ -152,6 +154,34 @@ fn libtorrent_downloads_a_one_byte_decoy() {
     );
     assert_eq!(std::fs::read(r["path"].as_str().unwrap()).unwrap(), b"W");
     check_one_completed(&node, &bind.to_string(), &index[0].0, 1, "libtorrent 2.0");
+    node.stop();
+}
+
+#[test]
+fn libtorrent_requiring_rc4_encryption_downloads() {
+    require_libtorrent();
+    let size = 3 * 1024 * 1024 + 11;
+    let mut node = Node::new(&format!("sample-title-000001.avi,{size}\n"), None);
+    let torrents = node.export_torrents(&[]);
+    let index = Node::index(&torrents);
+    let ip = Ipv4Addr::new(127, 0, 0, 1);
+    let listen = SocketAddr::from((ip, free_port(ip)));
+    node.start(listen, &[]);
+    let torrent = torrents.join(format!("{}.torrent", index[0].0));
+    let bind = Ipv4Addr::new(127, 0, 3, 20);
+    let dl = node.dir.path().join("dl");
+    let r = libtorrent_download_with(
+        ("--torrent", torrent.to_str().unwrap()),
+        Some(listen),
+        bind,
+        &dl,
+        "forced-rc4",
+    );
+    let got = std::fs::read(r["path"].as_str().unwrap()).unwrap();
+    assert_eq!(got.len() as u64, size);
+    assert!(got.starts_with(b"WARNING"));
+    let s = check_one_completed(&node, &bind.to_string(), &index[0].0, size, "libtorrent 2.0");
+    assert_eq!(s.transport, "tcp+mse-rc4");
     node.stop();
 }
 
@@ -279,8 +309,8 @@ fn transmission_finds_the_node_through_opentracker() {
         "download-dir": download.to_str().unwrap(),
         "incomplete-dir-enabled": false,
         "start-added-torrents": true,
-        // Transmission's default: try encryption, fall back to plain.
-        "encryption": 1,
+        // "Require encryption": Transmission then offers RC4 only.
+        "encryption": 2,
         "message-level": 2,
     });
     std::fs::write(tdir.join("settings.json"), settings.to_string()).unwrap();
@@ -315,7 +345,8 @@ fn transmission_finds_the_node_through_opentracker() {
     // Transmission keeps seeding; its sessions end when it stops.
     daemon.stop(Duration::from_secs(10));
     for (info_hash, _id, size, _title) in &t.index {
-        check_one_completed(&t.node, &CLIENT_IP.to_string(), info_hash, *size, "Transmission");
+        let s = check_one_completed(&t.node, &CLIENT_IP.to_string(), info_hash, *size, "Transmission");
+        assert_eq!(s.transport, "tcp+mse-rc4");
     }
     t.node.stop();
 }
@@ -347,7 +378,9 @@ fn aria2_finds_the_node_through_opentracker() {
         ]));
         let path = out.join(title);
         assert_eq!(file_sha256(&path), expected_sha256(&payload, *size), "{title}");
-        check_one_completed(&t.node, &CLIENT_IP.to_string(), info_hash, *size, "aria2");
+        let s = check_one_completed(&t.node, &CLIENT_IP.to_string(), info_hash, *size, "aria2");
+        // aria2 opens with MSE offering both methods; we pick plaintext.
+        assert_eq!(s.transport, "tcp+mse-plain");
     }
     t.node.stop();
 }

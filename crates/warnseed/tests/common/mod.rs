@@ -303,7 +303,7 @@ impl Node {
         let mut stmt = conn
             .prepare(
                 "SELECT remote_ip, remote_port, client_name, client_version, bytes_sent, completed,
-                        lower(hex(info_hash)), close_reason, started_at_ms, ended_at_ms, decoy_id
+                        lower(hex(info_hash)), close_reason, started_at_ms, ended_at_ms, decoy_id, transport
                  FROM sessions ORDER BY id",
             )
             .unwrap();
@@ -321,6 +321,7 @@ impl Node {
                     started_at_ms: r.get(8)?,
                     ended_at_ms: r.get(9)?,
                     decoy_id: r.get(10)?,
+                    transport: r.get(11)?,
                 })
             })
             .unwrap();
@@ -368,6 +369,7 @@ pub struct Session {
     pub started_at_ms: i64,
     pub ended_at_ms: i64,
     pub decoy_id: i64,
+    pub transport: String,
 }
 
 /// A network namespace the test creates for itself, with test addresses
@@ -461,6 +463,18 @@ pub fn libtorrent_download(
     bind: impl Into<std::net::IpAddr>,
     out: &Path,
 ) -> serde_json::Value {
+    libtorrent_download_with(source, peer, bind, out, "default")
+}
+
+/// As [`libtorrent_download`], with an encryption mode of lt_download.py
+/// (`default`, `forced-rc4`, `disabled`).
+pub fn libtorrent_download_with(
+    source: (&str, &str),
+    peer: Option<SocketAddr>,
+    bind: impl Into<std::net::IpAddr>,
+    out: &Path,
+    encryption: &str,
+) -> serde_json::Value {
     require_libtorrent();
     std::fs::create_dir_all(out).unwrap();
     let script = repo_root().join("tests/clients/lt_download.py");
@@ -472,6 +486,8 @@ pub fn libtorrent_download(
         out.to_str().unwrap(),
         "--timeout",
         "120",
+        "--encryption",
+        encryption,
     ]);
     if let Some(p) = peer {
         cmd.args(["--peer", &p.to_string()]);
