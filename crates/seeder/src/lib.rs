@@ -12,10 +12,13 @@ mod framing;
 mod limiter;
 mod server;
 mod tracker;
+mod udp_tracker;
 
 pub use decoys::{content_key, Decoy, DecoyTable, LoadProgress};
 pub use server::{ConnectionClosed, PeerServer, ServerConfig};
-pub use tracker::{announce_loop, announce_request, parse_announce_response, AnnounceError, TrackerUrl};
+pub use tracker::{
+    announce_loop, announce_request, parse_announce_response, AnnounceError, Scheme, TrackerUrl,
+};
 
 /// The client version we announce in BEP 10 `v` unless configured otherwise.
 pub const DEFAULT_CLIENT_VERSION: &str = concat!("warnseed/", env!("CARGO_PKG_VERSION"));

@@ -1,11 +1,13 @@
-//! Announcing decoys to HTTP trackers (BEP 3, compact BEP 23).
+//! Announcing decoys to HTTP trackers (BEP 3, compact BEP 23) and UDP
+//! trackers (BEP 15, in `udp_tracker`).
 //!
 //! Request building and response parsing are pure functions; the loop does
 //! the I/O. A seed announces `left=0` and `numwant=0`: it wants no peers,
-//! only to be listed. UDP trackers, scrape and per-tracker status arrive
-//! with the publishing work.
+//! only to be listed. Scrape and per-tracker status arrive with the
+//! publishing work.
 
 use crate::decoys::DecoyTable;
+use crate::udp_tracker::{UdpEvent, UdpTrackerClient};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,15 +26,22 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(1800);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackerUrl {
     pub raw: String,
+    pub scheme: Scheme,
     pub host: String,
     pub port: u16,
     /// Path and any query, e.g. `/announce` or `/a?key=1`.
     pub path: String,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Udp,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AnnounceError {
-    #[error("tracker URL {0:?}: only http:// trackers are supported in this version")]
+    #[error("tracker URL {0:?}: only http:// and udp:// trackers are supported in this version")]
     UnsupportedScheme(String),
     #[error("tracker URL {0:?} is malformed")]
     BadUrl(String),
@@ -52,9 +61,13 @@ pub enum AnnounceError {
 
 impl TrackerUrl {
     pub fn parse(raw: &str) -> Result<Self, AnnounceError> {
-        let rest = raw
-            .strip_prefix("http://")
-            .ok_or_else(|| AnnounceError::UnsupportedScheme(raw.to_string()))?;
+        let (scheme, rest) = if let Some(rest) = raw.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else if let Some(rest) = raw.strip_prefix("udp://") {
+            (Scheme::Udp, rest)
+        } else {
+            return Err(AnnounceError::UnsupportedScheme(raw.to_string()));
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -82,8 +95,18 @@ impl TrackerUrl {
         if host.is_empty() || host.chars().any(unsafe_char) || path.chars().any(unsafe_char) {
             return Err(AnnounceError::BadUrl(raw.into()));
         }
+        let explicit_port = if authority.starts_with('[') {
+            authority.contains("]:")
+        } else {
+            authority.contains(':')
+        };
+        // UDP trackers have no conventional port to assume.
+        if scheme == Scheme::Udp && (!explicit_port || port == 0) {
+            return Err(AnnounceError::BadUrl(raw.into()));
+        }
         Ok(Self {
             raw: raw.to_string(),
+            scheme,
             host,
             port,
             path: path.to_string(),
@@ -229,6 +252,7 @@ pub async fn announce_loop(
 ) {
     let mut first_round = true;
     let mut backoff = Duration::from_secs(15);
+    let mut udp: Option<UdpTrackerClient> = None;
     loop {
         let mut interval = DEFAULT_INTERVAL;
         let mut failures = 0u64;
@@ -237,11 +261,29 @@ pub async fn announce_loop(
             if *shutdown.borrow() {
                 return;
             }
-            let event = first_round.then_some("started");
-            match announce_once(&url, bind, decoy.info_hash(), &peer_id, port, event).await {
+            let result = match url.scheme {
+                Scheme::Http => {
+                    let event = first_round.then_some("started");
+                    announce_once(&url, bind, decoy.info_hash(), &peer_id, port, event)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Scheme::Udp => {
+                    let event = if first_round {
+                        UdpEvent::Started
+                    } else {
+                        UdpEvent::None
+                    };
+                    match udp_client(&mut udp, &url, bind).await {
+                        Ok(client) => client.announce(decoy.info_hash(), &peer_id, port, event).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match result {
                 Ok(i) => {
                     ok += 1;
-                    interval = interval.min(i);
+                    interval = interval.min(i.max(MIN_INTERVAL));
                 }
                 Err(e) => {
                     failures += 1;
@@ -265,6 +307,27 @@ pub async fn announce_loop(
     }
 }
 
+/// The loop's UDP client, created on first use.
+async fn udp_client<'a>(
+    slot: &'a mut Option<UdpTrackerClient>,
+    url: &TrackerUrl,
+    bind: Option<std::net::IpAddr>,
+) -> Result<&'a mut UdpTrackerClient, String> {
+    if slot.is_none() {
+        let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
+            .await
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or_else(|| format!("{} resolves to no address", url.host))?;
+        *slot = Some(
+            UdpTrackerClient::new(addr, bind)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(slot.as_mut().expect("just set"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,7 +344,10 @@ mod tests {
             (u.host.as_str(), u.port, u.path.as_str()),
             ("::1", 7000, "/a?k=1")
         );
-        assert!(TrackerUrl::parse("udp://127.0.0.1:1").is_err());
+        let u = TrackerUrl::parse("udp://127.0.0.1:6969/announce").unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Udp, 6969));
+        assert!(TrackerUrl::parse("udp://127.0.0.1").is_err(), "udp needs a port");
+        assert!(TrackerUrl::parse("https://127.0.0.1:1/").is_err());
         assert!(TrackerUrl::parse("http://:1/").is_err());
         assert!(TrackerUrl::parse("http://[::1]junk/").is_err());
         assert!(TrackerUrl::parse("http://127.0.0.1:1/a b").is_err());

@@ -425,10 +425,11 @@ impl Drop for Netns {
     }
 }
 
-/// opentracker with a whitelist of our info hashes.
+/// opentracker with a whitelist of our info hashes, on TCP and UDP.
 pub struct Opentracker {
     pub proc: Proc,
     pub url: String,
+    pub udp_url: String,
 }
 
 impl Opentracker {
@@ -452,6 +453,7 @@ impl Opentracker {
         Self {
             proc,
             url: format!("http://{ip}:{port}/announce"),
+            udp_url: format!("udp://{ip}:{port}/announce"),
         }
     }
 }
