@@ -204,6 +204,8 @@ def main():
         return self_test()
     if not a.payload:
         ap.error("--payload is required")
+    if not a.bind.startswith("127."):
+        ap.error("--bind must be a loopback address (127.0.0.0/8)")
     with open(a.payload, "rb") as f:
         layout = Layout(f.read())
     plen = len(layout.payload)

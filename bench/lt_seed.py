@@ -20,6 +20,7 @@ import time
 
 import libtorrent as lt
 
+sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lt_common  # noqa: E402
 

@@ -171,6 +171,39 @@ fn status_bytes_meminfo() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Busy and total jiffies of the whole machine, from the first line of
+/// /proc/stat (idle and iowait count as not busy).
+pub fn machine_jiffies() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Waits until the machine is quiet (the machine is shared: other builds
+/// skew timings): until the busy share of all CPUs over a 3 s window is
+/// below `max_busy` (0..1), for at most `max_wait`. Returns the last share.
+pub fn wait_for_idle(max_busy: f64, max_wait: Duration) -> f64 {
+    let deadline = std::time::Instant::now() + max_wait;
+    loop {
+        let (b0, t0) = machine_jiffies();
+        std::thread::sleep(Duration::from_secs(3));
+        let (b1, t1) = machine_jiffies();
+        let share = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
+        if share <= max_busy || std::time::Instant::now() >= deadline {
+            return share;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Child processes.
 

@@ -75,6 +75,28 @@ impl InfoSink for Sha1 {
     }
 }
 
+/// Keeps only bytes `start..end` of what is written through it: serves one
+/// ut_metadata piece without building the whole dictionary.
+pub struct WindowSink<'a> {
+    pub start: usize,
+    pub end: usize,
+    pub pos: usize,
+    pub out: &'a mut Vec<u8>,
+}
+
+impl InfoSink for WindowSink<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let from = self.pos;
+        let to = self.pos + bytes.len();
+        self.pos = to;
+        let lo = from.max(self.start);
+        let hi = to.min(self.end);
+        if lo < hi {
+            self.out.extend_from_slice(&bytes[lo - from..hi - from]);
+        }
+    }
+}
+
 /// The fields of a v1 single-file info dictionary, minus the piece hashes,
 /// which the caller supplies piece by piece.
 #[derive(Clone, Copy, Debug)]
@@ -284,6 +306,17 @@ mod tests {
         assert_eq!(keys, sorted);
         let digest: [u8; 20] = Sha1::digest(&bytes).into();
         assert_eq!(fields.info_hash(|i| [i as u8; 20]), digest);
+        for (start, end) in [(0, 10), (5, 100), (90, bytes.len()), (0, bytes.len())] {
+            let mut out = Vec::new();
+            let mut sink = WindowSink {
+                start,
+                end,
+                pos: 0,
+                out: &mut out,
+            };
+            fields.write(&mut sink, |i| [i as u8; 20]);
+            assert_eq!(out, &bytes[start..end]);
+        }
     }
 
     #[test]

@@ -278,7 +278,8 @@ impl MseResponder {
                 }
                 State::FindReq1 => {
                     let req1 = sha1_parts(&[b"req1", &self.secret]);
-                    match self.input.windows(20).position(|w| w == req1) {
+                    let window = &self.input[..self.input.len().min(MAX_PAD + 20)];
+                    match window.windows(20).position(|w| w == req1) {
                         Some(at) => {
                             self.input.drain(..at + 20);
                             self.state = State::ReadReq2;

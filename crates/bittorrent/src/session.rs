@@ -28,8 +28,9 @@ pub trait SeedContent {
     fn piece_count(&self) -> u32;
     /// Length of the bencoded info dictionary (`metadata_size`).
     fn metadata_len(&self) -> usize;
-    /// The bencoded info dictionary, built on demand.
-    fn metadata(&self) -> Vec<u8>;
+    /// Appends bytes `start..end` of the bencoded info dictionary to `out`,
+    /// built on demand (nothing per session is cached).
+    fn metadata_range(&self, start: usize, end: usize, out: &mut Vec<u8>);
     /// Appends bytes `offset..offset + len` of the file to `out`.
     fn read(&self, offset: u64, len: u32, out: &mut Vec<u8>);
 }
@@ -42,6 +43,9 @@ pub struct SessionLimits {
     pub idle_timeout: Duration,
     /// Longest time a peer may stay connected without wanting anything.
     pub uninterested_timeout: Duration,
+    /// An unchoked peer that requests nothing for this long gives its
+    /// upload slot back, and waits as long before it may have one again.
+    pub unchoked_idle_timeout: Duration,
     /// We send a keep-alive after this long without sending anything.
     pub keepalive_interval: Duration,
     /// Frames longer than this close the connection (checked on the prefix).
@@ -60,6 +64,7 @@ impl Default for SessionLimits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(240),
             uninterested_timeout: Duration::from_secs(300),
+            unchoked_idle_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(90),
             max_message_len: 256 * 1024,
             max_queued_requests: 512,
@@ -169,17 +174,18 @@ pub struct SessionSummary {
     pub supports_fast: bool,
     pub supports_extensions: bool,
     pub piece_count: u32,
-    /// Payload bytes sent in piece messages.
+    /// Payload bytes of piece messages written to the socket (a block sent
+    /// twice counts twice; queued but unwritten bytes do not count).
     pub bytes_sent: u64,
-    /// Distinct pieces every byte of which we sent.
+    /// Distinct pieces every 16 KiB block of which was written to the socket.
     pub pieces_sent: u32,
     pub metadata_pieces_sent: u32,
     /// Pieces the peer said it had when it first told us (bitfield/have_*).
     pub peer_pieces_initial: Option<u32>,
     /// Pieces the peer has now, from bitfield, have and have_all.
     pub peer_pieces: u32,
-    /// Pieces the peer holds by its own word or because we delivered every
-    /// byte of them in this session. Clients often close the moment they
+    /// Pieces the peer holds by its own word or because we wrote every block
+    /// of them to its socket in this session. Clients often close the moment they
     /// finish, before their last HAVE leaves, so the peer's word alone
     /// undercounts finished downloads.
     pub pieces_complete: u32,
@@ -261,15 +267,25 @@ pub struct PeerSession<T> {
     peer_interested: bool,
     requests: VecDeque<BlockRequest>,
     peer_has: PieceSet,
-    /// Bytes sent per piece, to count fully sent pieces.
-    sent_per_piece: Vec<u32>,
+    /// Aligned 16 KiB blocks of the torrent written to the socket, one bit
+    /// each, allocated on the first delivery (at most 512 KiB at 64 GiB).
+    delivered: Vec<u64>,
+    /// Piece messages queued but not yet written: (end of the message in
+    /// the stream of bytes we send, the request). Credited on write.
+    in_flight: VecDeque<(u64, BlockRequest)>,
+    /// Bytes handed to the driver and written, since the session began.
+    written_total: u64,
     peer_ut_metadata: u8,
-    metadata: Option<Vec<u8>>,
     summary: SessionSummary,
     started: Instant,
+    /// Last complete message (or handshake) from the peer: a peer that
+    /// dribbles partial frames does not look alive.
     last_recv: Instant,
     last_send: Instant,
     last_wanted: Instant,
+    last_request: Instant,
+    /// After giving an idle slot back, not unchoked again before this.
+    unchoke_not_before: Option<Instant>,
 }
 
 impl<T: SeedContent> PeerSession<T> {
@@ -289,29 +305,60 @@ impl<T: SeedContent> PeerSession<T> {
             peer_interested: false,
             requests: VecDeque::new(),
             peer_has: PieceSet::default(),
-            sent_per_piece: Vec::new(),
+            delivered: Vec::new(),
+            in_flight: VecDeque::new(),
+            written_total: 0,
             peer_ut_metadata: 0,
-            metadata: None,
             summary: SessionSummary::default(),
             started: now,
             last_recv: now,
             last_send: now,
             last_wanted: now,
+            last_request: now,
+            unchoke_not_before: None,
         }
     }
 
     pub fn summary(&self) -> SessionSummary {
         let mut summary = self.summary.clone();
         if let Some(t) = &self.torrent {
-            let (total, piece_length) = (t.total_length(), t.piece_length());
-            summary.pieces_complete = (0..summary.piece_count)
-                .filter(|&i| {
-                    self.peer_has.contains(i)
-                        || self.sent_per_piece[i as usize] >= piece_size(total, piece_length, i)
-                })
-                .count() as u32;
+            let blocks_per_piece = t.piece_length() / MAX_BLOCK;
+            let total_blocks = t.total_length().div_ceil(u64::from(MAX_BLOCK));
+            let delivered = |i: u32| {
+                let first = u64::from(i) * u64::from(blocks_per_piece);
+                let last = (first + u64::from(blocks_per_piece)).min(total_blocks);
+                !self.delivered.is_empty()
+                    && (first..last).all(|b| self.delivered[(b / 64) as usize] & (1 << (b % 64)) != 0)
+            };
+            let (mut sent, mut complete) = (0u32, 0u32);
+            for i in 0..summary.piece_count {
+                let d = delivered(i);
+                sent += u32::from(d);
+                complete += u32::from(d || self.peer_has.contains(i));
+            }
+            summary.pieces_sent = sent;
+            summary.pieces_complete = complete;
         }
         summary
+    }
+
+    /// Credits a piece message once all of it has reached the socket.
+    fn credit(&mut self, r: BlockRequest) {
+        self.summary.bytes_sent += u64::from(r.length);
+        let Some(t) = &self.torrent else { return };
+        let piece_length = t.piece_length();
+        let size = piece_size(t.total_length(), piece_length, r.index);
+        let whole_block = r.begin.is_multiple_of(MAX_BLOCK) && r.length == (size - r.begin).min(MAX_BLOCK);
+        if !whole_block {
+            return; // unaligned requests count as bytes, not as blocks
+        }
+        if self.delivered.is_empty() {
+            let blocks = t.total_length().div_ceil(u64::from(MAX_BLOCK));
+            self.delivered = vec![0; blocks.div_ceil(64) as usize];
+        }
+        let block =
+            (u64::from(r.index) * u64::from(piece_length) + u64::from(r.begin)) / u64::from(MAX_BLOCK);
+        self.delivered[(block / 64) as usize] |= 1 << (block % 64);
     }
     pub fn torrent(&self) -> Option<&T> {
         self.torrent.as_ref()
@@ -357,7 +404,6 @@ impl<T: SeedContent> PeerSession<T> {
         let n = torrent.piece_count();
         self.summary.piece_count = n;
         self.peer_has = PieceSet::new(n);
-        self.sent_per_piece = vec![0; n as usize];
         let ours = Handshake {
             reserved: Handshake::our_reserved(),
             info_hash: hs.info_hash,
@@ -404,7 +450,10 @@ impl<T: SeedContent> PeerSession<T> {
     /// The peer is interested and we still choke it: the driver should
     /// [`unchoke`](Self::unchoke) it when an upload slot is free.
     pub fn wants_unchoke(&self) -> bool {
-        self.phase == Phase::Established && self.peer_interested && self.am_choking
+        self.phase == Phase::Established
+            && self.peer_interested
+            && self.am_choking
+            && self.unchoke_not_before.is_none()
     }
 
     /// We unchoke a peer that no longer wants anything: the driver should
@@ -420,9 +469,10 @@ impl<T: SeedContent> PeerSession<T> {
         !self.am_choking
     }
 
-    pub fn unchoke(&mut self) {
+    pub fn unchoke(&mut self, now: Instant) {
         if self.phase == Phase::Established && self.am_choking {
             self.am_choking = false;
+            self.last_request = now;
             write::simple(&mut self.send, msg::UNCHOKE);
         }
     }
@@ -446,7 +496,6 @@ impl<T: SeedContent> PeerSession<T> {
         if self.phase == Phase::Closed || data.is_empty() {
             return;
         }
-        self.last_recv = now;
         self.recv.extend_from_slice(data);
         match self.phase {
             Phase::Handshake => {
@@ -465,6 +514,7 @@ impl<T: SeedContent> PeerSession<T> {
                     self.summary.supports_extensions = hs.supports_extensions();
                     self.handshake = Some(hs);
                     self.phase = Phase::Lookup;
+                    self.last_recv = now;
                 }
             }
             // Bytes after the handshake wait until the decoy is attached.
@@ -498,6 +548,7 @@ impl<T: SeedContent> PeerSession<T> {
             // are bounded by max_message_len.
             let frame = rest[4..end].to_vec();
             consumed += end;
+            self.last_recv = now;
             match Message::parse(&frame) {
                 Ok(m) => self.on_message(m, now),
                 Err(e) => self.close(CloseReason::Malformed(e.0)),
@@ -625,6 +676,7 @@ impl<T: SeedContent> PeerSession<T> {
             return self.close(CloseReason::TooManyRequests);
         }
         self.last_wanted = now;
+        self.last_request = now;
         self.requests.push_back(BlockRequest { index, begin, length });
     }
 
@@ -682,9 +734,10 @@ impl<T: SeedContent> PeerSession<T> {
             // The peer was told metadata_size: asking past it is an error.
             return self.close(CloseReason::InvalidMetadataRequest(piece));
         }
-        let metadata = self.metadata.get_or_insert_with(|| torrent.metadata());
         let start = piece as usize * METADATA_PIECE;
-        let end = (start + METADATA_PIECE).min(metadata.len());
+        let end = (start + METADATA_PIECE).min(total);
+        let mut slice = Vec::with_capacity(end - start);
+        torrent.metadata_range(start, end, &mut slice);
         head.begin_dict()
             .bytes(b"msg_type")
             .int(1)
@@ -693,12 +746,7 @@ impl<T: SeedContent> PeerSession<T> {
             .bytes(b"total_size")
             .int(total as i64)
             .end();
-        write::extended(
-            &mut self.send,
-            self.peer_ut_metadata,
-            &head.buf,
-            &metadata[start..end],
-        );
+        write::extended(&mut self.send, self.peer_ut_metadata, &head.buf, &slice);
         self.summary.metadata_pieces_sent += 1;
         if self.unsent() > self.limits.max_send_buffer {
             self.close(CloseReason::SendBufferFull);
@@ -721,24 +769,28 @@ impl<T: SeedContent> PeerSession<T> {
                 let offset = u64::from(r.index) * u64::from(torrent.piece_length()) + u64::from(r.begin);
                 write::piece_header(&mut self.send, r.index, r.begin, r.length);
                 torrent.read(offset, r.length, &mut self.send);
-                self.summary.bytes_sent += u64::from(r.length);
-                let sent = &mut self.sent_per_piece[r.index as usize];
-                let before = *sent;
-                *sent = sent.saturating_add(r.length);
-                let size = piece_size(torrent.total_length(), torrent.piece_length(), r.index);
-                if before < size && *sent >= size {
-                    self.summary.pieces_sent += 1;
-                }
+                let end = self.written_total + self.unsent() as u64;
+                self.in_flight.push_back((end, r));
             }
         }
         &self.send[self.send_pos..]
     }
 
-    /// The driver wrote `n` bytes of what `poll_transmit` returned.
+    /// The driver wrote `n` bytes of what `poll_transmit` returned. Piece
+    /// messages count as sent only now, once fully written.
     pub fn consume_transmit(&mut self, n: usize, now: Instant) {
-        self.send_pos = (self.send_pos + n).min(self.send.len());
+        let n = n.min(self.unsent());
+        self.send_pos += n;
+        self.written_total += n as u64;
         if n > 0 {
             self.last_send = now;
+        }
+        while let Some(&(end, r)) = self.in_flight.front() {
+            if end > self.written_total {
+                break;
+            }
+            self.in_flight.pop_front();
+            self.credit(r);
         }
         if self.send_pos == self.send.len() {
             self.send.clear();
@@ -763,11 +815,16 @@ impl<T: SeedContent> PeerSession<T> {
                 } else {
                     self.last_send + self.limits.idle_timeout
                 };
-                Some(
-                    (self.last_recv + self.limits.idle_timeout)
-                        .min(self.last_wanted + self.limits.uninterested_timeout)
-                        .min(send_deadline),
-                )
+                let mut next = (self.last_recv + self.limits.idle_timeout)
+                    .min(self.last_wanted + self.limits.uninterested_timeout)
+                    .min(send_deadline);
+                if !self.am_choking && self.requests.is_empty() {
+                    next = next.min(self.last_request + self.limits.unchoked_idle_timeout);
+                }
+                if let Some(t) = self.unchoke_not_before {
+                    next = next.min(t);
+                }
+                Some(next)
             }
             Phase::Closed => None,
         }
@@ -793,6 +850,18 @@ impl<T: SeedContent> PeerSession<T> {
                     }
                     // Interested peers re-arm the timer.
                     self.last_wanted = now;
+                }
+                if !self.am_choking
+                    && self.requests.is_empty()
+                    && now >= self.last_request + self.limits.unchoked_idle_timeout
+                {
+                    // Interested but asking for nothing: the slot goes to
+                    // someone else for a while.
+                    self.choke();
+                    self.unchoke_not_before = Some(now + self.limits.unchoked_idle_timeout);
+                }
+                if self.unchoke_not_before.is_some_and(|t| now >= t) {
+                    self.unchoke_not_before = None;
                 }
                 if self.unsent() == 0 && now >= self.last_send + self.limits.keepalive_interval {
                     write::keep_alive(&mut self.send);

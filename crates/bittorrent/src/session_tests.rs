@@ -17,8 +17,14 @@ impl Bytes {
             piece_length,
             info_hash: [0; 20],
         };
-        b.info_hash = Sha1::digest((&b).metadata()).into();
+        b.info_hash = Sha1::digest(b.metadata()).into();
         b
+    }
+    fn metadata(&self) -> Vec<u8> {
+        let pl = self.piece_length as usize;
+        self.fields().to_bytes(|i| {
+            Sha1::digest(&self.data[i as usize * pl..((i as usize + 1) * pl).min(self.data.len())]).into()
+        })
     }
     fn fields(&self) -> InfoFields<'_> {
         InfoFields {
@@ -45,11 +51,8 @@ impl SeedContent for &Bytes {
     fn metadata_len(&self) -> usize {
         self.fields().encoded_len()
     }
-    fn metadata(&self) -> Vec<u8> {
-        let pl = self.piece_length as usize;
-        self.fields().to_bytes(|i| {
-            Sha1::digest(&self.data[i as usize * pl..((i as usize + 1) * pl).min(self.data.len())]).into()
-        })
+    fn metadata_range(&self, start: usize, end: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.metadata()[start..end]);
     }
     fn read(&self, offset: u64, len: u32, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.data[offset as usize..offset as usize + len as usize]);
@@ -148,7 +151,7 @@ impl<'a> Harness<'a> {
     fn interested_and_unchoked(&mut self) {
         self.feed(&frame(msg::INTERESTED, &[]));
         assert!(self.s.wants_unchoke());
-        self.s.unchoke();
+        self.s.unchoke(self.now);
         assert_eq!(self.drain_messages(), vec![(msg::UNCHOKE, vec![])]);
     }
 }
@@ -299,7 +302,7 @@ fn choking_rejects_the_queue_for_fast_peers() {
     s.handle_input(&handshake(t.info_hash, true, false), now);
     s.attach(&t, now);
     s.handle_input(&frame(msg::INTERESTED, &[]), now);
-    s.unchoke();
+    s.unchoke(now);
     let n = s.poll_transmit().len();
     s.consume_transmit(n, now);
     for i in 0..4 {
@@ -326,7 +329,7 @@ fn queue_is_bounded() {
     s.handle_input(&handshake(t.info_hash, false, false), now);
     s.attach(&t, now);
     s.handle_input(&frame(msg::INTERESTED, &[]), now);
-    s.unchoke();
+    s.unchoke(now);
     for i in 0..10 {
         s.handle_input(&request(i, 0, 16384), now);
     }
@@ -594,6 +597,86 @@ fn extended_messages_need_the_bep10_bit() {
 }
 
 #[test]
+fn only_written_unique_blocks_count() {
+    // 32 KiB pieces: two blocks each.
+    let t = Bytes::new(100_000, 32768);
+    let mut h = Harness::new(&t, true, true);
+    h.interested_and_unchoked();
+    for _ in 0..3 {
+        h.feed(&request(0, 0, 16384));
+    }
+    h.drain();
+    let s = h.s.summary();
+    assert_eq!(s.bytes_sent, 3 * 16384, "bytes served, duplicates included");
+    assert_eq!(
+        (s.pieces_sent, s.pieces_complete),
+        (0, 0),
+        "one block of piece 0 is not the piece"
+    );
+    h.feed(&request(0, 16384, 16384));
+    h.drain();
+    assert_eq!(h.s.summary().pieces_sent, 1);
+    // Queued but never written: not sent.
+    h.feed(&request(1, 0, 16384));
+    assert!(!h.s.poll_transmit().is_empty());
+    h.s.close(CloseReason::PeerClosed);
+    assert_eq!(h.s.summary().bytes_sent, 4 * 16384);
+}
+
+#[test]
+fn partly_written_messages_are_credited_when_finished() {
+    let t = Bytes::new(40_000, 16384);
+    let mut h = Harness::new(&t, true, true);
+    h.interested_and_unchoked();
+    h.feed(&request(0, 0, 16384));
+    let n = h.s.poll_transmit().len();
+    h.s.consume_transmit(n - 1, h.now);
+    assert_eq!(h.s.summary().bytes_sent, 0);
+    h.s.consume_transmit(1, h.now);
+    assert_eq!(h.s.summary().bytes_sent, 16384);
+}
+
+#[test]
+fn an_unchoked_peer_that_asks_for_nothing_gives_its_slot_back() {
+    let t = Bytes::new(40_000, 16384);
+    let mut h = Harness::new(&t, true, true);
+    h.interested_and_unchoked();
+    let limits = SessionLimits::default();
+    let mut now = h.now;
+    // Keep-alives keep the connection, but not the slot.
+    while h.s.is_unchoked() {
+        now = h.s.poll_timeout().unwrap();
+        h.s.handle_input(&[0, 0, 0, 0], now);
+        h.s.handle_timeout(now);
+    }
+    assert_eq!(now, h.now + limits.unchoked_idle_timeout);
+    assert!(h.drain_messages().contains(&(msg::CHOKE, vec![])));
+    assert!(!h.s.wants_unchoke(), "cooling down");
+    let later = now + limits.unchoked_idle_timeout;
+    h.s.handle_input(&[0, 0, 0, 0], later);
+    h.s.handle_timeout(later);
+    assert!(h.s.wants_unchoke(), "may have a slot again");
+}
+
+#[test]
+fn a_peer_dribbling_partial_frames_still_times_out() {
+    let t = Bytes::new(40_000, 16384);
+    let mut h = Harness::new(&t, true, true);
+    h.feed(&frame(msg::INTERESTED, &[]));
+    let limits = SessionLimits::default();
+    // A frame that announces 100 bytes, delivered one byte a minute.
+    let mut now = h.now;
+    h.s.handle_input(&100u32.to_be_bytes(), now);
+    while !h.s.is_closed() {
+        now += Duration::from_secs(60);
+        h.s.handle_input(&[1], now);
+        h.s.handle_timeout(now);
+    }
+    assert_eq!(h.s.close_reason(), Some(&CloseReason::IdleTimeout));
+    assert!(now <= h.now + limits.idle_timeout + Duration::from_secs(60));
+}
+
+#[test]
 fn random_input_never_panics() {
     // A cheap deterministic fuzz pass; the cargo-fuzz targets go further.
     let t = Bytes::new(100_000, 16384);
@@ -607,7 +690,7 @@ fn random_input_never_panics() {
     for _ in 0..2_000 {
         let mut h = Harness::new(&t, next() % 2 == 0, next() % 2 == 0);
         h.feed(&frame(msg::INTERESTED, &[]));
-        h.s.unchoke();
+        h.s.unchoke(h.now);
         for _ in 0..20 {
             let len = (next() % 40) as usize;
             let id = (next() % 24) as u8;

@@ -3,9 +3,11 @@
 /// Titles become file names on every client's disk: 255 bytes is the limit
 /// of common file systems.
 pub const MAX_TITLE_BYTES: usize = 255;
-/// Larger decoys would need info dictionaries too big for ut_metadata
-/// (1 TiB at 8 MiB pieces is 131,072 piece hashes, 2.6 MB of metadata).
-pub const MAX_SIZE_BYTES: u64 = 1 << 40;
+/// 64 GiB: with libtorrent's piece table that is 16,384 pieces of 4 MiB,
+/// 320 KiB of piece hashes. Larger decoys would make metadata and the
+/// per-connection delivery map grow past what a hostile peer should be
+/// able to make us hold.
+pub const MAX_SIZE_BYTES: u64 = 64 << 30;
 const MAX_CAMPAIGN_BYTES: usize = 64;
 const MAX_LANGUAGE_BYTES: usize = 35;
 
@@ -57,7 +59,7 @@ pub(crate) fn check_size(n: u64) -> Result<u64, String> {
     }
     if n > MAX_SIZE_BYTES {
         return Err(format!(
-            "size_bytes {n} is over the limit of {MAX_SIZE_BYTES} (1 TiB)"
+            "size_bytes {n} is over the limit of {MAX_SIZE_BYTES} (64 GiB)"
         ));
     }
     Ok(n)
@@ -125,6 +127,7 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("-1").is_err());
         assert!(parse_size("1.5").is_err());
-        assert!(parse_size("2000000000000").is_err());
+        assert!(parse_size("68719476736").is_ok());
+        assert!(parse_size("68719476737").is_err());
     }
 }

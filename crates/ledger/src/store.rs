@@ -71,8 +71,6 @@ pub struct LedgerSummary {
 
 pub struct LedgerStore {
     conn: Connection,
-    /// Sequence number and hash of the newest record.
-    head: (i64, [u8; 32]),
 }
 
 /// The first record that fails verification, and why.
@@ -102,7 +100,17 @@ impl LedgerStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        let head = conn
+        Ok(Self { conn })
+    }
+
+    /// Appends records in one transaction, each chained to the one before.
+    pub fn append(&mut self, batch: &[SessionRecord]) -> Result<(), LedgerError> {
+        // IMMEDIATE takes the write lock first, so the head read below is
+        // the true end of the chain even if another process appended.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut head = tx
             .query_row(
                 "SELECT id, record_hash FROM sessions ORDER BY id DESC LIMIT 1",
                 [],
@@ -111,13 +119,6 @@ impl LedgerStore {
             .optional()?
             .map(|(seq, hash)| (seq, hash.try_into().unwrap_or([0xff; 32])))
             .unwrap_or((0, GENESIS));
-        Ok(Self { conn, head })
-    }
-
-    /// Appends records in one transaction, each chained to the one before.
-    pub fn append(&mut self, batch: &[SessionRecord]) -> Result<(), LedgerError> {
-        let tx = self.conn.transaction()?;
-        let mut head = self.head;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO sessions (id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip,
@@ -182,7 +183,6 @@ impl LedgerStore {
             }
         }
         tx.commit()?;
-        self.head = head;
         Ok(())
     }
 

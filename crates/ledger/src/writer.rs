@@ -57,9 +57,15 @@ impl LedgerWriter {
                             }
                         }
                     }
-                    if let Err(e) = store.append(&batch) {
-                        tracing::error!(error = %e, records = batch.len(), "ledger write failed");
-                        return Err(e);
+                    // A failed commit (disk full, database locked) keeps the
+                    // batch and retries: dropping it would lose evidence.
+                    // Meanwhile the bounded queue fills and holds back the
+                    // sessions that feed it.
+                    let mut attempt = 0u32;
+                    while let Err(e) = store.append(&batch) {
+                        attempt += 1;
+                        tracing::error!(error = %e, records = batch.len(), attempt, "ledger write failed; retrying");
+                        std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));
                     }
                     written += batch.len() as u64;
                     tracing::debug!(records = batch.len(), "ledger batch committed");
@@ -83,6 +89,8 @@ impl LedgerWriter {
 
     /// Drains every queued record into the database, then returns how many
     /// records this writer committed. Callers must drop their senders first.
+    /// A database that keeps failing makes this wait: records are never
+    /// dropped.
     pub fn close(mut self) -> Result<u64, LedgerError> {
         self.tx.take();
         self.thread

@@ -63,6 +63,8 @@ struct SharedForLength {
     /// The piece holding the payload's end, padded with zeros to a full piece
     /// (None when the payload ends on a piece boundary).
     boundary_full: Option<[u8; 20]>,
+    /// A whole piece of zeros: most pieces of a large decoy.
+    zero_piece: [u8; 20],
     zeros: ZeroHasher,
 }
 
@@ -105,10 +107,12 @@ impl PieceHashCache {
                 h.update(vec![0u8; pl - rem]);
                 h.finalize().into()
             });
+            let zeros = ZeroHasher::new(piece_length);
             SharedForLength {
                 payload_pieces,
                 boundary_full,
-                zeros: ZeroHasher::new(piece_length),
+                zero_piece: zeros.hash(piece_length),
+                zeros,
             }
         })
     }
@@ -127,7 +131,11 @@ impl PieceHashCache {
         );
         let full = end - start == u64::from(piece_length);
         if start >= payload_len {
-            return shared.zeros.hash((end - start) as u32);
+            return if full {
+                shared.zero_piece
+            } else {
+                shared.zeros.hash((end - start) as u32)
+            };
         }
         if end <= payload_len && full {
             return shared.payload_pieces[index as usize];

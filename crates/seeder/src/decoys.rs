@@ -7,7 +7,7 @@
 
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use warnseed_bittorrent::metainfo::{self, InfoFields, InfoHash};
+use warnseed_bittorrent::metainfo::{self, InfoFields, InfoHash, WindowSink};
 use warnseed_bittorrent::mse;
 use warnseed_bittorrent::session::SeedContent;
 use warnseed_catalog::{CatalogError, CatalogStore};
@@ -177,28 +177,39 @@ impl DecoyTable {
     }
 
     fn compute_info_hashes(&self, which: &[usize], progress: &mut dyn LoadProgress) -> Vec<InfoHash> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Mutex;
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let mut out = vec![[0u8; 20]; which.len()];
-        let chunk = which.len().div_ceil(threads).max(1);
-        let done = std::sync::atomic::AtomicU64::new(0);
+        // Work is handed out in small chunks, so one thread that drew the
+        // big decoys does not leave the others idle.
+        const CHUNK: usize = 256;
+        let next = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        let out = Mutex::new(vec![[0u8; 20]; which.len()]);
         std::thread::scope(|s| {
             let mut handles = Vec::new();
-            for (slots, idx) in out.chunks_mut(chunk).zip(which.chunks(chunk)) {
-                let done = &done;
-                handles.push(s.spawn(move || {
-                    for (slot, &i) in slots.iter_mut().zip(idx) {
-                        *slot = self.compute_one(&self.entries[i]);
-                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for _ in 0..threads {
+                handles.push(s.spawn(|| loop {
+                    let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+                    if start >= which.len() {
+                        return;
                     }
+                    let end = (start + CHUNK).min(which.len());
+                    let hashes: Vec<InfoHash> = which[start..end]
+                        .iter()
+                        .map(|&i| self.compute_one(&self.entries[i]))
+                        .collect();
+                    out.lock().expect("no panics while held")[start..end].copy_from_slice(&hashes);
+                    done.fetch_add(end - start, Ordering::Relaxed);
                 }));
             }
             while handles.iter().any(|h| !h.is_finished()) {
-                progress.hashed(done.load(std::sync::atomic::Ordering::Relaxed));
+                progress.hashed(done.load(Ordering::Relaxed) as u64);
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
         });
         progress.hashed(which.len() as u64);
-        out
+        out.into_inner().expect("threads joined")
     }
 
     fn compute_one(&self, e: &Entry) -> InfoHash {
@@ -282,6 +293,12 @@ impl Decoy {
     pub fn bytes(&self) -> DecoyBytes {
         DecoyBytes::new(Arc::clone(self.table.payload()), self.size())
     }
+    /// The whole bencoded info dictionary.
+    pub fn metadata(&self) -> Vec<u8> {
+        let e = self.entry();
+        let fields = self.fields();
+        fields.to_bytes(|i| self.table.cache.piece_hash(e.size, fields.piece_length, i))
+    }
     pub fn torrent_file(&self, trackers: &[String]) -> Vec<u8> {
         metainfo::torrent_file(&self.metadata(), trackers, crate::DEFAULT_CLIENT_VERSION)
     }
@@ -312,10 +329,18 @@ impl SeedContent for Decoy {
     fn metadata_len(&self) -> usize {
         self.fields().encoded_len()
     }
-    fn metadata(&self) -> Vec<u8> {
+    fn metadata_range(&self, start: usize, end: usize, out: &mut Vec<u8>) {
         let e = self.entry();
         let fields = self.fields();
-        fields.to_bytes(|i| self.table.cache.piece_hash(e.size, fields.piece_length, i))
+        let mut sink = WindowSink {
+            start,
+            end,
+            pos: 0,
+            out,
+        };
+        fields.write(&mut sink, |i| {
+            self.table.cache.piece_hash(e.size, fields.piece_length, i)
+        });
     }
     fn read(&self, offset: u64, len: u32, out: &mut Vec<u8>) {
         read_decoy_range(self.table.payload().bytes(), self.size(), offset, len, out);

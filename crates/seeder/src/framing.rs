@@ -4,16 +4,32 @@
 //! The first bytes decide. A plain handshake starts with
 //! `\x13BitTorrent protocol`; anything that departs from that prefix is
 //! taken as an MSE opener (a Diffie-Hellman key). Under MSE the session's
-//! output is copied, encrypted, into a buffer of our own, one batch at a
-//! time, so the session's send watermark still bounds what is in flight.
+//! output is copied, encrypted, into a buffer of our own; the session is
+//! told its bytes are written only when the socket has taken them, so its
+//! send watermark, stall timer and byte counts stay true.
 
 use crate::decoys::{Decoy, DecoyTable};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use warnseed_bittorrent::metainfo::InfoHash;
 use warnseed_bittorrent::mse::{Method, MseResponder};
 use warnseed_bittorrent::session::{CloseReason, PeerSession};
 use warnseed_bittorrent::wire::PROTOCOL_HEADER;
 use warnseed_ledger::Transport;
+
+/// Openers of protocols that are plainly not MSE: HTTP methods and a TLS
+/// record header. (An MSE key is random; these prefixes are just as likely
+/// in one as any other, 1 in 2^32 or less.)
+const OTHER_PROTOCOLS: &[&[u8]] = &[
+    b"GET ",
+    b"POST",
+    b"HEAD",
+    b"PUT ",
+    b"OPTI",
+    b"CONN",
+    b"\x16\x03\x01",
+    b"\x16\x03\x03",
+];
 
 enum Kind {
     Undecided,
@@ -25,9 +41,13 @@ pub(crate) struct Framing {
     kind: Kind,
     /// Opening bytes while undecided (at most 20).
     sniff: Vec<u8>,
-    /// Encrypted bytes waiting for the socket (MSE only).
+    /// Bytes waiting for the socket under MSE: first `handshake_left`
+    /// bytes of MSE's own handshake, then encrypted session output.
     wire: Vec<u8>,
     wire_pos: usize,
+    handshake_left: usize,
+    /// Session bytes copied into `wire` but not yet written.
+    owed: usize,
     last_progress: Instant,
 }
 
@@ -38,6 +58,8 @@ impl Framing {
             sniff: Vec::new(),
             wire: Vec::new(),
             wire_pos: 0,
+            handshake_left: 0,
+            owed: 0,
             last_progress: now,
         }
     }
@@ -66,6 +88,11 @@ impl Framing {
             self.sniff.extend_from_slice(&data[..take]);
             let n = self.sniff.len();
             if self.sniff[..] != PROTOCOL_HEADER[..n] {
+                if OTHER_PROTOCOLS.iter().any(|p| self.sniff.starts_with(p)) {
+                    // Plainly not BitTorrent: no key exchange, close now.
+                    session.close(CloseReason::NotBitTorrent);
+                    return;
+                }
                 self.kind = Kind::Mse(Box::new(MseResponder::new()));
             } else if n == PROTOCOL_HEADER.len() {
                 self.kind = Kind::Plain;
@@ -103,7 +130,9 @@ impl Framing {
                         result = r.resolve(info_hash);
                     }
                 }
-                self.wire.extend_from_slice(&r.take_output());
+                let handshake = r.take_output();
+                self.handshake_left += handshake.len();
+                self.wire.extend_from_slice(&handshake);
                 match result {
                     Err(warnseed_bittorrent::mse::MseError::UnknownTorrent) => {
                         session.close(CloseReason::UnknownInfoHash)
@@ -121,20 +150,20 @@ impl Framing {
     }
 
     /// Bytes to write to the socket now.
-    pub(crate) fn transmit<'a>(&'a mut self, session: &'a mut PeerSession<Decoy>, now: Instant) -> &'a [u8] {
+    pub(crate) fn transmit<'a>(&'a mut self, session: &'a mut PeerSession<Decoy>) -> &'a [u8] {
         match &mut self.kind {
             Kind::Mse(r) => {
-                if self.wire_pos == self.wire.len() {
-                    self.wire.clear();
-                    self.wire_pos = 0;
-                    if r.method().is_some() {
-                        let pending = session.poll_transmit();
-                        let n = pending.len();
-                        if n > 0 {
-                            self.wire.extend_from_slice(pending);
-                            session.consume_transmit(n, now);
-                            r.encrypt_outgoing(&mut self.wire);
+                if r.method().is_some() {
+                    let pending = session.poll_transmit();
+                    if pending.len() > self.owed {
+                        if self.wire_pos == self.wire.len() {
+                            self.wire.clear();
+                            self.wire_pos = 0;
                         }
+                        let start = self.wire.len();
+                        self.wire.extend_from_slice(&pending[self.owed..]);
+                        self.owed = pending.len();
+                        r.encrypt_outgoing(&mut self.wire[start..]);
                     }
                 }
                 &self.wire[self.wire_pos..]
@@ -149,14 +178,30 @@ impl Framing {
             self.last_progress = now;
         }
         match self.kind {
-            Kind::Mse(_) => self.wire_pos += n,
+            Kind::Mse(_) => {
+                self.wire_pos += n;
+                let handshake = n.min(self.handshake_left);
+                self.handshake_left -= handshake;
+                let from_session = n - handshake;
+                self.owed -= from_session;
+                session.consume_transmit(from_session, now);
+            }
             _ => session.consume_transmit(n, now),
         }
     }
 
-    /// Under MSE the session sees its output as sent once it is copied
-    /// here, so stalls on this buffer are ours to detect.
+    /// The info hash an MSE peer named by req2, to check against the one in
+    /// its BitTorrent handshake.
+    pub(crate) fn mse_info_hash(&self) -> Option<&InfoHash> {
+        match &self.kind {
+            Kind::Mse(r) => r.info_hash(),
+            _ => None,
+        }
+    }
+
+    /// Under MSE the handshake bytes are ours to watch for a stall (the
+    /// session watches its own output).
     pub(crate) fn stall_deadline(&self, idle: Duration) -> Option<Instant> {
-        (self.wire_pos < self.wire.len()).then(|| self.last_progress + idle)
+        (self.handshake_left > 0).then(|| self.last_progress + idle)
     }
 }

@@ -26,6 +26,7 @@ impl ConnectionLimiter {
     }
 
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionPermit> {
+        let ip = host_key(ip);
         let mut guard = self.state.lock().expect("limiter lock");
         let (total, per_ip) = &mut *guard;
         let count = per_ip.entry(ip).or_insert(0);
@@ -45,6 +46,23 @@ impl ConnectionLimiter {
 
     pub fn active(&self) -> usize {
         self.state.lock().expect("limiter lock").0
+    }
+}
+
+/// One host's share of the caps: an IPv4 address, or an IPv6 /64 (one
+/// subscriber usually holds a whole /64, so counting /128s would let one
+/// host take every connection).
+fn host_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(o.into())
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -79,5 +97,13 @@ mod tests {
         drop(p1);
         let _p4 = l.try_acquire(a).unwrap();
         assert_eq!(l.active(), 3);
+    }
+
+    #[test]
+    fn ipv6_hosts_are_counted_per_64() {
+        let l = ConnectionLimiter::new(10, 1);
+        let _a = l.try_acquire("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        assert!(l.try_acquire("2001:db8:1:2:ffff::9".parse().unwrap()).is_none());
+        assert!(l.try_acquire("2001:db8:1:3::1".parse().unwrap()).is_some());
     }
 }

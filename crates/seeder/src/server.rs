@@ -134,7 +134,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "a connection task failed; its session is not registered");
+                }
+            }
             _ = stopped(&mut stop) => break,
         }
     }
@@ -194,7 +198,13 @@ async fn run_connection(
     let (mut rd, mut wr) = stream.split();
     loop {
         if let Some(info_hash) = session.pending_lookup() {
+            let mse_named = framing.mse_info_hash();
             match shared.table.lookup(info_hash) {
+                // Under MSE the torrent was already named by req2; the
+                // handshake inside must name the same one.
+                Some(_) if mse_named.is_some_and(|h| h != info_hash) => session.refuse(
+                    CloseReason::Encryption("handshake names another torrent than req2".into()),
+                ),
                 Some(decoy) => session.attach(decoy, Instant::now()),
                 None => session.refuse(CloseReason::UnknownInfoHash),
             }
@@ -202,7 +212,7 @@ async fn run_connection(
         if session.wants_unchoke() && slot.is_none() {
             if let Ok(permit) = Arc::clone(&shared.slots).try_acquire_owned() {
                 slot = Some(permit);
-                session.unchoke();
+                session.unchoke(Instant::now());
             }
         }
         if session.holds_idle_slot() && slot.is_some() {
@@ -221,7 +231,7 @@ async fn run_connection(
             deadline = deadline.min(stall);
         }
         let step = {
-            let out = framing.transmit(&mut session, Instant::now());
+            let out = framing.transmit(&mut session);
             tokio::select! {
                 r = rd.read(&mut buf) => Step::Read(r),
                 w = wr.write(out), if !out.is_empty() => Step::Wrote(w),
@@ -249,7 +259,7 @@ async fn run_connection(
         session.close_reason(),
         Some(CloseReason::PeerClosed | CloseReason::Io(_))
     ) {
-        let pending = framing.transmit(&mut session, Instant::now());
+        let pending = framing.transmit(&mut session);
         if !pending.is_empty() && pending.len() <= 64 * 1024 {
             let flush = wr.write_all(pending);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;

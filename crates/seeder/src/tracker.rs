@@ -261,24 +261,31 @@ pub async fn announce_loop(
             if *shutdown.borrow() {
                 return;
             }
-            let result = match url.scheme {
-                Scheme::Http => {
-                    let event = first_round.then_some("started");
-                    announce_once(&url, bind, decoy.info_hash(), &peer_id, port, event)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                Scheme::Udp => {
-                    let event = if first_round {
-                        UdpEvent::Started
-                    } else {
-                        UdpEvent::None
-                    };
-                    match udp_client(&mut udp, &url, bind).await {
-                        Ok(client) => client.announce(decoy.info_hash(), &peer_id, port, event).await,
-                        Err(e) => Err(e),
+            let announce = async {
+                match url.scheme {
+                    Scheme::Http => {
+                        let event = first_round.then_some("started");
+                        announce_once(&url, bind, decoy.info_hash(), &peer_id, port, event)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Scheme::Udp => {
+                        let event = if first_round {
+                            UdpEvent::Started
+                        } else {
+                            UdpEvent::None
+                        };
+                        match udp_client(&mut udp, &url, bind).await {
+                            Ok(client) => client.announce(decoy.info_hash(), &peer_id, port, event).await,
+                            Err(e) => Err(e),
+                        }
                     }
                 }
+            };
+            // A stop does not wait for a slow tracker.
+            let result = tokio::select! {
+                r = announce => r,
+                _ = crate::server::stopped(&mut shutdown) => return,
             };
             match result {
                 Ok(i) => {

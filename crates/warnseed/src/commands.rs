@@ -49,6 +49,10 @@ pub fn catalog_import(data: &Path, files: &[PathBuf]) -> Result<()> {
     for file in files {
         import_one(&mut store, file)?;
     }
+    drop(store);
+    // Compute the new titles' info hashes now (cached in the catalogue), so
+    // `run` and `decoys export` start warm.
+    load_table(&dir, load_payload(&dir)?)?;
     Ok(())
 }
 
@@ -92,11 +96,8 @@ fn import_one(store: &mut CatalogStore, file: &Path) -> Result<()> {
     }
 }
 
-fn load_payload(dir: &DataDir, override_path: Option<&Path>) -> Result<Arc<Payload>> {
-    let payload = match override_path
-        .map(Path::to_path_buf)
-        .or_else(|| dir.payload_path())
-    {
+fn load_payload(dir: &DataDir) -> Result<Arc<Payload>> {
+    let payload = match dir.payload_path() {
         Some(path) => Payload::from_file(&path)?,
         None => Payload::builtin(),
     };
@@ -145,7 +146,7 @@ pub fn export(
     } else {
         trackers
     };
-    let table = load_table(&dir, load_payload(&dir, None)?)?;
+    let table = load_table(&dir, load_payload(&dir)?)?;
     let pb = if table.len() >= 10_000 {
         bar(table.len() as u64, "exporting [{bar:40}] {pos}/{len} ({eta})")
     } else {
@@ -241,6 +242,20 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         args.listen.clone()
     };
+    if listen.is_empty() {
+        bail!("no listen address: give --listen or set node.listen in warnseed.toml");
+    }
+    if dir.config.peer.upload_slots == 0 {
+        bail!("peer.upload_slots is 0: no peer could ever be unchoked");
+    }
+    // Catch SIGINT/SIGTERM from here on, so a stop during loading is a
+    // graceful stop too (the default action would kill the process).
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _guard = runtime.enter();
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
+    };
     let trackers_raw = if args.trackers.is_empty() {
         dir.config.node.trackers.clone()
     } else {
@@ -254,7 +269,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         tracing::warn!("dht = true in warnseed.toml, but this version has no DHT node; continuing without");
     }
 
-    let payload = load_payload(&dir, args.payload.as_deref())?;
+    let payload = load_payload(&dir)?;
     let started = std::time::Instant::now();
     let table = load_table(&dir, Arc::clone(&payload))?;
     tracing::info!(
@@ -273,7 +288,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
     )?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let registered = runtime.block_on(async {
         let listeners = listen
             .iter()
@@ -312,7 +326,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         println!("ready listen={} decoys={}", addrs.join(","), table.len());
         std::io::stdout().flush()?;
 
-        wait_for_signal().await?;
+        wait_for_signal(signals).await;
         tracing::info!("stopping: closing sessions and flushing the ledger");
         let _ = stop_tx.send(true);
         serving.await?;
@@ -328,15 +342,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+async fn wait_for_signal(signals: (tokio::signal::unix::Signal, tokio::signal::unix::Signal)) {
+    let (mut term, mut int) = signals;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    Ok(())
 }
 
 pub fn ledger_verify(data: &Path, json: bool) -> Result<()> {

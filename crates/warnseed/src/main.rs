@@ -112,9 +112,6 @@ pub struct RunArgs {
     /// Import this catalogue file before starting.
     #[arg(long)]
     catalog: Option<PathBuf>,
-    /// Serve this warning file instead of the configured payload.
-    #[arg(long)]
-    payload: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

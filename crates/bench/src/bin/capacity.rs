@@ -17,12 +17,16 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
-use warnseed_bench::{machine, run_json, script, self_rss, status_bytes, write_catalogue_csv, PYTHON};
+use std::time::{Duration, Instant};
+use warnseed_bench::{
+    machine, run_json, script, self_rss, size_for, status_bytes, title, wait_for_idle, write_catalogue_csv,
+    PYTHON,
+};
 use warnseed_bittorrent::metainfo::hex;
+use warnseed_bittorrent::metainfo::{piece_length_for, InfoFields};
 use warnseed_bittorrent::session::SeedContent;
 use warnseed_catalog::{import_file, CatalogStore};
-use warnseed_payload::Payload;
+use warnseed_payload::{Payload, PieceHashCache};
 use warnseed_seeder::DecoyTable;
 
 const TARGET_BYTES_PER_DECOY: f64 = 256.0;
@@ -64,6 +68,17 @@ struct Args {
     /// Print the whole result as one JSON line at the end too.
     #[arg(long)]
     json: bool,
+    /// Single-thread probe of the info-hash cost on this many titles, as
+    /// computed today and with the all-zero piece's hash memoised (0: skip).
+    #[arg(long, default_value_t = 20_000)]
+    hash_probe: u64,
+    /// Before each timed step, wait up to this many seconds for the (shared)
+    /// machine to be quiet; 0 disables.
+    #[arg(long, default_value_t = 0)]
+    wait_idle: u64,
+    /// "Quiet" for --wait-idle: busy share of all CPUs over 3 s at most this.
+    #[arg(long, default_value_t = 0.15)]
+    idle_below: f64,
     /// Internal: load the decoy table from this catalogue, print JSON, exit.
     #[arg(long, hide = true)]
     child_load: Option<PathBuf>,
@@ -112,6 +127,59 @@ fn child_load(catalogue: &Path, payload: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Microseconds per decoy to compute info hashes of titles `0..n`, single
+/// thread: (as `DecoyTable::load` does today, with the hash of a whole
+/// all-zero piece memoised per piece length, every hash equal both ways).
+/// The second figure is what a one-line cache in `PieceHashCache` would give.
+fn hash_probe(payload: Arc<Payload>, n: u64, seed: u64, sizes: bool) -> (f64, f64, bool, Vec<String>) {
+    let plen = payload.len();
+    let cache = PieceHashCache::new(Arc::clone(&payload));
+    let rows: Vec<(String, u64)> = (0..n)
+        .map(|i| (title(i), payload.decoy_size(sizes.then(|| size_for(seed, i)))))
+        .collect();
+    fn fields(r: &(String, u64)) -> InfoFields<'_> {
+        InfoFields {
+            name: &r.0,
+            length: r.1,
+            piece_length: piece_length_for(r.1),
+        }
+    }
+    let t = Instant::now();
+    let today: Vec<[u8; 20]> = rows
+        .iter()
+        .map(|r| {
+            let f = fields(r);
+            f.info_hash(|i| cache.piece_hash(r.1, f.piece_length, i))
+        })
+        .collect();
+    let today_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    // The hash of a whole zero piece, per piece length (10 lengths).
+    let mut zero_full = std::collections::HashMap::new();
+    let t = Instant::now();
+    let memo: Vec<[u8; 20]> = rows
+        .iter()
+        .map(|r| {
+            let f = fields(r);
+            let pl = u64::from(f.piece_length);
+            let zero = *zero_full.entry(f.piece_length).or_insert_with(|| {
+                let k = plen / pl + 1;
+                cache.piece_hash((k + 1) * pl, f.piece_length, k as u32)
+            });
+            f.info_hash(|i| {
+                let start = u64::from(i) * pl;
+                if start >= plen && start + pl <= r.1 {
+                    zero
+                } else {
+                    cache.piece_hash(r.1, f.piece_length, i)
+                }
+            })
+        })
+        .collect();
+    let memo_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let first = today.iter().take(3).map(|h| hex(h)).collect();
+    (today_us, memo_us, today == memo, first)
+}
+
 fn mib(b: f64) -> f64 {
     b / (1 << 20) as f64
 }
@@ -141,6 +209,13 @@ fn main() -> Result<()> {
     let csv = dir.join("catalogue.csv");
     let db = dir.join("catalog.sqlite");
 
+    let quiet = |what: &str| {
+        if args.wait_idle > 0 {
+            let share = wait_for_idle(args.idle_below, Duration::from_secs(args.wait_idle));
+            println!("machine busy before {what}: {:.0}% of all CPUs", share * 100.0);
+        }
+    };
+
     let t = Instant::now();
     let total_bytes = write_catalogue_csv(&csv, args.titles, args.seed, !args.no_sizes)?;
     let gen_s = t.elapsed().as_secs_f64();
@@ -152,6 +227,7 @@ fn main() -> Result<()> {
         total_bytes as f64 / (1u64 << 40) as f64
     );
 
+    quiet("the import");
     let t = Instant::now();
     {
         let mut store = CatalogStore::open(&db)?;
@@ -168,6 +244,7 @@ fn main() -> Result<()> {
 
     let me = std::env::current_exe()?;
     let load = |label: &str| -> Result<Value> {
+        quiet(label);
         let mut cmd = Command::new(&me);
         cmd.arg("--child-load").arg(&db);
         if let Some(p) = &args.payload {
@@ -194,6 +271,38 @@ fn main() -> Result<()> {
         bail!("cold and warm loads disagree on info hashes");
     }
 
+    let probe = if args.hash_probe > 0 {
+        let n = args.hash_probe.min(args.titles);
+        quiet("the info-hash probe");
+        let (today, memo, same, first) = hash_probe(
+            load_payload(args.payload.as_deref())?,
+            n,
+            args.seed,
+            !args.no_sizes,
+        );
+        let agrees = first
+            .iter()
+            .enumerate()
+            .all(|(i, h)| warm["samples"].get((i + 1).to_string()) == Some(&json!(h)));
+        println!(
+            "info-hash probe, 1 thread, {n} titles: {today:.1} µs/decoy as loaded today, {memo:.1} µs/decoy with the zero-piece hash memoised (same hashes: {}, same as the table: {})",
+            if same { "yes" } else { "NO" },
+            if agrees { "yes" } else { "NO" },
+        );
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        println!(
+            "  → hashing alone for {} decoys on {threads} threads: {:.1} s today, {:.1} s memoised",
+            args.titles,
+            today * args.titles as f64 / 1e6 / threads,
+            memo * args.titles as f64 / 1e6 / threads
+        );
+        Some(
+            json!({"titles": n, "today_us": today, "memoised_us": memo, "same": same, "agrees_with_table": agrees}),
+        )
+    } else {
+        None
+    };
+
     let lt = if args.skip_lt {
         None
     } else {
@@ -219,6 +328,7 @@ fn main() -> Result<()> {
         if args.no_sizes {
             cmd.arg("--no-sizes");
         }
+        quiet("libtorrent");
         let v = run_json("lt_capacity.py", &mut cmd, None)?;
         println!(
             "libtorrent {}: {} torrents added in {:.1} s (stopped by {}), RSS +{:.1} MiB, {:.0} B/torrent",
@@ -307,11 +417,12 @@ fn main() -> Result<()> {
                 "warm": warm,
                 "libtorrent": lt.as_ref().map(|(v, _)| v.clone()),
                 "info_hashes_match": lt.as_ref().map(|(_, m)| *m),
+                "hash_probe": probe,
             })
         );
     }
     if args.keep {
-        let kept = tmp.into_path();
+        let kept = tmp.keep();
         println!("kept {}", kept.display());
     }
     Ok(())

@@ -22,8 +22,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warnseed_bench::{
-    clock_ticks, cpu_seconds, loadavg, machine, median, run_json, script, workspace_root, Proc, GIB, MIB,
-    PYTHON,
+    clock_ticks, cpu_seconds, loadavg, machine, machine_jiffies, median, run_json, script, wait_for_idle,
+    workspace_root, Proc, GIB, MIB, PYTHON,
 };
 use warnseed_catalog::CatalogStore;
 use warnseed_ledger::LedgerStore;
@@ -65,22 +65,13 @@ struct Args {
     /// Print every measurement as one JSON line at the end too.
     #[arg(long)]
     json: bool,
-}
-
-/// Total busy and total jiffies of the whole machine, from /proc/stat.
-fn machine_jiffies() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
+    /// Before each download, wait up to this many seconds for the (shared)
+    /// machine to be quiet; 0 disables.
+    #[arg(long, default_value_t = 0)]
+    wait_idle: u64,
+    /// "Quiet" for --wait-idle: busy share of all CPUs over 3 s at most this.
+    #[arg(long, default_value_t = 0.15)]
+    idle_below: f64,
 }
 
 struct Run {
@@ -103,16 +94,21 @@ impl Run {
     }
 }
 
+/// Where a download run reads and writes.
+struct Paths<'a> {
+    torrents: &'a Path,
+    out: &'a Path,
+    log: &'a Path,
+}
+
 fn download(
+    paths: &Paths<'_>,
     side: &'static str,
     round: u32,
-    seeder_pid: u32,
-    peer: &str,
-    torrents: &Path,
-    out: &Path,
-    log: &Path,
+    (seeder_pid, peer): (u32, &str),
     ticks: f64,
 ) -> Result<Run> {
+    let Paths { torrents, out, log } = *paths;
     if out.exists() {
         std::fs::remove_dir_all(out)?;
     }
@@ -246,8 +242,8 @@ fn main() -> Result<()> {
         "--data".as_ref(),
         node.as_os_str(),
     ];
-    // `decoys export` has no --payload: it uses the node's configured one.
-    // Point the configuration at the file when one is given.
+    // The payload is configured per node: point the configuration at the
+    // file when one is given (export and run both read it).
     if let Some(p) = &args.payload {
         let cfg = std::fs::read_to_string(&cfg_path)?;
         let abs = p.canonicalize()?;
@@ -296,9 +292,6 @@ fn main() -> Result<()> {
         .arg(format!("{WARNSEED_ADDR}:0"))
         .stdout(Stdio::piped())
         .stderr(ws_log);
-    if let Some(p) = &args.payload {
-        ws_cmd.arg("--payload").arg(p);
-    }
     let mut ws_proc = Proc::spawn("warnseed run", &mut ws_cmd)?;
     let ready = ws_proc.wait_for_line("ready ", Duration::from_secs(120))?;
     let ws_peer = ready
@@ -333,29 +326,35 @@ fn main() -> Result<()> {
 
     let mut runs = Vec::new();
     let dl = dir.join("download");
+    let paths = Paths {
+        torrents: &torrents,
+        out: &dl,
+        log: &log,
+    };
     for round in 1..=args.rounds {
         let ws_first = round % 2 == 1;
         for first in [true, false] {
+            if args.wait_idle > 0 {
+                let share = wait_for_idle(args.idle_below, Duration::from_secs(args.wait_idle));
+                println!(
+                    "machine busy before the next run: {:.0}% of all CPUs",
+                    share * 100.0
+                );
+            }
             if first == ws_first {
                 runs.push(download(
+                    &paths,
                     "warnseed",
                     round,
-                    ws_proc.pid(),
-                    &ws_peer,
-                    &torrents,
-                    &dl,
-                    &log,
+                    (ws_proc.pid(), &ws_peer),
                     ticks,
                 )?);
             } else {
                 runs.push(download(
+                    &paths,
                     "libtorrent",
                     round,
-                    lt_proc.pid(),
-                    &lt_peer,
-                    &torrents,
-                    &dl,
-                    &log,
+                    (lt_proc.pid(), &lt_peer),
                     ticks,
                 )?);
             }
@@ -435,7 +434,7 @@ fn main() -> Result<()> {
         );
     }
     if args.keep {
-        println!("kept {}", tmp.into_path().display());
+        println!("kept {}", tmp.keep().display());
     }
     Ok(())
 }
