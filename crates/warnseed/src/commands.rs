@@ -245,6 +245,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     if listen.is_empty() {
         bail!("no listen address: give --listen or set node.listen in warnseed.toml");
     }
+    let prefix = &dir.config.peer.peer_id_prefix;
+    if prefix.is_empty() || prefix.len() > 12 || !prefix.is_ascii() {
+        bail!("peer.peer_id_prefix must be 1 to 12 ASCII characters (e.g. \"-WS0100-\"), not {prefix:?}");
+    }
     if dir.config.peer.upload_slots == 0 {
         bail!("peer.upload_slots is 0: no peer could ever be unchoked");
     }
@@ -298,7 +302,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             .map(|l| l.local_addr())
             .collect::<Result<_, _>>()?;
         let port = bound[0].port();
-        let peer_id = warnseed_seeder::new_peer_id();
+        let peer_id = warnseed_seeder::new_peer_id(&dir.config.peer.peer_id_prefix);
         let mut server_config = ServerConfig::new(LocalIdentity {
             peer_id,
             client_version: dir.config.peer.client_version.clone(),

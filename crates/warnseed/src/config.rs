@@ -55,6 +55,9 @@ pub struct PayloadConfig {
 pub struct PeerConfig {
     /// BEP 10 `v` string sent to peers.
     pub client_version: String,
+    /// Start of our 20-byte peer id (Azureus style, e.g. `-WS0100-`).
+    #[serde(default = "default_peer_id_prefix")]
+    pub peer_id_prefix: String,
     /// Peers uploaded to at once; the rest wait choked.
     pub upload_slots: usize,
     pub max_connections: usize,
@@ -65,11 +68,16 @@ impl Default for PeerConfig {
     fn default() -> Self {
         Self {
             client_version: warnseed_seeder::DEFAULT_CLIENT_VERSION.into(),
+            peer_id_prefix: default_peer_id_prefix(),
             upload_slots: 1_000,
             max_connections: 20_000,
             max_connections_per_ip: 16,
         }
     }
+}
+
+fn default_peer_id_prefix() -> String {
+    warnseed_seeder::DEFAULT_PEER_ID_PREFIX.into()
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -419,6 +419,51 @@ impl Netns {
     }
 }
 
+/// Watches, from inside a namespace, the TCP connections that reach
+/// `server`, and collects their source ports: the client-side view that a
+/// ledger row's `remote_port` must match.
+pub struct PortWatcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<std::collections::BTreeSet<u16>>>,
+}
+
+impl PortWatcher {
+    pub fn start(ns: &Netns, server: SocketAddr) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let name = ns.name.clone();
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut ports = std::collections::BTreeSet::new();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &name, "ss", "-tnH", "state", "established"])
+                    .arg(format!("dst {server}"))
+                    .output();
+                if let Ok(out) = out {
+                    for line in String::from_utf8_lossy(&out.stdout).lines() {
+                        // Recv-Q Send-Q Local:Port Peer:Port
+                        let local = line.split_whitespace().nth(2).unwrap_or("");
+                        if let Some(port) = local.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                            ports.insert(port);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ports
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> std::collections::BTreeSet<u16> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
