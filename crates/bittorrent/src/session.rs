@@ -753,6 +753,11 @@ impl<T: SeedContent> PeerSession<T> {
         }
     }
 
+    /// Unchoked, and nothing asked for is queued or on its way.
+    fn unchoked_and_idle(&self) -> bool {
+        !self.am_choking && self.requests.is_empty() && self.in_flight.is_empty() && self.unsent() == 0
+    }
+
     fn unsent(&self) -> usize {
         self.send.len() - self.send_pos
     }
@@ -818,7 +823,7 @@ impl<T: SeedContent> PeerSession<T> {
                 let mut next = (self.last_recv + self.limits.idle_timeout)
                     .min(self.last_wanted + self.limits.uninterested_timeout)
                     .min(send_deadline);
-                if !self.am_choking && self.requests.is_empty() {
+                if self.unchoked_and_idle() {
                     next = next.min(self.last_request + self.limits.unchoked_idle_timeout);
                 }
                 if let Some(t) = self.unchoke_not_before {
@@ -851,10 +856,7 @@ impl<T: SeedContent> PeerSession<T> {
                     // Interested peers re-arm the timer.
                     self.last_wanted = now;
                 }
-                if !self.am_choking
-                    && self.requests.is_empty()
-                    && now >= self.last_request + self.limits.unchoked_idle_timeout
-                {
+                if self.unchoked_and_idle() && now >= self.last_request + self.limits.unchoked_idle_timeout {
                     // Interested but asking for nothing: the slot goes to
                     // someone else for a while.
                     self.choke();

@@ -394,8 +394,10 @@ fn oversized_length_prefix_closes_before_buffering() {
     );
 }
 
+/// The session sees plaintext only (the driver's framing routes MSE): any
+/// opener that is not a BitTorrent handshake closes it at once.
 #[test]
-fn garbage_and_encrypted_openers_close_at_once() {
+fn plaintext_that_is_not_a_handshake_closes_at_once() {
     let now = Instant::now();
     for opener in [
         &b"GET /announce HTTP/1.1\r\n"[..],

@@ -15,6 +15,19 @@ pub const GENESIS: [u8; 32] = [0; 32];
 const RECORD_TAG: &[u8] = b"warnseed ledger record v1\0";
 const IP_TAG: &[u8] = b"warnseed ip commitment v1\0";
 
+/// What stands in `remote_ip` once an address is erased (its salt goes
+/// with it). A keyed pseudonym is written `pseudonym:` and 64 hex digits.
+pub const ERASED_IP: &str = "erased";
+
+/// True for the erasure marker and for pseudonyms, the only values that may
+/// stand in `remote_ip` without a salt.
+pub fn is_erased_ip(value: &str) -> bool {
+    value == ERASED_IP
+        || value
+            .strip_prefix("pseudonym:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 pub fn ip_commitment(salt: &[u8], ip: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(IP_TAG);

@@ -27,4 +27,6 @@ pub enum LedgerError {
     Db(#[from] rusqlite::Error),
     #[error("ledger writer thread stopped")]
     WriterGone,
+    #[error("ledger database has no column {0:?}: it was written by an older warnseed; move it aside")]
+    Schema(&'static str),
 }

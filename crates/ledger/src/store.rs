@@ -32,9 +32,38 @@ CREATE TABLE IF NOT EXISTS sessions (
     prev_hash BLOB NOT NULL,
     record_hash BLOB NOT NULL
 );
+";
+
+const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at_ms);
 CREATE INDEX IF NOT EXISTS sessions_ip ON sessions(remote_ip);
 ";
+
+const COLUMNS: [&str; 23] = [
+    "id",
+    "started_at_ms",
+    "ended_at_ms",
+    "network",
+    "decoy_id",
+    "info_hash",
+    "remote_ip",
+    "remote_port",
+    "peer_id",
+    "client_name",
+    "client_version",
+    "transport",
+    "bytes_sent",
+    "pieces_sent",
+    "piece_count",
+    "peer_pieces_initial",
+    "peer_pieces_final",
+    "completed",
+    "close_reason",
+    "ip_salt",
+    "ip_commitment",
+    "prev_hash",
+    "record_hash",
+];
 
 /// A session as stored, for reports and tests.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -100,6 +129,18 @@ impl LedgerStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        // CREATE TABLE IF NOT EXISTS keeps an older table as it is; every
+        // insert would then fail, so refuse it up front.
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('sessions')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for needed in COLUMNS {
+            if !columns.iter().any(|c| c == needed) {
+                return Err(LedgerError::Schema(needed));
+            }
+        }
+        conn.execute_batch(INDEXES)?;
         Ok(Self { conn })
     }
 
@@ -203,61 +244,13 @@ impl LedgerStore {
         let mut first_bad = None;
         while let Some(r) = rows.next()? {
             let seq: i64 = r.get(0)?;
-            let bad = |reason: String| Some(BadRecord { seq, reason });
-            let stored_prev: Vec<u8> = r.get(21)?;
-            let stored_hash: Vec<u8> = r.get(22)?;
-            let commitment: Vec<u8> = r.get(20)?;
-            let salt: Option<Vec<u8>> = r.get(19)?;
-            let ip: Option<String> = r.get(6)?;
-            let network: String = r.get(3)?;
-            let info_hash: Vec<u8> = r.get(5)?;
-            let peer_id: Option<Vec<u8>> = r.get(8)?;
-            let client_name: Option<String> = r.get(9)?;
-            let client_version: Option<String> = r.get(10)?;
-            let transport: String = r.get(11)?;
-            let close_reason: String = r.get(18)?;
-            let fields = ChainedFields {
-                seq,
-                started_at_ms: r.get(1)?,
-                ended_at_ms: r.get(2)?,
-                network: &network,
-                decoy_id: r.get(4)?,
-                info_hash: &info_hash,
-                ip_commitment: &commitment,
-                remote_port: r.get(7)?,
-                peer_id: peer_id.as_deref(),
-                client_name: client_name.as_deref(),
-                client_version: client_version.as_deref(),
-                transport: &transport,
-                bytes_sent: r.get(12)?,
-                pieces_sent: r.get(13)?,
-                piece_count: r.get(14)?,
-                peer_pieces_initial: r.get(15)?,
-                peer_pieces_final: r.get(16)?,
-                completed: r.get(17)?,
-                close_reason: &close_reason,
+            let problem = match check_row(r, seq, expected_seq, &prev) {
+                Ok(p) => p,
+                // A value of the wrong type or range is tampering too.
+                Err(e) => Some(format!("unreadable field: {e}")),
             };
-            let problem = if seq != expected_seq {
-                bad(format!(
-                    "expected record {expected_seq} here, found {seq}: records deleted or inserted"
-                ))
-            } else if stored_prev != prev {
-                bad("prev_hash does not match the record before: inserted or reordered".into())
-            } else if chain::record_hash(&prev, &fields)[..] != stored_hash[..] {
-                bad("record_hash does not match the record's fields: altered".into())
-            } else {
-                match (&salt, &ip) {
-                    (Some(salt), Some(ip)) if chain::ip_commitment(salt, ip)[..] != commitment[..] => {
-                        bad("remote_ip does not match its commitment: altered".into())
-                    }
-                    // Without its salt an address cannot be checked, so only
-                    // an erased or pseudonymised value may stand there.
-                    (None, Some(ip)) if ip.parse::<IpAddr>().is_ok() => {
-                        bad("remote_ip is an address but its salt is gone: altered".into())
-                    }
-                    _ => None,
-                }
-            };
+            let problem = problem.map(|reason| BadRecord { seq, reason });
+            let stored_hash: Vec<u8> = r.get(22).unwrap_or_default();
             if let Some(p) = problem {
                 first_bad = Some(p);
                 break;
@@ -323,6 +316,79 @@ impl LedgerStore {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Checks one row against the chain; `Ok(Some(reason))` for a bad record.
+fn check_row(
+    r: &rusqlite::Row<'_>,
+    seq: i64,
+    expected_seq: i64,
+    prev: &[u8; 32],
+) -> rusqlite::Result<Option<String>> {
+    let stored_prev: Vec<u8> = r.get(21)?;
+    let stored_hash: Vec<u8> = r.get(22)?;
+    let commitment: Vec<u8> = r.get(20)?;
+    let salt: Option<Vec<u8>> = r.get(19)?;
+    let ip: Option<String> = r.get(6)?;
+    let network: String = r.get(3)?;
+    let info_hash: Vec<u8> = r.get(5)?;
+    let peer_id: Option<Vec<u8>> = r.get(8)?;
+    let client_name: Option<String> = r.get(9)?;
+    let client_version: Option<String> = r.get(10)?;
+    let transport: String = r.get(11)?;
+    let close_reason: String = r.get(18)?;
+    let completed: i64 = r.get(17)?;
+    let remote_port: i64 = r.get(7)?;
+    // SQLite would read 7 as true and 70000 as a port: both must be exact.
+    if !(completed == 0 || completed == 1) {
+        return Ok(Some(format!("completed is {completed}, not 0 or 1: altered")));
+    }
+    let Ok(remote_port) = u16::try_from(remote_port) else {
+        return Ok(Some(format!("remote_port {remote_port} is not a port: altered")));
+    };
+    let fields = ChainedFields {
+        seq,
+        started_at_ms: r.get(1)?,
+        ended_at_ms: r.get(2)?,
+        network: &network,
+        decoy_id: r.get(4)?,
+        info_hash: &info_hash,
+        ip_commitment: &commitment,
+        remote_port,
+        peer_id: peer_id.as_deref(),
+        client_name: client_name.as_deref(),
+        client_version: client_version.as_deref(),
+        transport: &transport,
+        bytes_sent: r.get(12)?,
+        pieces_sent: r.get(13)?,
+        piece_count: r.get(14)?,
+        peer_pieces_initial: r.get(15)?,
+        peer_pieces_final: r.get(16)?,
+        completed: completed == 1,
+        close_reason: &close_reason,
+    };
+    Ok(if seq != expected_seq {
+        Some(format!(
+            "expected record {expected_seq} here, found {seq}: records deleted or inserted"
+        ))
+    } else if stored_prev[..] != prev[..] {
+        Some("prev_hash does not match the record before: inserted or reordered".into())
+    } else if chain::record_hash(prev, &fields)[..] != stored_hash[..] {
+        Some("record_hash does not match the record's fields: altered".into())
+    } else {
+        match (&salt, &ip) {
+            (Some(salt), Some(ip)) if chain::ip_commitment(salt, ip)[..] != commitment[..] => {
+                Some("remote_ip does not match its commitment: altered".into())
+            }
+            // Without its salt an address cannot be checked, so only the
+            // erasure marker or a pseudonym may stand there.
+            (None, Some(ip)) if !chain::is_erased_ip(ip) => {
+                Some("remote_ip is not an erasure marker but its salt is gone: altered".into())
+            }
+            (Some(_), None) => Some("remote_ip is missing but its salt is not: altered".into()),
+            _ => None,
+        }
+    })
 }
 
 /// IPv4-mapped IPv6 addresses are stored as plain IPv4 so one downloader

@@ -24,6 +24,16 @@ impl Default for WriterConfig {
     }
 }
 
+/// Errors that pass: a busy or locked database, a full disk, an I/O error.
+fn transient(e: &LedgerError) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e,
+        LedgerError::Db(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen)
+    )
+}
+
 /// Batches records into SQLite on a dedicated thread.
 pub struct LedgerWriter {
     tx: Option<SyncSender<SessionRecord>>,
@@ -63,6 +73,10 @@ impl LedgerWriter {
                     // sessions that feed it.
                     let mut attempt = 0u32;
                     while let Err(e) = store.append(&batch) {
+                        if !transient(&e) {
+                            tracing::error!(error = %e, records = batch.len(), "ledger write failed for good");
+                            return Err(e);
+                        }
                         attempt += 1;
                         tracing::error!(error = %e, records = batch.len(), attempt, "ledger write failed; retrying");
                         std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));

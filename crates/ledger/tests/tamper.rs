@@ -60,6 +60,18 @@ fn tampered(sql: &str) -> Option<(i64, String)> {
 }
 
 #[test]
+fn a_ledger_from_an_older_layout_is_refused_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE sessions (id INTEGER PRIMARY KEY, started_at_ms INTEGER)")
+        .unwrap();
+    let err = LedgerStore::open(&path).err().expect("refused");
+    assert!(err.to_string().contains("older warnseed"), "{err}");
+}
+
+#[test]
 fn an_untouched_ledger_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let path = ledger(dir.path());
@@ -80,6 +92,15 @@ fn edits_are_detected_at_the_edited_record() {
     assert_eq!(seq, 51);
     let (seq, _) = tampered("UPDATE sessions SET client_version = NULL WHERE id = 2").unwrap();
     assert_eq!(seq, 2);
+    // Values SQLite would still read as true, or a port out of range.
+    let (seq, why) = tampered("UPDATE sessions SET completed = 7 WHERE id = 3").unwrap();
+    assert_eq!(seq, 3);
+    assert!(why.contains("completed is 7"), "{why}");
+    let (seq, _) = tampered("UPDATE sessions SET remote_port = 70000 WHERE id = 4").unwrap();
+    assert_eq!(seq, 4);
+    let (seq, why) = tampered("UPDATE sessions SET bytes_sent = 'lots' WHERE id = 6").unwrap();
+    assert_eq!(seq, 6);
+    assert!(why.contains("unreadable"), "{why}");
 }
 
 #[test]
@@ -122,9 +143,15 @@ fn erasing_an_ip_and_its_salt_keeps_the_chain_valid() {
         tampered("UPDATE sessions SET remote_ip = 'erased', ip_salt = NULL WHERE id <= 20"),
         None
     );
-    // Dropping the salt is no way to swap in another address.
-    let (seq, why) =
-        tampered("UPDATE sessions SET remote_ip = '192.0.2.9', ip_salt = NULL WHERE id = 8").unwrap();
-    assert_eq!(seq, 8);
-    assert!(why.contains("salt"), "{why}");
+    // Dropping the salt is no way to swap in another address, in any
+    // spelling a reader would take for one.
+    for fake in ["192.0.2.9", "010.1.2.3", "1.2.3.4:80", " 1.2.3.4", "[::1]"] {
+        let sql = format!("UPDATE sessions SET remote_ip = '{fake}', ip_salt = NULL WHERE id = 8");
+        let (seq, why) = tampered(&sql).unwrap();
+        assert_eq!(seq, 8, "{fake}");
+        assert!(why.contains("salt"), "{why}");
+    }
+    let pseudonym = format!("pseudonym:{}", "ab".repeat(32));
+    let sql = format!("UPDATE sessions SET remote_ip = '{pseudonym}', ip_salt = NULL WHERE id = 9");
+    assert_eq!(tampered(&sql), None);
 }

@@ -182,7 +182,7 @@ impl DecoyTable {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         // Work is handed out in small chunks, so one thread that drew the
         // big decoys does not leave the others idle.
-        const CHUNK: usize = 256;
+        let chunk = (which.len() / (threads * 8)).clamp(1, 256);
         let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
         let out = Mutex::new(vec![[0u8; 20]; which.len()]);
@@ -190,11 +190,11 @@ impl DecoyTable {
             let mut handles = Vec::new();
             for _ in 0..threads {
                 handles.push(s.spawn(|| loop {
-                    let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+                    let start = next.fetch_add(chunk, Ordering::Relaxed);
                     if start >= which.len() {
                         return;
                     }
-                    let end = (start + CHUNK).min(which.len());
+                    let end = (start + chunk).min(which.len());
                     let hashes: Vec<InfoHash> = which[start..end]
                         .iter()
                         .map(|&i| self.compute_one(&self.entries[i]))

@@ -88,6 +88,9 @@ impl Framing {
             self.sniff.extend_from_slice(&data[..take]);
             let n = self.sniff.len();
             if self.sniff[..] != PROTOCOL_HEADER[..n] {
+                if n < 4 && OTHER_PROTOCOLS.iter().any(|p| p.starts_with(&self.sniff)) {
+                    return; // could still be HTTP or TLS: wait for more
+                }
                 if OTHER_PROTOCOLS.iter().any(|p| self.sniff.starts_with(p)) {
                     // Plainly not BitTorrent: no key exchange, close now.
                     session.close(CloseReason::NotBitTorrent);
@@ -156,8 +159,10 @@ impl Framing {
                 if r.method().is_some() {
                     let pending = session.poll_transmit();
                     if pending.len() > self.owed {
-                        if self.wire_pos == self.wire.len() {
-                            self.wire.clear();
+                        // Drop what is written before appending, so a slow
+                        // reader's buffer stays near the session watermark.
+                        if self.wire_pos > 0 {
+                            self.wire.drain(..self.wire_pos);
                             self.wire_pos = 0;
                         }
                         let start = self.wire.len();

@@ -23,18 +23,21 @@ pub use tracker::{
 /// The client version we announce in BEP 10 `v` unless configured otherwise.
 pub const DEFAULT_CLIENT_VERSION: &str = concat!("warnseed/", env!("CARGO_PKG_VERSION"));
 
-/// A fresh peer id: `-WS0100-` then 12 characters that differ per process.
-pub fn new_peer_id() -> [u8; 20] {
-    use sha1::{Digest, Sha1};
-    let mut h = Sha1::new();
-    h.update(std::process::id().to_le_bytes());
-    h.update(format!("{:?}", std::time::SystemTime::now()).as_bytes());
-    h.update(format!("{:?}", std::thread::current().id()).as_bytes());
-    let digest = h.finalize();
-    let mut id = *b"-WS0100-000000000000";
+/// The peer id prefix we use unless configured otherwise.
+pub const DEFAULT_PEER_ID_PREFIX: &str = "-WS0100-";
+
+/// A fresh peer id: `prefix` (at most 12 bytes, e.g. `-WS0100-`) then
+/// characters that differ per process.
+pub fn new_peer_id(prefix: &str) -> [u8; 20] {
+    use getrandom::fill;
+    let prefix = &prefix.as_bytes()[..prefix.len().min(12)];
+    let mut random = [0u8; 20];
+    fill(&mut random).expect("the operating system provides randomness");
+    let mut id = [0u8; 20];
+    id[..prefix.len()].copy_from_slice(prefix);
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    for (slot, b) in id[8..].iter_mut().zip(digest.iter()) {
-        *slot = ALPHABET[usize::from(*b) % ALPHABET.len()];
+    for (slot, b) in id[prefix.len()..].iter_mut().zip(random) {
+        *slot = ALPHABET[usize::from(b) % ALPHABET.len()];
     }
     id
 }

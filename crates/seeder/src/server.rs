@@ -219,6 +219,11 @@ async fn run_connection(
             session.choke();
             slot = None;
         }
+        // The session may choke on its own (an idle slot taken back on a
+        // timer): its permit goes back too.
+        if slot.is_some() && !session.is_unchoked() {
+            slot = None;
+        }
         if session.is_closed() {
             break;
         }
@@ -260,9 +265,13 @@ async fn run_connection(
         Some(CloseReason::PeerClosed | CloseReason::Io(_))
     ) {
         let pending = framing.transmit(&mut session);
-        if !pending.is_empty() && pending.len() <= 64 * 1024 {
+        let len = pending.len();
+        if len > 0 && len <= 64 * 1024 {
             let flush = wr.write_all(pending);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+            if let Ok(Ok(())) = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await {
+                // Piece messages in what was flushed reached the peer.
+                framing.wrote(len, &mut session, Instant::now());
+            }
         }
     }
     let _ = wr.shutdown().await;

@@ -256,8 +256,15 @@ pub async fn announce_loop(
     loop {
         let mut interval = DEFAULT_INTERVAL;
         let mut failures = 0u64;
+        let mut consecutive_failures = 0u32;
         let mut ok = 0u64;
         for decoy in table.iter() {
+            // An unreachable tracker would otherwise cost a full timeout per
+            // decoy: give up on the round and back off.
+            if consecutive_failures >= 3 {
+                tracing::warn!(tracker = %url.raw, "tracker unreachable; ending this round early");
+                break;
+            }
             if *shutdown.borrow() {
                 return;
             }
@@ -290,10 +297,12 @@ pub async fn announce_loop(
             match result {
                 Ok(i) => {
                     ok += 1;
+                    consecutive_failures = 0;
                     interval = interval.min(i.max(MIN_INTERVAL));
                 }
                 Err(e) => {
                     failures += 1;
+                    consecutive_failures += 1;
                     tracing::warn!(tracker = %url.raw, decoy_id = decoy.id(), error = %e, "announce failed");
                 }
             }

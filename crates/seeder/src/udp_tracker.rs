@@ -9,8 +9,9 @@ const PROTOCOL_ID: u64 = 0x0417_2710_1980;
 const ACTION_CONNECT: u32 = 0;
 const ACTION_ANNOUNCE: u32 = 1;
 const ACTION_ERROR: u32 = 3;
-/// BEP 15: a connection id may be used for one minute.
-const CONNECTION_ID_LIFETIME: Duration = Duration::from_secs(60);
+/// BEP 15: a connection id may be used for one minute. We stop using one
+/// after 45 s, so a request and its retries (15 s) stay inside the minute.
+const CONNECTION_ID_LIFETIME: Duration = Duration::from_secs(45);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const ATTEMPTS: usize = 3;
 
@@ -177,7 +178,12 @@ impl UdpTrackerClient {
             event,
             key: self.key,
         };
-        match self.exchange(&announce_request(id, t, &fields), t).await? {
+        let answer = self.exchange(&announce_request(id, t, &fields), t).await;
+        if answer.is_err() {
+            // The tracker may have forgotten our id: connect afresh.
+            self.connection = None;
+        }
+        match answer? {
             UdpResponse::Announced { interval } => Ok(interval),
             UdpResponse::Error(e) => {
                 // The id may have expired on the tracker's side.

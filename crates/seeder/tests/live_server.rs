@@ -401,3 +401,36 @@ async fn upload_slots_cap_how_many_peers_are_unchoked() {
     drop(peers);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_slot_is_taken_back_and_given_to_a_waiting_peer() {
+    let node = start(|c| {
+        c.upload_slots = 1;
+        c.limits.idle_timeout = Duration::from_secs(60);
+        c.limits.unchoked_idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let ih = node.decoy_hash();
+    let mut first = TcpStream::connect(node.addr).await.unwrap();
+    first.write_all(&handshake(ih, true)).await.unwrap();
+    let mut hs = [0u8; 68];
+    first.read_exact(&mut hs).await.unwrap();
+    first.write_all(&msg(2, &[])).await.unwrap();
+    assert!(unchoked_within(&mut first, Duration::from_secs(5)).await);
+    // A second interested peer waits for the only slot, which the first
+    // holds without asking for anything.
+    let mut second = TcpStream::connect(node.addr).await.unwrap();
+    second.write_all(&handshake(ih, true)).await.unwrap();
+    second.read_exact(&mut hs).await.unwrap();
+    second.write_all(&msg(2, &[])).await.unwrap();
+    let wait = async { while read_msg(&mut first).await.0 != 0 {} };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect("the idle peer is choked");
+    assert!(
+        unchoked_within(&mut second, Duration::from_secs(5)).await,
+        "the slot went to the waiting peer"
+    );
+    drop((first, second));
+    node.stop().await;
+}
