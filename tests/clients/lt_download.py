@@ -35,6 +35,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--trackers", action="store_true", help="keep trackers from the torrent")
+    ap.add_argument("--rate-limit", type=int, default=0, help="download bytes/s (0: none)")
     ap.add_argument(
         "--encryption",
         choices=["default", "forced-rc4", "disabled"],
@@ -51,6 +52,8 @@ def main():
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
+        # Tests restart seeds; do not wait a minute to try one again.
+        "min_reconnect_time": 1,
         # warnseed speaks TCP only in this version; libtorrent would try uTP
         # first and fall back to TCP after a 3 s timeout.
         "enable_outgoing_utp": False,
@@ -60,6 +63,10 @@ def main():
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.peer_log_notification,
     }
+    if a.rate_limit:
+        settings["download_rate_limit"] = a.rate_limit
+        # Loopback counts as a local network, which libtorrent would exempt.
+        settings["ignore_limits_on_local_network"] = False
     if a.encryption == "forced-rc4":
         settings["out_enc_policy"] = int(lt.enc_policy.pe_forced)
         settings["in_enc_policy"] = int(lt.enc_policy.pe_forced)

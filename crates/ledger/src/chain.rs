@@ -47,6 +47,8 @@ pub fn new_salt() -> [u8; 16] {
 #[derive(Clone, Debug)]
 pub struct ChainedFields<'a> {
     pub seq: i64,
+    pub kind: &'a str,
+    pub session_key: i64,
     pub started_at_ms: i64,
     pub ended_at_ms: i64,
     pub network: &'a str,
@@ -100,6 +102,8 @@ pub fn record_hash(prev: &[u8; 32], f: &ChainedFields<'_>) -> [u8; 32] {
     c.0.update(RECORD_TAG);
     c.0.update(prev);
     c.int(f.seq);
+    c.bytes(f.kind.as_bytes());
+    c.int(f.session_key);
     c.int(f.started_at_ms);
     c.int(f.ended_at_ms);
     c.bytes(f.network.as_bytes());

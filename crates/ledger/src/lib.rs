@@ -17,7 +17,7 @@ mod record;
 mod store;
 mod writer;
 
-pub use record::{SessionRecord, Transport};
+pub use record::{RecordKind, SessionRecord, Transport};
 pub use store::{BadRecord, LedgerStore, LedgerSummary, StoredSession, Verification};
 pub use writer::{LedgerWriter, WriterConfig};
 

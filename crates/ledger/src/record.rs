@@ -19,9 +19,30 @@ impl Transport {
     }
 }
 
+/// A session is registered twice: when it names a decoy (`Open`, so a
+/// crash loses at most the commit window) and when it ends (`Close`, with
+/// everything the session did). Both share the session's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    Open,
+    Close,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Open => "open",
+            RecordKind::Close => "close",
+        }
+    }
+}
+
 /// One peer session with one decoy, as the adapter saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRecord {
+    pub kind: RecordKind,
+    /// Random per session; ties its open and close records together.
+    pub session_key: i64,
     /// UTC milliseconds since the Unix epoch.
     pub started_at_ms: i64,
     pub ended_at_ms: i64,

@@ -30,16 +30,20 @@ CREATE TABLE IF NOT EXISTS sessions (
     ip_salt BLOB,
     ip_commitment BLOB NOT NULL,
     prev_hash BLOB NOT NULL,
-    record_hash BLOB NOT NULL
+    record_hash BLOB NOT NULL,
+    -- 'open' when the session named a decoy, 'close' when it ended.
+    kind TEXT NOT NULL,
+    session_key INTEGER NOT NULL
 );
 ";
 
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at_ms);
 CREATE INDEX IF NOT EXISTS sessions_ip ON sessions(remote_ip);
+CREATE INDEX IF NOT EXISTS sessions_key ON sessions(session_key, kind);
 ";
 
-const COLUMNS: [&str; 23] = [
+const COLUMNS: [&str; 25] = [
     "id",
     "started_at_ms",
     "ended_at_ms",
@@ -63,6 +67,8 @@ const COLUMNS: [&str; 23] = [
     "ip_commitment",
     "prev_hash",
     "record_hash",
+    "kind",
+    "session_key",
 ];
 
 /// A session as stored, for reports and tests.
@@ -91,6 +97,9 @@ pub struct StoredSession {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LedgerSummary {
     pub sessions: u64,
+    /// Sessions opened but never closed: the node stopped without a
+    /// graceful shutdown while they ran.
+    pub unterminated: u64,
     pub completed: u64,
     pub unique_ips: u64,
     pub bytes_sent: u64,
@@ -165,8 +174,8 @@ impl LedgerStore {
                 "INSERT INTO sessions (id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip,
                  remote_port, peer_id, client_name, client_version, transport, bytes_sent, pieces_sent,
                  piece_count, peer_pieces_initial, peer_pieces_final, completed, close_reason,
-                 ip_salt, ip_commitment, prev_hash, record_hash)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)",
+                 ip_salt, ip_commitment, prev_hash, record_hash, kind, session_key)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25)",
             )?;
             for r in batch {
                 let seq = head.0 + 1;
@@ -175,6 +184,8 @@ impl LedgerStore {
                 let commitment = chain::ip_commitment(&salt, &ip);
                 let fields = ChainedFields {
                     seq,
+                    kind: r.kind.as_str(),
+                    session_key: r.session_key,
                     started_at_ms: r.started_at_ms,
                     ended_at_ms: r.ended_at_ms,
                     network: r.network,
@@ -219,6 +230,8 @@ impl LedgerStore {
                     &commitment[..],
                     &head.1[..],
                     &hash[..],
+                    r.kind.as_str(),
+                    r.session_key,
                 ])?;
                 head = (seq, hash);
             }
@@ -234,7 +247,7 @@ impl LedgerStore {
             "SELECT id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip, remote_port,
                     peer_id, client_name, client_version, transport, bytes_sent, pieces_sent, piece_count,
                     peer_pieces_initial, peer_pieces_final, completed, close_reason,
-                    ip_salt, ip_commitment, prev_hash, record_hash
+                    ip_salt, ip_commitment, prev_hash, record_hash, kind, session_key
              FROM sessions ORDER BY id",
         )?;
         let mut rows = stmt.query([])?;
@@ -268,29 +281,42 @@ impl LedgerStore {
     }
 
     pub fn summary(&self) -> Result<LedgerSummary, LedgerError> {
+        // A session is its close record, or its open record alone when the
+        // node died before the session ended (`unterminated`).
         Ok(self.conn.query_row(
-            "SELECT count(*), coalesce(sum(completed),0), count(DISTINCT remote_ip), coalesce(sum(bytes_sent),0),
-                    min(started_at_ms), max(started_at_ms) FROM sessions",
+            "SELECT
+                (SELECT count(*) FROM sessions WHERE kind = 'close'),
+                (SELECT count(*) FROM sessions o WHERE o.kind = 'open' AND NOT EXISTS
+                    (SELECT 1 FROM sessions c WHERE c.session_key = o.session_key AND c.kind = 'close')),
+                (SELECT coalesce(sum(completed), 0) FROM sessions WHERE kind = 'close'),
+                (SELECT count(DISTINCT remote_ip) FROM sessions),
+                (SELECT coalesce(sum(bytes_sent), 0) FROM sessions WHERE kind = 'close'),
+                (SELECT min(started_at_ms) FROM sessions),
+                (SELECT max(started_at_ms) FROM sessions)",
             [],
             |r| {
+                let closed = r.get::<_, i64>(0)? as u64;
+                let unterminated = r.get::<_, i64>(1)? as u64;
                 Ok(LedgerSummary {
-                    sessions: r.get::<_, i64>(0)? as u64,
-                    completed: r.get::<_, i64>(1)? as u64,
-                    unique_ips: r.get::<_, i64>(2)? as u64,
-                    bytes_sent: r.get::<_, i64>(3)? as u64,
-                    first_session_ms: r.get(4)?,
-                    last_session_ms: r.get(5)?,
+                    sessions: closed + unterminated,
+                    unterminated,
+                    completed: r.get::<_, i64>(2)? as u64,
+                    unique_ips: r.get::<_, i64>(3)? as u64,
+                    bytes_sent: r.get::<_, i64>(4)? as u64,
+                    first_session_ms: r.get(5)?,
+                    last_session_ms: r.get(6)?,
                 })
             },
         )?)
     }
 
+    /// Every ended session (close records), in order.
     pub fn sessions(&self) -> Result<Vec<StoredSession>, LedgerError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip, remote_port,
                     client_name, client_version, transport, bytes_sent, pieces_sent, piece_count,
                     peer_pieces_initial, peer_pieces_final, completed, close_reason
-             FROM sessions ORDER BY id",
+             FROM sessions WHERE kind = 'close' ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(StoredSession {
@@ -339,6 +365,7 @@ fn check_row(
     let close_reason: String = r.get(18)?;
     let completed: i64 = r.get(17)?;
     let remote_port: i64 = r.get(7)?;
+    let kind: String = r.get(23)?;
     // SQLite would read 7 as true and 70000 as a port: both must be exact.
     if !(completed == 0 || completed == 1) {
         return Ok(Some(format!("completed is {completed}, not 0 or 1: altered")));
@@ -348,6 +375,8 @@ fn check_row(
     };
     let fields = ChainedFields {
         seq,
+        kind: &kind,
+        session_key: r.get(24)?,
         started_at_ms: r.get(1)?,
         ended_at_ms: r.get(2)?,
         network: &network,

@@ -122,6 +122,8 @@ mod tests {
 
     fn record(i: u16) -> SessionRecord {
         SessionRecord {
+            kind: crate::RecordKind::Close,
+            session_key: i64::from(i),
             started_at_ms: 1_700_000_000_000 + i64::from(i),
             ended_at_ms: 1_700_000_000_500,
             network: "bittorrent",

@@ -3,10 +3,12 @@
 
 use rusqlite::Connection;
 use std::path::Path;
-use warnseed_ledger::{LedgerStore, SessionRecord, Transport};
+use warnseed_ledger::{LedgerStore, RecordKind, SessionRecord, Transport};
 
 fn record(i: u32) -> SessionRecord {
     SessionRecord {
+        kind: RecordKind::Close,
+        session_key: i64::from(i),
         started_at_ms: 1_790_000_000_000 + i64::from(i) * 1000,
         ended_at_ms: 1_790_000_000_500 + i64::from(i) * 1000,
         network: "bittorrent",
@@ -122,7 +124,7 @@ fn insertions_are_detected_at_the_inserted_record() {
         INSERT INTO sessions SELECT 30, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip,
             remote_port, peer_id, client_name, client_version, transport, bytes_sent, pieces_sent, piece_count,
             peer_pieces_initial, peer_pieces_final, completed, close_reason, ip_salt, ip_commitment, prev_hash,
-            record_hash FROM sessions WHERE id = 10;
+            record_hash, kind, session_key FROM sessions WHERE id = 10;
     ";
     let (seq, why) = tampered(sql).unwrap();
     assert_eq!(seq, 30);
@@ -131,7 +133,7 @@ fn insertions_are_detected_at_the_inserted_record() {
     let sql = "INSERT INTO sessions SELECT 52, started_at_ms, ended_at_ms, network, decoy_id, info_hash,
             remote_ip, remote_port, peer_id, client_name, client_version, transport, bytes_sent, pieces_sent,
             piece_count, peer_pieces_initial, peer_pieces_final, completed, close_reason, ip_salt,
-            ip_commitment, prev_hash, record_hash FROM sessions WHERE id = 51";
+            ip_commitment, prev_hash, record_hash, kind, session_key FROM sessions WHERE id = 51";
     assert_eq!(tampered(sql).unwrap().0, 52);
 }
 

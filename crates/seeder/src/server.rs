@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use warnseed_bittorrent::client::decode_peer_id;
 use warnseed_bittorrent::metainfo::hex;
 use warnseed_bittorrent::session::{CloseReason, LocalIdentity, PeerSession, SeedContent, SessionLimits};
-use warnseed_ledger::{SessionRecord, Transport};
+use warnseed_ledger::{RecordKind, SessionRecord, Transport};
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -194,6 +194,7 @@ async fn run_connection(
     let mut buf = vec![0u8; 64 * 1024];
     let mut slot = None;
     let mut framing = Framing::new(Instant::now());
+    let session_key = random_key();
     let idle = shared.config.limits.idle_timeout;
     let (mut rd, mut wr) = stream.split();
     loop {
@@ -205,7 +206,14 @@ async fn run_connection(
                 Some(_) if mse_named.is_some_and(|h| h != info_hash) => session.refuse(
                     CloseReason::Encryption("handshake names another torrent than req2".into()),
                 ),
-                Some(decoy) => session.attach(decoy, Instant::now()),
+                Some(decoy) => {
+                    session.attach(decoy, Instant::now());
+                    if let Some(open) =
+                        open_record(remote, started_ms, session_key, &session, framing.transport())
+                    {
+                        register(shared, open).await;
+                    }
+                }
                 None => session.refuse(CloseReason::UnknownInfoHash),
             }
         }
@@ -275,7 +283,14 @@ async fn run_connection(
         }
     }
     let _ = wr.shutdown().await;
-    if let Some(record) = finish(shared, remote, started_ms, &session, framing.transport()) {
+    if let Some(record) = finish(
+        shared,
+        remote,
+        started_ms,
+        session_key,
+        &session,
+        framing.transport(),
+    ) {
         register(shared, record).await;
     }
 }
@@ -299,6 +314,13 @@ async fn register(shared: &Shared, record: SessionRecord) {
     }
 }
 
+fn random_key() -> i64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the operating system provides randomness");
+    // Positive, so it reads naturally in SQL.
+    (u64::from_be_bytes(b) >> 1) as i64
+}
+
 fn io_reason(e: std::io::Error) -> CloseReason {
     match e.kind() {
         std::io::ErrorKind::ConnectionReset
@@ -308,12 +330,48 @@ fn io_reason(e: std::io::Error) -> CloseReason {
     }
 }
 
+/// The record that registers a session as soon as it names a decoy, so a
+/// node that dies mid-download has still registered the downloader.
+fn open_record(
+    remote: SocketAddr,
+    started_ms: i64,
+    session_key: i64,
+    session: &PeerSession<Decoy>,
+    transport: Transport,
+) -> Option<SessionRecord> {
+    let decoy = session.torrent()?;
+    let summary = session.summary();
+    Some(SessionRecord {
+        kind: RecordKind::Open,
+        session_key,
+        started_at_ms: started_ms,
+        ended_at_ms: started_ms,
+        network: "bittorrent",
+        decoy_id: decoy.id(),
+        info_hash: *decoy.info_hash(),
+        remote_ip: remote.ip(),
+        remote_port: remote.port(),
+        peer_id: summary.peer_id,
+        client_name: summary.peer_id.as_ref().map(|p| decode_peer_id(p).to_string()),
+        client_version: None,
+        transport,
+        bytes_sent: 0,
+        pieces_sent: 0,
+        piece_count: summary.piece_count,
+        peer_pieces_initial: None,
+        peer_pieces_final: 0,
+        completed: false,
+        close_reason: String::new(),
+    })
+}
+
 /// Logs the end of a connection and builds its ledger record, if it named
 /// a decoy.
 fn finish(
     shared: &Shared,
     remote: SocketAddr,
     started_ms: i64,
+    session_key: i64,
     session: &PeerSession<Decoy>,
     transport: Transport,
 ) -> Option<SessionRecord> {
@@ -337,6 +395,8 @@ fn finish(
         "session closed"
     );
     let record = SessionRecord {
+        kind: RecordKind::Close,
+        session_key,
         started_at_ms: started_ms,
         ended_at_ms: now_ms(),
         network: "bittorrent",

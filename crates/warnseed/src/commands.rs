@@ -342,7 +342,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     // Every sender is gone once the server has returned; drain the queue.
     let written = writer.close()?;
     registered?;
-    println!("stopped: {written} sessions registered");
+    println!("stopped: {written} ledger records written");
     Ok(())
 }
 
@@ -384,6 +384,7 @@ pub fn report_summary(data: &Path, json: bool) -> Result<()> {
         let v = serde_json::json!({
             "decoys_active": decoys,
             "sessions": s.sessions,
+            "unterminated": s.unterminated,
             "completed": s.completed,
             "unique_ips": s.unique_ips,
             "bytes_sent": s.bytes_sent,
@@ -394,6 +395,12 @@ pub fn report_summary(data: &Path, json: bool) -> Result<()> {
     } else {
         println!("decoys active       {decoys}");
         println!("sessions            {}", s.sessions);
+        if s.unterminated > 0 {
+            println!(
+                "  unterminated      {} (the node stopped without a graceful shutdown)",
+                s.unterminated
+            );
+        }
         println!("completed downloads {}", s.completed);
         println!("unique IPs          {}", s.unique_ips);
         println!("bytes sent          {}", s.bytes_sent);

@@ -180,7 +180,7 @@ fn run_initialises_imports_and_stops_gracefully() {
     assert!(status.success(), "{status}");
     assert!(std::fs::read_to_string(&out)
         .unwrap()
-        .contains("stopped: 0 sessions registered"));
+        .contains("stopped: 0 ledger records written"));
     assert!(data.join("warnseed.toml").is_file());
     let summary = warnseed(&["report", "summary", "--data", data.to_str().unwrap()]);
     assert!(summary.contains("decoys active       100"), "{summary}");
@@ -239,6 +239,8 @@ fn warnseed_ledger_fixture(path: &std::path::Path) -> rusqlite::Connection {
     let mut store = warnseed_ledger::LedgerStore::open(path).unwrap();
     let records: Vec<_> = (0..3u16)
         .map(|i| warnseed_ledger::SessionRecord {
+            kind: warnseed_ledger::RecordKind::Close,
+            session_key: i64::from(i),
             started_at_ms: 1_790_000_000_000,
             ended_at_ms: 1_790_000_001_000,
             network: "bittorrent",

@@ -117,9 +117,13 @@ fn libtorrent_downloads_every_size_by_torrent_and_by_magnet() {
     let out = node.stop();
     assert!(out.contains("stopped:"), "{out}");
     let verified = warnseed(&["ledger", "verify", "--data", node.data_arg()]);
-    let sessions = node.sessions().len();
+    let records = node.ledger_records();
     assert!(
-        verified.starts_with(&format!("ledger ok: {sessions} records")),
+        records >= 2 * node.sessions().len(),
+        "an open and a close record per session"
+    );
+    assert!(
+        verified.starts_with(&format!("ledger ok: {records} records")),
         "{verified}"
     );
 }
@@ -397,4 +401,80 @@ fn aria2_finds_the_node_through_opentracker_over_http() {
         assert_port_seen(&s, *size, &watcher.finish());
     }
     t.node.stop();
+}
+
+#[test]
+fn a_kill_9_mid_download_keeps_the_registration_and_the_chain() {
+    require_libtorrent();
+    let mut node = Node::new(&format!("sample-title-000001.mkv,{BIG}\n"), None);
+    let torrents = node.export_torrents(&[]);
+    let index = Node::index(&torrents);
+    let ip = Ipv4Addr::new(127, 0, 0, 1);
+    let listen = SocketAddr::from((ip, free_port(ip)));
+    node.start(listen, &[]);
+    let bind = Ipv4Addr::new(127, 0, 3, 30);
+    let out = node.dir.path().join("dl");
+    std::fs::create_dir_all(&out).unwrap();
+    let torrent = torrents.join(format!("{}.torrent", index[0].0));
+    // A slow download (16 MB/s: about 7 s for 100 MiB) to kill the node under.
+    let script = repo_root().join("tests/clients/lt_download.py");
+    let client = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--peer",
+            &listen.to_string(),
+        ])
+        .args(["--bind", &bind.to_string(), "--out", out.to_str().unwrap()])
+        .args([
+            "--timeout",
+            "180",
+            "--rate-limit",
+            "16000000",
+            "--encryption",
+            "disabled",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the session's open record", Duration::from_secs(30), || {
+        node.open_records(&bind.to_string()) == 1
+    });
+    // No graceful stop: SIGKILL.
+    let proc = node.proc.take().unwrap();
+    proc.signal("-KILL");
+    drop(proc);
+    let verified = warnseed(&["ledger", "verify", "--data", node.data_arg()]);
+    assert!(verified.starts_with("ledger ok: 1 records"), "{verified}");
+    let summary = warnseed(&["report", "summary", "--data", node.data_arg(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(
+        (v["sessions"].as_u64(), v["unterminated"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    // The node comes back on the same address; the client finishes there.
+    node.start(listen, &[]);
+    let result = client.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let path = Path::new(v["path"].as_str().unwrap());
+    assert_eq!(
+        file_sha256(path),
+        expected_sha256(BUILTIN_WARNING.as_bytes(), BIG)
+    );
+    let sessions = node.wait_for_completed(&bind.to_string(), &index[0].0);
+    assert!(sessions.iter().any(|s| s.completed));
+    node.stop();
+    let verified = warnseed(&["ledger", "verify", "--data", node.data_arg()]);
+    assert!(verified.starts_with("ledger ok:"), "{verified}");
+    let summary = warnseed(&["report", "summary", "--data", node.data_arg(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(
+        v["unterminated"].as_u64(),
+        Some(1),
+        "the killed session stays unterminated: {v}"
+    );
 }

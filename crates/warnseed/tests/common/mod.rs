@@ -304,7 +304,7 @@ impl Node {
             .prepare(
                 "SELECT remote_ip, remote_port, client_name, client_version, bytes_sent, completed,
                         lower(hex(info_hash)), close_reason, started_at_ms, ended_at_ms, decoy_id, transport
-                 FROM sessions ORDER BY id",
+                 FROM sessions WHERE kind = 'close' ORDER BY id",
             )
             .unwrap();
         let rows = stmt
@@ -326,6 +326,32 @@ impl Node {
             })
             .unwrap();
         rows.map(|r| r.unwrap()).collect()
+    }
+
+    /// Every ledger row (open and close records).
+    pub fn ledger_records(&self) -> usize {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.data.join("ledger.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get::<_, i64>(0))
+            .unwrap() as usize
+    }
+
+    /// Open records (sessions that named a decoy) from `ip`.
+    pub fn open_records(&self, ip: &str) -> usize {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.data.join("ledger.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM sessions WHERE kind = 'open' AND remote_ip = ?1",
+            [ip],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as usize
     }
 
     /// Waits until the ledger holds a completed session for `ip` and
