@@ -92,8 +92,9 @@ impl SeedContent for &'static Torrent {
     fn metadata_len(&self) -> usize {
         self.fields().encoded_len()
     }
-    fn metadata(&self) -> Vec<u8> {
-        self.metadata.clone()
+    fn metadata_range(&self, start: usize, end: usize, out: &mut Vec<u8>) {
+        assert!(start <= end && end <= self.metadata.len(), "metadata range {start}..{end} out of bounds");
+        out.extend_from_slice(&self.metadata[start..end]);
     }
     fn read(&self, offset: u64, len: u32, out: &mut Vec<u8>) {
         let end = offset.checked_add(u64::from(len)).expect("read range overflows");
@@ -271,7 +272,7 @@ impl Driver {
     /// One turn of the driver loop: slots, then write what it can.
     fn pump(&mut self, hint: usize) {
         if self.s.wants_unchoke() {
-            self.s.unchoke();
+            self.s.unchoke(self.now);
         }
         if self.choke_idle && self.s.holds_idle_slot() {
             self.s.choke();
