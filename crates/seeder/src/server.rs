@@ -394,27 +394,18 @@ fn finish(
         reason = %reason,
         "session closed"
     );
+    let opened = open_record(remote, started_ms, session_key, session, transport)?;
     let record = SessionRecord {
         kind: RecordKind::Close,
-        session_key,
-        started_at_ms: started_ms,
         ended_at_ms: now_ms(),
-        network: "bittorrent",
-        decoy_id: decoy.id(),
-        info_hash: *decoy.info_hash(),
-        remote_ip: remote.ip(),
-        remote_port: remote.port(),
-        peer_id: summary.peer_id,
-        client_name: client.map(|c| c.to_string()),
         client_version: summary.client_version.clone(),
-        transport,
         bytes_sent: summary.bytes_sent,
         pieces_sent: summary.pieces_sent,
-        piece_count: summary.piece_count,
         peer_pieces_initial: summary.peer_pieces_initial,
         peer_pieces_final: summary.peer_pieces,
         completed: summary.completed(),
         close_reason: reason.to_string(),
+        ..opened
     };
     notify(shared, remote, Some(*decoy.info_hash()), reason, true);
     Some(record)
