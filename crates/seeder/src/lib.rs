@@ -11,11 +11,13 @@ mod decoys;
 mod framing;
 mod limiter;
 mod server;
+mod status;
 mod tracker;
 mod udp_tracker;
 
 pub use decoys::{content_key, Decoy, DecoyTable, LoadProgress};
 pub use server::{ConnectionClosed, PeerServer, ServerConfig};
+pub use status::{StatusBoard, TrackerStatus};
 pub use tracker::{
     announce_loop, announce_request, parse_announce_response, AnnounceError, Scheme, TrackerUrl,
 };

@@ -7,6 +7,7 @@
 //! publishing work.
 
 use crate::decoys::DecoyTable;
+use crate::status::StatusBoard;
 use crate::udp_tracker::{UdpEvent, UdpTrackerClient};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -248,6 +249,7 @@ pub async fn announce_loop(
     bind: Option<std::net::IpAddr>,
     peer_id: [u8; 20],
     port: u16,
+    status: Arc<StatusBoard>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut first_round = true;
@@ -258,6 +260,7 @@ pub async fn announce_loop(
         let mut failures = 0u64;
         let mut consecutive_failures = 0u32;
         let mut ok = 0u64;
+        let mut last_error = None;
         for decoy in table.iter() {
             // An unreachable tracker would otherwise cost a full timeout per
             // decoy: give up on the round and back off.
@@ -304,6 +307,7 @@ pub async fn announce_loop(
                     failures += 1;
                     consecutive_failures += 1;
                     tracing::warn!(tracker = %url.raw, decoy_id = decoy.id(), error = %e, "announce failed");
+                    last_error = Some(e);
                 }
             }
         }
@@ -316,6 +320,7 @@ pub async fn announce_loop(
             backoff = Duration::from_secs(15);
             interval
         };
+        status.tracker_round(&url.raw, ok, failures, last_error, wait.as_millis() as i64);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = crate::server::stopped(&mut shutdown) => return,

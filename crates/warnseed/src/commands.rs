@@ -14,7 +14,7 @@ use warnseed_bittorrent::session::{LocalIdentity, SeedContent};
 use warnseed_catalog::{CatalogError, CatalogStore};
 use warnseed_ledger::{LedgerStore, LedgerWriter, WriterConfig};
 use warnseed_payload::Payload;
-use warnseed_seeder::{DecoyTable, LoadProgress, PeerServer, ServerConfig, TrackerUrl};
+use warnseed_seeder::{DecoyTable, LoadProgress, PeerServer, ServerConfig, StatusBoard, TrackerUrl};
 
 /// Files smaller than this import too fast for a progress bar to help.
 const PROGRESS_MIN_BYTES: u64 = 256 * 1024;
@@ -315,18 +315,31 @@ pub fn run(args: RunArgs) -> Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = PeerServer::new(Arc::clone(&table), server_config, writer.sender());
         let serving = tokio::spawn(server.serve(listeners, stop_rx.clone()));
+        let board = Arc::new(StatusBoard::new());
         let mut announcers = Vec::new();
         for url in trackers {
+            board.tracker_pending(&url.raw);
             announcers.push(tokio::spawn(warnseed_seeder::announce_loop(
                 url,
                 Arc::clone(&table),
                 Some(bound[0].ip()),
                 peer_id,
                 port,
+                Arc::clone(&board),
                 stop_rx.clone(),
             )));
         }
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+        let status = NodeStatusWriter {
+            path: dir.root.join(STATUS_FILE),
+            pid: std::process::id(),
+            started_at_ms: now_ms(),
+            listen: addrs.clone(),
+            decoys: table.len(),
+            board: Arc::clone(&board),
+        };
+        status.write("running")?;
+        let publisher = tokio::spawn(status.clone().publish(stop_rx.clone()));
         println!("ready listen={} decoys={}", addrs.join(","), table.len());
         std::io::stdout().flush()?;
 
@@ -337,6 +350,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         for a in announcers {
             let _ = a.await;
         }
+        let _ = publisher.await;
+        status.write("stopped")?;
         anyhow::Ok(())
     });
     // Every sender is gone once the server has returned; drain the queue.
@@ -352,6 +367,118 @@ async fn wait_for_signal(signals: (tokio::signal::unix::Signal, tokio::signal::u
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+const STATUS_FILE: &str = "status.json";
+/// A running node rewrites its status this often; older means it is gone.
+const STATUS_PERIOD: Duration = Duration::from_secs(2);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Publishes the running node's state to `status.json` in its data
+/// directory, for `warnseed status`.
+#[derive(Clone)]
+struct NodeStatusWriter {
+    path: PathBuf,
+    pid: u32,
+    started_at_ms: i64,
+    listen: Vec<String>,
+    decoys: usize,
+    board: Arc<StatusBoard>,
+}
+
+impl NodeStatusWriter {
+    fn write(&self, state: &str) -> Result<()> {
+        let v = serde_json::json!({
+            "state": state,
+            "pid": self.pid,
+            "started_at_ms": self.started_at_ms,
+            "updated_at_ms": now_ms(),
+            "listen": self.listen,
+            "decoys_active": self.decoys,
+            "trackers": self.board.trackers(),
+        });
+        // Write then rename, so a reader never sees half a file.
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&v)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path).with_context(|| format!("writing {}", self.path.display()))?;
+        Ok(())
+    }
+
+    async fn publish(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(STATUS_PERIOD) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = self.write("running") {
+                tracing::warn!(error = %e, "cannot publish status");
+            }
+        }
+    }
+}
+
+pub fn status(data: &Path, json: bool) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    let path = dir.root.join(STATUS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(_) => {
+            println!("{}: no node has run here yet", data.display());
+            return Ok(());
+        }
+    };
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let updated = v["updated_at_ms"].as_i64().unwrap_or(0);
+    let pid = v["pid"].as_u64().unwrap_or(0);
+    let alive = Path::new(&format!("/proc/{pid}")).exists();
+    // A status left by a node that died without stopping is stale.
+    if v["state"] == "running" && (!alive || now_ms() - updated > 5 * STATUS_PERIOD.as_millis() as i64) {
+        v["state"] = "gone".into();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("node          {} (pid {pid})", v["state"].as_str().unwrap_or("?"));
+    let listen: Vec<&str> = v["listen"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .collect();
+    println!("listen        {}", listen.join(", "));
+    println!("decoys active {}", v["decoys_active"]);
+    let trackers = v["trackers"].as_array().cloned().unwrap_or_default();
+    if trackers.is_empty() {
+        println!("trackers      none");
+    }
+    for t in trackers {
+        let next = t["next_round_at_ms"]
+            .as_i64()
+            .map(|at| (at - now_ms()).max(0) / 1000);
+        println!(
+            "tracker       {}  {}  announced {} failed {} rounds {}{}{}",
+            t["url"].as_str().unwrap_or("?"),
+            t["state"].as_str().unwrap_or("?"),
+            t["announced"],
+            t["failed"],
+            t["rounds"],
+            next.map(|s| format!("  next round in {s} s")).unwrap_or_default(),
+            t["last_error"]
+                .as_str()
+                .map(|e| format!("  last error: {e}"))
+                .unwrap_or_default(),
+        );
+    }
+    Ok(())
 }
 
 pub fn ledger_verify(data: &Path, json: bool) -> Result<()> {

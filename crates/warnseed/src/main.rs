@@ -41,6 +41,14 @@ enum Command {
     },
     /// Run the node: seed every decoy until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// What the node running on this data directory is doing: listen
+    /// addresses, decoys, and each tracker's state.
+    Status {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the ledger's hash chain.
     Ledger {
         #[command(subcommand)]
@@ -169,6 +177,7 @@ fn dispatch(command: Command) -> Result<()> {
                 },
         } => commands::export(&data, format, &out, trackers, &peers, whitelist.as_deref()),
         Command::Run(args) => commands::run(args),
+        Command::Status { data, json } => commands::status(&data, json),
         Command::Ledger {
             command: LedgerCommand::Verify { data, json },
         } => commands::ledger_verify(&data, json),

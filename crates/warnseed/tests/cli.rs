@@ -264,3 +264,64 @@ fn warnseed_ledger_fixture(path: &std::path::Path) -> rusqlite::Connection {
     store.append(&records).unwrap();
     rusqlite::Connection::open(path).unwrap()
 }
+
+#[test]
+fn status_shows_a_failing_tracker_then_a_stopped_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let data_s = data.to_str().unwrap();
+    warnseed(&["init", "--data", data_s]);
+    let csv = dir.path().join("t.csv");
+    std::fs::write(&csv, "title\nsample-title-000001.mp4\n").unwrap();
+    warnseed(&["catalog", "import", csv.to_str().unwrap(), "--data", data_s]);
+    let none = warnseed(&["status", "--data", data_s]);
+    assert!(none.contains("no node has run here yet"), "{none}");
+    // A tracker on a loopback port nobody listens on: refused at once.
+    let ip = Ipv4Addr::LOCALHOST;
+    let dead = format!("http://127.0.0.1:{}/announce", free_port(ip));
+    let listen = SocketAddr::from((ip, free_port(ip)));
+    let out = dir.path().join("run.out");
+    let child = Command::new(bin())
+        .args([
+            "run",
+            "--data",
+            data_s,
+            "--listen",
+            &listen.to_string(),
+            "--tracker",
+            &dead,
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let proc = Proc {
+        child,
+        name: "warnseed".into(),
+    };
+    let mut v = serde_json::Value::Null;
+    wait_until(
+        "a tracker round in the status",
+        std::time::Duration::from_secs(60),
+        || {
+            let s = warnseed(&["status", "--data", data_s, "--json"]);
+            v = serde_json::from_str(&s).unwrap_or_default();
+            v["trackers"][0]["rounds"].as_u64().unwrap_or(0) >= 1
+        },
+    );
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["trackers"][0]["state"], "failing", "{v}");
+    assert!(
+        v["trackers"][0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused"),
+        "{v}"
+    );
+    let text = warnseed(&["status", "--data", data_s]);
+    assert!(text.contains(&format!("tracker       {dead}  failing")), "{text}");
+    proc.stop(std::time::Duration::from_secs(20)).expect("stops");
+    let v: serde_json::Value =
+        serde_json::from_str(&warnseed(&["status", "--data", data_s, "--json"])).unwrap();
+    assert_eq!(v["state"], "stopped", "{v}");
+}

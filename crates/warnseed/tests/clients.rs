@@ -258,6 +258,21 @@ fn tracked_node(tag: &str, sizes: &[u64], udp: bool) -> TrackedNode {
         node.log().contains("tracker round done")
     });
     assert!(!node.log().contains("announce failed"), "{}", node.log());
+    // status.json is rewritten every 2 s: wait for the round to show.
+    let mut v = serde_json::Value::Null;
+    wait_until(
+        "the tracker round in warnseed status",
+        Duration::from_secs(30),
+        || {
+            let status = warnseed(&["status", "--data", node.data_arg(), "--json"]);
+            v = serde_json::from_str(&status).unwrap_or_default();
+            v["trackers"][0]["rounds"].as_u64().unwrap_or(0) >= 1
+        },
+    );
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["trackers"][0]["url"], url.as_str());
+    assert_eq!(v["trackers"][0]["state"], "ok", "{v}");
+    assert_eq!(v["trackers"][0]["announced"], sizes.len(), "{v}");
     TrackedNode {
         node,
         ns,
