@@ -106,12 +106,14 @@ enum DecoysCommand {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
+    /// The node's data directory (created if missing).
     #[arg(long, default_value = "./node")]
     data: PathBuf,
     /// Address to accept peers on (repeatable; default from warnseed.toml).
     #[arg(long)]
     listen: Vec<String>,
-    /// HTTP tracker to announce every decoy to (repeatable).
+    /// http:// or udp:// tracker to announce every decoy to (repeatable;
+    /// default from warnseed.toml).
     #[arg(long = "tracker")]
     trackers: Vec<String>,
     /// Keep the DHT off (it is off in this version in any case).
