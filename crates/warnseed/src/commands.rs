@@ -232,6 +232,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     if created {
         eprintln!("initialised {}", args.data.display());
     }
+    // One node per data directory: two would interleave one ledger chain
+    // and overwrite each other's status. The lock goes with the process.
+    let lock_path = dir.root.join("node.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another warnseed is already running on {} (lock {})",
+            args.data.display(),
+            lock_path.display()
+        );
+    }
     CatalogStore::open(&dir.catalog_path())?;
     if let Some(catalog) = &args.catalog {
         let mut store = CatalogStore::open(&dir.catalog_path())?;

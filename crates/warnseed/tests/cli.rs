@@ -320,6 +320,10 @@ fn status_shows_a_failing_tracker_then_a_stopped_node() {
     );
     let text = warnseed(&["status", "--data", data_s]);
     assert!(text.contains(&format!("tracker       {dead}  failing")), "{text}");
+    // A second node on the same data directory is refused.
+    let other = SocketAddr::from((ip, free_port(ip)));
+    let err = warnseed_fails(&["run", "--data", data_s, "--listen", &other.to_string()]);
+    assert!(err.contains("another warnseed is already running"), "{err}");
     proc.stop(std::time::Duration::from_secs(20)).expect("stops");
     let v: serde_json::Value =
         serde_json::from_str(&warnseed(&["status", "--data", data_s, "--json"])).unwrap();
