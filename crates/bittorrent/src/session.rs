@@ -529,9 +529,12 @@ impl<T: SeedContent> PeerSession<T> {
     }
 
     fn parse_messages(&mut self, now: Instant) {
+        // Frames are parsed in place: the buffer is taken out of `self` so
+        // handlers may borrow `self` mutably without a copy per message.
+        let mut recv = std::mem::take(&mut self.recv);
         let mut consumed = 0;
         while self.phase == Phase::Established {
-            let rest = &self.recv[consumed..];
+            let rest = &recv[consumed..];
             if rest.len() < 4 {
                 break;
             }
@@ -544,12 +547,9 @@ impl<T: SeedContent> PeerSession<T> {
             if rest.len() < end {
                 break;
             }
-            // Copy the frame out so handlers may borrow self mutably; frames
-            // are bounded by max_message_len.
-            let frame = rest[4..end].to_vec();
             consumed += end;
             self.last_recv = now;
-            match Message::parse(&frame) {
+            match Message::parse(&rest[4..end]) {
                 Ok(m) => self.on_message(m, now),
                 Err(e) => self.close(CloseReason::Malformed(e.0)),
             }
@@ -560,7 +560,8 @@ impl<T: SeedContent> PeerSession<T> {
                 self.close(CloseReason::SendBufferFull);
             }
         }
-        self.recv.drain(..consumed.min(self.recv.len()));
+        recv.drain(..consumed.min(recv.len()));
+        self.recv = recv;
     }
 
     fn on_message(&mut self, m: Message<'_>, now: Instant) {
