@@ -12,6 +12,14 @@
 //! Not here yet: seal records, retention and PostgreSQL (a later issue).
 #![forbid(unsafe_code)]
 
+/// Now, in UTC milliseconds since the Unix epoch: the ledger's timestamps.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 pub mod chain;
 mod record;
 mod store;

@@ -7,7 +7,7 @@ use crate::limiter::ConnectionLimiter;
 use std::net::SocketAddr;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -55,12 +55,7 @@ pub struct PeerServer {
     observer: Option<mpsc::UnboundedSender<ConnectionClosed>>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use warnseed_ledger::unix_ms as now_ms;
 
 impl PeerServer {
     pub fn new(table: Arc<DecoyTable>, config: ServerConfig, ledger: SyncSender<SessionRecord>) -> Self {

@@ -5,14 +5,8 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use warnseed_ledger::unix_ms as now_ms;
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct TrackerStatus {

@@ -389,12 +389,7 @@ const STATUS_FILE: &str = "status.json";
 /// A running node rewrites its status this often; older means it is gone.
 const STATUS_PERIOD: Duration = Duration::from_secs(2);
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use warnseed_ledger::unix_ms as now_ms;
 
 /// Publishes the running node's state to `status.json` in its data
 /// directory, for `warnseed status`.
