@@ -25,6 +25,10 @@ import time
 
 import libtorrent as lt
 
+sys.dont_write_bytecode = True  # no __pycache__ in the work tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lt_common  # noqa: E402
+
 M64 = (1 << 64) - 1
 MIB = 1 << 20
 GIB = 1 << 30
@@ -188,6 +192,19 @@ def self_test():
     print(json.dumps({"ok": True, "self_test": "passed"}))
 
 
+def drain_add_alerts(ses):
+    """Waits briefly for alerts; returns (torrents added, adds failed)."""
+    ok = bad = 0
+    ses.wait_for_alert(100)
+    for al in ses.pop_alerts():
+        if isinstance(al, lt.add_torrent_alert):
+            if al.error.value():
+                bad += 1
+            else:
+                ok += 1
+    return ok, bad
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--payload", help="warning payload file (the decoys' first bytes)")
@@ -210,25 +227,14 @@ def main():
         layout = Layout(f.read())
     plen = len(layout.payload)
 
-    settings = {
-        "listen_interfaces": f"{a.bind}:0",
-        "outgoing_interfaces": a.bind,
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "dht_bootstrap_nodes": "",
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "out_enc_policy": int(lt.enc_policy.disabled),
-        "in_enc_policy": int(lt.enc_policy.disabled),
-        "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.status_notification,
-        "alert_queue_size": 100_000,
+    settings = lt_common.settings(
+        a.bind,
+        alert_queue_size=100_000,
         # Not auto-managed below, so every torrent is an active seed; keep
         # the queue limits out of the way anyway.
-        "active_seeds": -1,
-        "active_limit": -1,
-    }
+        active_seeds=-1,
+        active_limit=-1,
+    )
     ses = lt.session(settings)
     save_path = os.path.join("/nonexistent-warnseed-bench", "files")
     flags = lt.torrent_flags.seed_mode  # not auto_managed, not paused
@@ -279,23 +285,13 @@ def main():
         i += 1
         # Keep a bounded number of adds in flight.
         while submitted - added - failed >= 2000:
-            ses.wait_for_alert(100)
-            for al in ses.pop_alerts():
-                if isinstance(al, lt.add_torrent_alert):
-                    if al.error.value():
-                        failed += 1
-                    else:
-                        added += 1
+            ok, bad = drain_add_alerts(ses)
+            added, failed = added + ok, failed + bad
     add_seconds = time.time() - start
     deadline = time.time() + 60
     while submitted - added - failed > 0 and time.time() < deadline:
-        ses.wait_for_alert(100)
-        for al in ses.pop_alerts():
-            if isinstance(al, lt.add_torrent_alert):
-                if al.error.value():
-                    failed += 1
-                else:
-                    added += 1
+        ok, bad = drain_add_alerts(ses)
+        added, failed = added + ok, failed + bad
     # Let the session settle (first tick of every torrent) before measuring.
     time.sleep(2.0)
     for _ in ses.pop_alerts():
