@@ -22,8 +22,10 @@
 use libfuzzer_sys::fuzz_target;
 use warnseed_bittorrent::bencode::{decode, decode_prefix, DecodeError, Encoder, Value, MAX_DEPTH};
 
-/// Writes `v` with dict entries in the order they were decoded.
-fn encode_in_order(e: &mut Encoder, v: &Value<'_>) {
+/// Writes `v` with dict entries in the order they were decoded, or, with
+/// `sort`, with every dict's keys sorted (stable, so duplicates keep their
+/// relative order).
+fn encode(e: &mut Encoder, v: &Value<'_>, sort: bool) {
     match v {
         Value::Int(i) => {
             e.int(*i);
@@ -34,45 +36,19 @@ fn encode_in_order(e: &mut Encoder, v: &Value<'_>) {
         Value::List(items) => {
             e.begin_list();
             for item in items {
-                encode_in_order(e, item);
+                encode(e, item, sort);
             }
             e.end();
         }
         Value::Dict(entries) => {
-            e.begin_dict();
-            for (k, item) in entries {
-                e.bytes(k);
-                encode_in_order(e, item);
+            let mut ordered: Vec<_> = entries.iter().collect();
+            if sort {
+                ordered.sort_by(|a, b| a.0.cmp(b.0));
             }
-            e.end();
-        }
-    }
-}
-
-/// Writes `v` with every dict's keys sorted (stable, so duplicates keep
-/// their relative order).
-fn encode_sorted(e: &mut Encoder, v: &Value<'_>) {
-    match v {
-        Value::Int(i) => {
-            e.int(*i);
-        }
-        Value::Bytes(b) => {
-            e.bytes(b);
-        }
-        Value::List(items) => {
-            e.begin_list();
-            for item in items {
-                encode_sorted(e, item);
-            }
-            e.end();
-        }
-        Value::Dict(entries) => {
-            let mut sorted: Vec<_> = entries.iter().collect();
-            sorted.sort_by(|a, b| a.0.cmp(b.0));
             e.begin_dict();
-            for (k, item) in sorted {
+            for (k, item) in ordered {
                 e.bytes(k);
-                encode_sorted(e, item);
+                encode(e, item, sort);
             }
             e.end();
         }
@@ -119,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(decode(consumed).as_ref(), Ok(v), "the consumed prefix decodes alone");
 
             let mut e = Encoder::new();
-            encode_in_order(&mut e, v);
+            encode(&mut e, v, false);
             let again = e.finish();
             assert_eq!(
                 again, consumed,
@@ -129,7 +105,7 @@ fuzz_target!(|data: &[u8]| {
 
             if is_canonical(v) {
                 let mut e = Encoder::new();
-                encode_sorted(&mut e, v);
+                encode(&mut e, v, true);
                 assert_eq!(e.finish(), consumed, "canonical input re-encodes byte for byte");
             }
 
