@@ -12,6 +12,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Flags both benchmark programs take.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Parent directory of the temporary work directory.
+    #[arg(long, default_value = "/tmp")]
+    pub workdir: PathBuf,
+    /// Keep the work directory (catalogue, payload, logs, ledger) for inspection.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print the whole result as one JSON line at the end too.
+    #[arg(long)]
+    pub json: bool,
+    /// Before each timed step, wait up to this many seconds for the (shared)
+    /// machine to be quiet; 0 disables.
+    #[arg(long, default_value_t = 0)]
+    pub wait_idle: u64,
+    /// "Quiet" for --wait-idle: busy share of all CPUs over 3 s at most this.
+    #[arg(long, default_value_t = 0.15)]
+    pub idle_below: f64,
+}
+
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
 

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use warnseed_bench::RunArgs;
 use warnseed_bench::{
     machine, run_json, script, self_rss, size_for, status_bytes, title, wait_for_idle, write_catalogue_csv,
     PYTHON,
@@ -59,29 +60,15 @@ struct Args {
     /// Measure warnseed only.
     #[arg(long)]
     skip_lt: bool,
-    /// Parent directory of the temporary work directory.
-    #[arg(long, default_value = "/tmp")]
-    workdir: PathBuf,
-    /// Keep the temporary directory (catalogue, payload) for inspection.
-    #[arg(long)]
-    keep: bool,
-    /// Print the whole result as one JSON line at the end too.
-    #[arg(long)]
-    json: bool,
     /// Single-thread probe of the info-hash cost on this many titles, as
     /// computed today and with the all-zero piece's hash memoised (0: skip).
     #[arg(long, default_value_t = 20_000)]
     hash_probe: u64,
-    /// Before each timed step, wait up to this many seconds for the (shared)
-    /// machine to be quiet; 0 disables.
-    #[arg(long, default_value_t = 0)]
-    wait_idle: u64,
-    /// "Quiet" for --wait-idle: busy share of all CPUs over 3 s at most this.
-    #[arg(long, default_value_t = 0.15)]
-    idle_below: f64,
     /// Internal: load the decoy table from this catalogue, print JSON, exit.
     #[arg(long, hide = true)]
     child_load: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 fn load_payload(path: Option<&Path>) -> Result<Arc<Payload>> {
@@ -204,14 +191,14 @@ fn main() -> Result<()> {
 
     let tmp = tempfile::Builder::new()
         .prefix("warnseed-bench-capacity-")
-        .tempdir_in(&args.workdir)?;
+        .tempdir_in(&args.run.workdir)?;
     let dir = tmp.path().to_path_buf();
     let csv = dir.join("catalogue.csv");
     let db = dir.join("catalog.sqlite");
 
     let quiet = |what: &str| {
-        if args.wait_idle > 0 {
-            let share = wait_for_idle(args.idle_below, Duration::from_secs(args.wait_idle));
+        if args.run.wait_idle > 0 {
+            let share = wait_for_idle(args.run.idle_below, Duration::from_secs(args.run.wait_idle));
             println!("machine busy before {what}: {:.0}% of all CPUs", share * 100.0);
         }
     };
@@ -407,7 +394,7 @@ fn main() -> Result<()> {
             lt_bpt * n / (1u64 << 30) as f64
         );
     }
-    if args.json {
+    if args.run.json {
         println!(
             "{}",
             json!({
@@ -421,7 +408,7 @@ fn main() -> Result<()> {
             })
         );
     }
-    if args.keep {
+    if args.run.keep {
         let kept = tmp.keep();
         println!("kept {}", kept.display());
     }

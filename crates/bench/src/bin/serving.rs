@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use warnseed_bench::RunArgs;
 use warnseed_bench::{
     clock_ticks, cpu_seconds, loadavg, machine, machine_jiffies, median, run_json, script, wait_for_idle,
     workspace_root, Proc, GIB, MIB, PYTHON,
@@ -56,22 +57,8 @@ struct Args {
     /// The warnseed binary (default: target/release/warnseed of this workspace).
     #[arg(long)]
     warnseed: Option<PathBuf>,
-    /// Parent directory of the temporary work directory.
-    #[arg(long, default_value = "/tmp")]
-    workdir: PathBuf,
-    /// Keep the work directory (logs, ledger) instead of removing it.
-    #[arg(long)]
-    keep: bool,
-    /// Print every measurement as one JSON line at the end too.
-    #[arg(long)]
-    json: bool,
-    /// Before each download, wait up to this many seconds for the (shared)
-    /// machine to be quiet; 0 disables.
-    #[arg(long, default_value_t = 0)]
-    wait_idle: u64,
-    /// "Quiet" for --wait-idle: busy share of all CPUs over 3 s at most this.
-    #[arg(long, default_value_t = 0.15)]
-    idle_below: f64,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 struct Run {
@@ -179,7 +166,7 @@ fn main() -> Result<()> {
 
     let tmp = tempfile::Builder::new()
         .prefix("warnseed-bench-serving-")
-        .tempdir_in(&args.workdir)?;
+        .tempdir_in(&args.run.workdir)?;
     let dir = tmp.path().to_path_buf();
     let node = dir.join("node");
     let torrents = dir.join("torrents");
@@ -334,8 +321,8 @@ fn main() -> Result<()> {
     for round in 1..=args.rounds {
         let ws_first = round % 2 == 1;
         for first in [true, false] {
-            if args.wait_idle > 0 {
-                let share = wait_for_idle(args.idle_below, Duration::from_secs(args.wait_idle));
+            if args.run.wait_idle > 0 {
+                let share = wait_for_idle(args.run.idle_below, Duration::from_secs(args.run.wait_idle));
                 println!(
                     "machine busy before the next run: {:.0}% of all CPUs",
                     share * 100.0
@@ -412,7 +399,7 @@ fn main() -> Result<()> {
         "CPU per GiB ratio warnseed ÷ libtorrent: {cpu_ratio:.2} (target ≤ 0.5: {})",
         if cpu_ratio <= 0.5 { "meets" } else { "MISSES" }
     );
-    if args.json {
+    if args.run.json {
         let rows: Vec<Value> = runs
             .iter()
             .map(|r| {
@@ -433,7 +420,7 @@ fn main() -> Result<()> {
             summary.completed
         );
     }
-    if args.keep {
+    if args.run.keep {
         println!("kept {}", tmp.keep().display());
     }
     Ok(())
