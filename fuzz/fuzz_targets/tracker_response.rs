@@ -1,6 +1,8 @@
 //! Fuzzes the HTTP tracker code of `warnseed-seeder`.
 //!
 //! Asserted:
+//! * `parse_udp_response` (BEP 15 datagrams) never panics, answers only for
+//!   the transaction the packet names, and bounds error text;
 //! * `parse_announce_response` never panics on arbitrary bytes, and an Ok
 //!   interval is never under the 60 s floor;
 //! * on a `200` response whose body is the fuzz input it follows its
@@ -17,7 +19,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
 use warnseed_bittorrent::bencode::{self, Value};
-use warnseed_seeder::{announce_request, parse_announce_response, AnnounceError, TrackerUrl};
+use warnseed_seeder::{announce_request, parse_announce_response, parse_udp_response, AnnounceError, TrackerUrl, UdpResponse};
 
 const URL: &str = "http://127.0.0.1:6969/announce";
 
@@ -62,7 +64,7 @@ fn check_ok_body(body: &[u8]) {
 fn check_url(text: &str) {
     if let Ok(u) = TrackerUrl::parse(text) {
         assert_eq!(u.raw, text);
-        assert!(text.starts_with("http://"));
+        assert!(text.starts_with("http://") || text.starts_with("udp://"));
         assert!(!u.host.is_empty(), "empty host accepted");
         assert!(u.path.starts_with('/'), "path {:?}", u.path);
         let unsafe_char = |c: char| c.is_whitespace() || c.is_control();
@@ -74,7 +76,19 @@ fn check_url(text: &str) {
     }
 }
 
+/// A UDP tracker datagram (BEP 15): never panics, answers only for the
+/// transaction it names, and error text is bounded.
+fn check_udp(packet: &[u8]) {
+    let transaction = packet.get(4..8).map(|t| u32::from_be_bytes(t.try_into().unwrap())).unwrap_or(0);
+    match parse_udp_response(packet, transaction) {
+        Some(UdpResponse::Error(text)) => assert!(text.len() <= 3 * 256, "error text of {} bytes", text.len()),
+        Some(_) | None => {}
+    }
+    assert!(parse_udp_response(packet, transaction.wrapping_add(1)).is_none());
+}
+
 fuzz_target!(|data: &[u8]| {
+    check_udp(data);
     check_raw(data);
     check_ok_body(data);
     if let Ok(text) = std::str::from_utf8(data) {

@@ -21,6 +21,7 @@ pub use status::{StatusBoard, TrackerStatus};
 pub use tracker::{
     announce_loop, announce_request, parse_announce_response, AnnounceError, Scheme, TrackerUrl,
 };
+pub use udp_tracker::{parse_response as parse_udp_response, UdpResponse};
 
 /// The client version we announce in BEP 10 `v` unless configured otherwise.
 pub const DEFAULT_CLIENT_VERSION: &str = concat!("warnseed/", env!("CARGO_PKG_VERSION"));
