@@ -1,17 +1,29 @@
-//! Piece hashes of `payload ‖ zeros` decoys, computed with sharing.
+//! Piece hashes of decoys, computed with sharing.
+//!
+//! With zero fill, a piece is one of three kinds:
+//! * a head piece (it holds media): the same in every decoy of the variant
+//!   and piece length, unless a size-dependent byte falls in it; hashed
+//!   once and cached on the variant;
+//! * a piece that starts with a run of zeros and ends with a few bytes of
+//!   header or tail: its hash starts from a precomputed SHA-1 state after
+//!   the zero run ([`ZeroHasher`]), so it costs O(1);
+//! * anything else (small decoys): hashed directly, at most one piece.
+//!
+//! With keyed fill every byte differs, so every piece is hashed in full.
 
-use crate::Payload;
+use crate::fill::Fill;
+use crate::layout::{DecoyLayout, Segment};
 use sha1::digest::generic_array::GenericArray;
 use sha1::{Digest, Sha1};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 type Sha1State = [u32; 5];
 const SHA1_INIT: Sha1State = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+/// The largest piece length (libtorrent's table, capped).
+pub const MAX_PIECE_LENGTH: u32 = 8 << 20;
 
-/// SHA-1 of any run of zero bytes up to `max_len`, in O(1) after an O(max_len)
-/// set-up: it keeps the compression state after every whole 64-byte block of
-/// zeros and only finishes the tail and padding per call. This is what makes
-/// the short last piece of a zero-padded decoy cost nothing to hash.
+/// SHA-1 compression states after every whole 64-byte block of zeros, up to
+/// `max_len`: the state after a zero run of any length is a table lookup.
 pub struct ZeroHasher {
     states: Vec<Sha1State>,
 }
@@ -30,136 +42,177 @@ impl ZeroHasher {
         Self { states }
     }
 
-    pub fn max_len(&self) -> u32 {
-        ((self.states.len() - 1) * 64) as u32
+    /// One table for every piece length, built on first use (2.6 MB).
+    pub fn shared() -> &'static ZeroHasher {
+        static SHARED: OnceLock<ZeroHasher> = OnceLock::new();
+        SHARED.get_or_init(|| ZeroHasher::new(MAX_PIECE_LENGTH))
     }
 
+    fn max_blocks(&self) -> u64 {
+        (self.states.len() - 1) as u64
+    }
+
+    /// SHA-1 of `len` zero bytes.
     pub fn hash(&self, len: u32) -> [u8; 20] {
-        assert!(len <= self.max_len() + 63, "zero run longer than the table");
-        let mut state = self.states[(len / 64) as usize];
-        let tail = (len % 64) as usize;
-        // Standard SHA-1 finishing: 0x80, zeros, 64-bit big-endian bit length.
-        let mut block = [0u8; 64];
-        block[tail] = 0x80;
-        let bit_len = u64::from(len) * 8;
-        if tail + 1 + 8 > 64 {
-            sha1::compress(&mut state, &[GenericArray::from(block)]);
-            block = [0u8; 64];
+        let mut s = MidstateSha1::after_zeros(self, u64::from(len));
+        s.update_zeros(u64::from(len) - s.total);
+        s.finish()
+    }
+}
+
+/// SHA-1 that can start from a state after a zero run. Used for the short
+/// remainder of a piece after its zeros, so per-block calls are fine.
+struct MidstateSha1 {
+    state: Sha1State,
+    buf: [u8; 64],
+    buf_len: usize,
+    total: u64,
+}
+
+impl MidstateSha1 {
+    /// Starts after as many whole zero blocks of `len` as the table holds;
+    /// the caller feeds the rest (`len - total`).
+    fn after_zeros(z: &ZeroHasher, len: u64) -> Self {
+        let blocks = (len / 64).min(z.max_blocks());
+        Self {
+            state: z.states[blocks as usize],
+            buf: [0; 64],
+            buf_len: 0,
+            total: blocks * 64,
         }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        self.total += data.len() as u64;
+        while !data.is_empty() {
+            let n = (64 - self.buf_len).min(data.len());
+            self.buf[self.buf_len..self.buf_len + n].copy_from_slice(&data[..n]);
+            self.buf_len += n;
+            data = &data[n..];
+            if self.buf_len == 64 {
+                sha1::compress(&mut self.state, &[GenericArray::from(self.buf)]);
+                self.buf_len = 0;
+            }
+        }
+    }
+
+    fn update_zeros(&mut self, mut n: u64) {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        while n > 0 {
+            let k = n.min(ZEROS.len() as u64) as usize;
+            self.update(&ZEROS[..k]);
+            n -= k as u64;
+        }
+    }
+
+    fn finish(mut self) -> [u8; 20] {
+        let bit_len = self.total * 8;
+        self.update(&[0x80]);
+        while self.buf_len != 56 {
+            self.update(&[0]);
+        }
+        let mut block = self.buf;
         block[56..].copy_from_slice(&bit_len.to_be_bytes());
-        sha1::compress(&mut state, &[GenericArray::from(block)]);
+        sha1::compress(&mut self.state, &[GenericArray::from(block)]);
         let mut out = [0u8; 20];
-        for (chunk, word) in out.chunks_mut(4).zip(state) {
+        for (chunk, word) in out.chunks_mut(4).zip(self.state) {
             chunk.copy_from_slice(&word.to_be_bytes());
         }
         out
     }
 }
 
-/// Hashes every decoy of one payload with one piece length has in common.
-struct SharedForLength {
-    /// Pieces lying wholly inside the payload.
-    payload_pieces: Vec<[u8; 20]>,
-    /// The piece holding the payload's end, padded with zeros to a full piece
-    /// (None when the payload ends on a piece boundary).
-    boundary_full: Option<[u8; 20]>,
-    /// A whole piece of zeros: most pieces of a large decoy.
-    zero_piece: [u8; 20],
-    zeros: ZeroHasher,
-}
-
-/// Piece hashes for every decoy of one payload. Shared state is built lazily
-/// per piece length (16 KiB … 8 MiB) and then reused by all decoys.
-pub struct PieceHashCache {
-    payload: Arc<Payload>,
-    per_length: [OnceLock<SharedForLength>; 10],
+/// Hashes a piece by streaming its segments through SHA-1.
+fn hash_streaming(layout: &DecoyLayout<'_>, start: u64, end: u64) -> [u8; 20] {
+    let fill = layout.fill();
+    // A piece that opens with zeros starts from the zero-run table.
+    let mut first_zero_run = 0;
+    if fill.is_zeros() {
+        let mut first = true;
+        layout.visit(start, end, |seg| {
+            if std::mem::take(&mut first) {
+                if let Segment::Fill { len, .. } = seg {
+                    first_zero_run = len;
+                }
+            }
+        });
+    }
+    if first_zero_run >= 64 {
+        let mut s = MidstateSha1::after_zeros(ZeroHasher::shared(), first_zero_run);
+        let skip_to = start + s.total;
+        layout.visit(skip_to, end, |seg| match seg {
+            Segment::Bytes(b) => s.update(b),
+            Segment::Fill { len, .. } => s.update_zeros(len),
+        });
+        return s.finish();
+    }
+    let mut h = Sha1::new();
+    let mut scratch = Vec::new();
+    layout.visit(start, end, |seg| match seg {
+        Segment::Bytes(b) => h.update(b),
+        Segment::Fill { offset, len } => {
+            let mut pos = offset;
+            let stop = offset + len;
+            while pos < stop {
+                let n = (stop - pos).min(1 << 16) as usize;
+                scratch.resize(n, 0);
+                fill.write(pos, &mut scratch);
+                h.update(&scratch);
+                pos += n as u64;
+            }
+        }
+    });
+    h.finalize().into()
 }
 
 fn length_slot(piece_length: u32) -> usize {
     assert!(
-        piece_length.is_power_of_two() && (16 * 1024..=8 * 1024 * 1024).contains(&piece_length),
+        piece_length.is_power_of_two() && (16 * 1024..=MAX_PIECE_LENGTH).contains(&piece_length),
         "piece length {piece_length} is not a power of two in 16 KiB..8 MiB"
     );
     (piece_length.trailing_zeros() - 14) as usize
 }
 
-impl PieceHashCache {
-    pub fn new(payload: Arc<Payload>) -> Self {
-        Self {
-            payload,
-            per_length: Default::default(),
-        }
-    }
+/// Hashes of a variant's head pieces (those holding media), per piece length.
+#[derive(Debug, Default)]
+pub struct HeadHashes {
+    per_length: [OnceLock<Vec<[u8; 20]>>; 10],
+}
 
-    pub fn payload(&self) -> &Arc<Payload> {
-        &self.payload
+/// SHA-1 of piece `index` of the decoy `layout` describes.
+pub fn piece_hash(layout: &DecoyLayout<'_>, piece_length: u32, index: u32) -> [u8; 20] {
+    let pl = u64::from(piece_length);
+    let start = u64::from(index) * pl;
+    let end = (start + pl).min(layout.size());
+    assert!(
+        start < end,
+        "piece {index} is past the end of a {}-byte decoy",
+        layout.size()
+    );
+    let variant = layout.variant();
+    let cacheable = layout.fill() == Fill::Zeros
+        && start < variant.media_len()
+        && end - start == pl
+        && end <= layout.size_dependent_from();
+    if !cacheable {
+        return hash_streaming(layout, start, end);
     }
-
-    fn shared(&self, piece_length: u32) -> &SharedForLength {
-        self.per_length[length_slot(piece_length)].get_or_init(|| {
-            let p = self.payload.bytes();
-            let pl = piece_length as usize;
-            let payload_pieces = p.chunks_exact(pl).map(|c| Sha1::digest(c).into()).collect();
-            let rem = p.len() % pl;
-            let boundary_full = (rem != 0).then(|| {
-                let mut h = Sha1::new();
-                h.update(&p[p.len() - rem..]);
-                h.update(vec![0u8; pl - rem]);
-                h.finalize().into()
-            });
-            let zeros = ZeroHasher::new(piece_length);
-            SharedForLength {
-                payload_pieces,
-                boundary_full,
-                zero_piece: zeros.hash(piece_length),
-                zeros,
-            }
-        })
-    }
-
-    /// SHA-1 of piece `index` of the decoy of `size` bytes.
-    pub fn piece_hash(&self, size: u64, piece_length: u32, index: u32) -> [u8; 20] {
-        let shared = self.shared(piece_length);
-        let p = self.payload.bytes();
-        let payload_len = p.len() as u64;
-        let size = size.max(payload_len);
-        let start = u64::from(index) * u64::from(piece_length);
-        let end = (start + u64::from(piece_length)).min(size);
-        assert!(
-            start < end,
-            "piece {index} is past the end of a {size}-byte decoy"
-        );
-        let full = end - start == u64::from(piece_length);
-        if start >= payload_len {
-            return if full {
-                shared.zero_piece
-            } else {
-                shared.zeros.hash((end - start) as u32)
-            };
-        }
-        if end <= payload_len && full {
-            return shared.payload_pieces[index as usize];
-        }
-        if full {
-            return shared
-                .boundary_full
-                .expect("a full piece across the payload end implies a remainder");
-        }
-        // The decoy ends inside the piece that holds the payload's end: this
-        // happens only for decoys within one piece of the payload's size, so
-        // hashing up to one piece here is cheap.
-        let mut h = Sha1::new();
-        let payload_end = end.min(payload_len);
-        h.update(&p[start as usize..payload_end as usize]);
-        h.update(vec![0u8; (end - payload_end) as usize]);
-        h.finalize().into()
-    }
+    let heads = variant.head_hashes().per_length[length_slot(piece_length)].get_or_init(|| {
+        // A reference decoy large enough that no size-dependent byte falls
+        // in a head piece; `cacheable` checked the real decoy agrees.
+        let head_pieces = variant.media_len().div_ceil(pl);
+        let reference_size = (head_pieces + 4) * pl + variant.min_size();
+        let reference = variant.layout(reference_size, piece_length, Fill::Zeros, None);
+        (0..head_pieces)
+            .map(|i| hash_streaming(&reference, i * pl, (i + 1) * pl))
+            .collect()
+    });
+    heads[index as usize]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DecoyBytes;
 
     #[test]
     fn zero_hasher_matches_sha1_for_every_tail_length() {
@@ -168,45 +221,5 @@ mod tests {
             let want: [u8; 20] = Sha1::digest(vec![0u8; len as usize]).into();
             assert_eq!(z.hash(len), want, "len {len}");
         }
-    }
-
-    fn check_all_pieces(payload_len: usize, size: u64, piece_length: u32) {
-        let bytes: Vec<u8> = (0..payload_len).map(|i| (i * 7 + 3) as u8).collect();
-        let payload = Arc::new(Payload::new(bytes, "t").unwrap());
-        let cache = PieceHashCache::new(payload.clone());
-        let decoy = DecoyBytes::new(payload, size);
-        let n = decoy.size().div_ceil(u64::from(piece_length)) as u32;
-        for i in 0..n {
-            let mut buf = Vec::new();
-            let start = u64::from(i) * u64::from(piece_length);
-            let len = (decoy.size() - start).min(u64::from(piece_length)) as u32;
-            decoy.read_into(start, len, &mut buf);
-            let want: [u8; 20] = Sha1::digest(&buf).into();
-            assert_eq!(
-                cache.piece_hash(decoy.size(), piece_length, i),
-                want,
-                "payload {payload_len} size {size} piece {i}"
-            );
-        }
-    }
-
-    #[test]
-    fn shared_hashes_equal_direct_hashes() {
-        let pl = 16 * 1024;
-        for (payload_len, size) in [
-            (1, 1),
-            (1, 16 * 1024 + 1),
-            (100, 100),
-            (16 * 1024, 16 * 1024),
-            (16 * 1024, 16 * 1024 * 3 + 17),
-            (40_000, 40_001),
-            (40_000, 48_000),
-            (40_000, 49_152),
-            (40_000, 200_000),
-            (49_152, 300_000),
-        ] {
-            check_all_pieces(payload_len, size, pl);
-        }
-        check_all_pieces(70_000, 3 << 20, 1 << 20);
     }
 }

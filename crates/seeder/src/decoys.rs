@@ -1,42 +1,66 @@
 //! Every active decoy in one flat, sorted table.
 //!
-//! An entry is an info hash, a size, a catalogue id and the offset of its
-//! title in one shared string arena: about 48 bytes plus the title. Piece
-//! hashes, metadata and file bytes are computed on demand from the shared
-//! payload, so nothing else is kept per decoy.
+//! An entry is an info hash, a size, a catalogue id, its payload variant and
+//! the offset of its title in one shared string arena: 48 bytes plus the
+//! title. Piece hashes, metadata and file bytes are computed on demand from
+//! the shared payload set, so nothing else is kept per decoy, except with
+//! keyed fill, whose piece hashes live on disk ([`PieceHashFile`]).
 
-use sha2::{Digest, Sha256};
+use crate::piece_file::{PieceHashFile, PieceRecord};
+use std::path::Path;
 use std::sync::Arc;
 use warnseed_bittorrent::metainfo::{self, InfoFields, InfoHash, WindowSink};
 use warnseed_bittorrent::mse;
 use warnseed_bittorrent::session::SeedContent;
 use warnseed_catalog::{CatalogError, CatalogStore};
-use warnseed_payload::{read_decoy_range, DecoyBytes, Payload, PieceHashCache};
+use warnseed_payload::{piece_hash, DecoyLayout, FillMode, PayloadSet};
 
 fn req2_prefix(info_hash: &InfoHash) -> u64 {
     u64::from_be_bytes(mse::req2_hash(info_hash)[..8].try_into().expect("8 bytes"))
 }
 
-/// Identifies what an info hash was computed from: the payload's bytes and
-/// the rules that lay a decoy out (bump the tag when those rules change).
-pub fn content_key(payload: &Payload) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"warnseed decoy layout v1: payload then zeros, libtorrent piece table\0");
-    h.update(payload.sha256());
-    h.finalize().into()
+/// Identifies what an info hash was computed from: the payload set's bytes,
+/// fill and the rules that lay a decoy out.
+pub fn content_key(payloads: &PayloadSet) -> [u8; 32] {
+    payloads.content_key()
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("piece-hash file {path}: {source}")]
+    PieceFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unique fill needs a piece-hash file; none was given")]
+    NoPieceFile,
+}
+
+const NO_RECORD: u32 = u32::MAX;
 
 #[derive(Clone, Copy)]
 struct Entry {
     info_hash: InfoHash,
     title_len: u8,
+    variant: u8,
     title_offset: u32,
+    /// Index into `DecoyTable::records` (keyed fill), or `NO_RECORD`.
+    record: u32,
     size: u64,
     id: i64,
 }
 
+/// Keyed-fill decoys' piece hashes: the file and where each decoy's are.
+struct KeyedPieces {
+    file: PieceHashFile,
+    records: Vec<PieceRecord>,
+}
+
 pub struct DecoyTable {
-    cache: PieceHashCache,
+    payloads: Arc<PayloadSet>,
     /// Sorted by info hash.
     entries: Vec<Entry>,
     titles: String,
@@ -45,6 +69,7 @@ pub struct DecoyTable {
     /// entries, sorted; a hit is confirmed against the full hash.
     req2_prefix: Vec<u64>,
     req2_entry: Vec<u32>,
+    keyed: Option<KeyedPieces>,
 }
 
 /// Reports load phases to the caller (the CLI draws progress bars).
@@ -55,57 +80,88 @@ pub trait LoadProgress {
 
 impl LoadProgress for () {}
 
+/// What hashing one decoy yields.
+struct Computed {
+    info_hash: InfoHash,
+    record: Option<PieceRecord>,
+}
+
 impl DecoyTable {
     /// Loads every catalogue title as an active decoy. Info hashes cached in
-    /// the catalogue for this payload are reused; the rest are computed on
-    /// all cores and written back, so the next start is fast.
+    /// the catalogue for this payload set are reused; the rest are computed
+    /// on all cores and written back, so the next start is fast. Keyed fill
+    /// keeps piece hashes in `piece_file`.
     pub fn load(
         store: &mut CatalogStore,
-        payload: Arc<Payload>,
+        payloads: Arc<PayloadSet>,
+        piece_file: Option<&Path>,
         progress: &mut dyn LoadProgress,
-    ) -> Result<Self, CatalogError> {
-        let key = content_key(&payload);
-        let mut entries = Vec::new();
-        let mut titles = String::new();
+    ) -> Result<Self, LoadError> {
+        let key = payloads.content_key();
+        let (keyed, mut on_disk) = match (payloads.fill_mode(), piece_file) {
+            (FillMode::Zeros, _) => (None, Default::default()),
+            (FillMode::Unique, None) => return Err(LoadError::NoPieceFile),
+            (FillMode::Unique, Some(path)) => {
+                let (file, found) =
+                    PieceHashFile::open(path, &key).map_err(|source| LoadError::PieceFile {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                (
+                    Some(KeyedPieces {
+                        file,
+                        records: Vec::new(),
+                    }),
+                    found,
+                )
+            }
+        };
+        let mut table = Self {
+            payloads,
+            entries: Vec::new(),
+            titles: String::new(),
+            req2_prefix: Vec::new(),
+            req2_entry: Vec::new(),
+            keyed,
+        };
         let mut stale = Vec::new();
         store.for_each(|r| {
-            let size = payload.decoy_size(r.size_bytes);
-            let title_offset = titles.len() as u32;
-            titles.push_str(&r.title);
-            let cached = match (r.content_key, r.info_hash) {
+            let mut cached = match (r.content_key, r.info_hash) {
                 (Some(k), Some(h)) if k == key => Some(h),
                 _ => None,
             };
-            if cached.is_none() {
-                stale.push(entries.len());
+            let mut record = NO_RECORD;
+            if let Some(keyed) = &mut table.keyed {
+                match on_disk.remove(&r.id) {
+                    Some(found) => {
+                        record = keyed.records.len() as u32;
+                        keyed.records.push(found);
+                    }
+                    None => cached = None,
+                }
             }
-            entries.push(Entry {
-                info_hash: cached.unwrap_or_default(),
-                title_len: r.title.len() as u8,
-                title_offset,
-                size,
-                id: r.id,
-            });
+            if cached.is_none() {
+                stale.push(table.entries.len());
+            }
+            table.push(r.id, &r.title, r.size_bytes, cached.unwrap_or_default(), record);
         })?;
-        entries.shrink_to_fit();
-        titles.shrink_to_fit();
-        let mut table = Self {
-            cache: PieceHashCache::new(payload),
-            entries,
-            titles,
-            req2_prefix: Vec::new(),
-            req2_entry: Vec::new(),
-        };
+        table.entries.shrink_to_fit();
+        table.titles.shrink_to_fit();
         if !stale.is_empty() {
             progress.hashing(stale.len() as u64);
-            let computed = table.compute_info_hashes(&stale, progress);
+            let computed = table.compute_info_hashes(&stale, progress)?;
             let rows: Vec<(i64, [u8; 32], [u8; 20])> = stale
                 .iter()
                 .zip(&computed)
-                .map(|(&i, h)| (table.entries[i].id, key, *h))
+                .map(|(&i, c)| (table.entries[i].id, key, c.info_hash))
                 .collect();
-            for (&i, h) in stale.iter().zip(computed) {
-                table.entries[i].info_hash = h;
+            table.adopt(&stale, computed);
+            if let Some(keyed) = &table.keyed {
+                // Hashes reach the disk before the catalogue says they exist.
+                keyed.file.sync().map_err(|source| LoadError::PieceFile {
+                    path: piece_file.map(|p| p.display().to_string()).unwrap_or_default(),
+                    source,
+                })?;
             }
             store.store_info_hashes(&rows)?;
         }
@@ -113,35 +169,58 @@ impl DecoyTable {
         Ok(table)
     }
 
-    /// A table over explicit `(id, title, requested size)` rows, for tests
-    /// and benchmarks that have no catalogue file.
+    fn push(&mut self, id: i64, title: &str, size: Option<u64>, info_hash: InfoHash, record: u32) {
+        let variant = self.payloads.variant_for_title(title);
+        let title_offset = self.titles.len() as u32;
+        self.titles.push_str(title);
+        self.entries.push(Entry {
+            info_hash,
+            title_len: title.len() as u8,
+            variant,
+            title_offset,
+            record,
+            size: self.payloads.variant(variant).nearest_size(size),
+            id,
+        });
+    }
+
+    fn adopt(&mut self, which: &[usize], computed: Vec<Computed>) {
+        for (&i, c) in which.iter().zip(computed) {
+            self.entries[i].info_hash = c.info_hash;
+            if let (Some(record), Some(keyed)) = (c.record, &mut self.keyed) {
+                self.entries[i].record = keyed.records.len() as u32;
+                keyed.records.push(record);
+            }
+        }
+    }
+
+    /// A table over explicit `(id, title, requested size)` rows with zero
+    /// fill, for tests and benchmarks that have no catalogue file.
     pub fn from_titles<'a>(
-        payload: Arc<Payload>,
+        payloads: Arc<PayloadSet>,
         rows: impl IntoIterator<Item = (i64, &'a str, Option<u64>)>,
     ) -> Self {
+        assert_eq!(
+            payloads.fill_mode(),
+            FillMode::Zeros,
+            "keyed fill needs a piece-hash file: use DecoyTable::load"
+        );
         let mut table = Self {
-            cache: PieceHashCache::new(payload.clone()),
+            payloads,
             entries: Vec::new(),
             titles: String::new(),
             req2_prefix: Vec::new(),
             req2_entry: Vec::new(),
+            keyed: None,
         };
         for (id, title, size) in rows {
-            let title_offset = table.titles.len() as u32;
-            table.titles.push_str(title);
-            table.entries.push(Entry {
-                info_hash: [0; 20],
-                title_len: title.len() as u8,
-                title_offset,
-                size: payload.decoy_size(size),
-                id,
-            });
+            table.push(id, title, size, [0; 20], NO_RECORD);
         }
         let all: Vec<usize> = (0..table.entries.len()).collect();
-        let hashes = table.compute_info_hashes(&all, &mut ());
-        for (e, h) in table.entries.iter_mut().zip(hashes) {
-            e.info_hash = h;
-        }
+        let computed = table
+            .compute_info_hashes(&all, &mut ())
+            .expect("zero fill writes no piece file");
+        table.adopt(&all, computed);
         table.finish_indexes();
         table
     }
@@ -176,7 +255,11 @@ impl DecoyTable {
             })
     }
 
-    fn compute_info_hashes(&self, which: &[usize], progress: &mut dyn LoadProgress) -> Vec<InfoHash> {
+    fn compute_info_hashes(
+        &self,
+        which: &[usize],
+        progress: &mut dyn LoadProgress,
+    ) -> Result<Vec<Computed>, LoadError> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Mutex;
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -185,22 +268,27 @@ impl DecoyTable {
         let chunk = (which.len() / (threads * 8)).clamp(1, 256);
         let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
-        let out = Mutex::new(vec![[0u8; 20]; which.len()]);
+        let out: Mutex<Vec<Option<Computed>>> = Mutex::new((0..which.len()).map(|_| None).collect());
+        let failed: Mutex<Option<std::io::Error>> = Mutex::new(None);
         std::thread::scope(|s| {
             let mut handles = Vec::new();
             for _ in 0..threads {
                 handles.push(s.spawn(|| loop {
                     let start = next.fetch_add(chunk, Ordering::Relaxed);
-                    if start >= which.len() {
+                    if start >= which.len() || failed.lock().expect("no panics while held").is_some() {
                         return;
                     }
                     let end = (start + chunk).min(which.len());
-                    let hashes: Vec<InfoHash> = which[start..end]
-                        .iter()
-                        .map(|&i| self.compute_one(&self.entries[i]))
-                        .collect();
-                    out.lock().expect("no panics while held")[start..end].copy_from_slice(&hashes);
-                    done.fetch_add(end - start, Ordering::Relaxed);
+                    for (slot, &i) in (start..end).zip(&which[start..end]) {
+                        match self.compute_one(&self.entries[i]) {
+                            Ok(c) => out.lock().expect("no panics while held")[slot] = Some(c),
+                            Err(e) => {
+                                *failed.lock().expect("no panics while held") = Some(e);
+                                return;
+                            }
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
                 }));
             }
             while handles.iter().any(|h| !h.is_finished()) {
@@ -208,13 +296,75 @@ impl DecoyTable {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
         });
+        if let Some(source) = failed.into_inner().expect("threads joined") {
+            return Err(LoadError::PieceFile {
+                path: "piece-hash file".into(),
+                source,
+            });
+        }
         progress.hashed(which.len() as u64);
-        out.into_inner().expect("threads joined")
+        Ok(out
+            .into_inner()
+            .expect("threads joined")
+            .into_iter()
+            .map(|c| c.expect("every slot computed"))
+            .collect())
     }
 
-    fn compute_one(&self, e: &Entry) -> InfoHash {
+    fn compute_one(&self, e: &Entry) -> std::io::Result<Computed> {
         let fields = self.fields(e);
-        fields.info_hash(|i| self.cache.piece_hash(e.size, fields.piece_length, i))
+        let pl = fields.piece_length;
+        let Some(keyed) = &self.keyed else {
+            let layout = self.layout(e, None);
+            return Ok(Computed {
+                info_hash: fields.info_hash(|i| piece_hash(&layout, pl, i)),
+                record: None,
+            });
+        };
+        // Keyed fill: one pass over the decoy (two for zip, whose tail
+        // holds the padding's CRC), and the hashes go to disk.
+        let crc = self.layout(e, None).compute_fill_crc();
+        let layout = self.layout(e, crc);
+        let count = metainfo::piece_count(e.size, pl);
+        let hashes: Vec<[u8; 20]> = (0..count).map(|i| piece_hash(&layout, pl, i)).collect();
+        let record = keyed
+            .file
+            .append(e.id, &self.payloads.content_key(), &hashes, crc)?;
+        Ok(Computed {
+            info_hash: fields.info_hash(|i| hashes[i as usize]),
+            record: Some(record),
+        })
+    }
+
+    fn layout(&self, e: &Entry, fill_crc: Option<u32>) -> DecoyLayout<'_> {
+        let fill = self.payloads.fill_for_title(self.title(e));
+        self.payloads.layout(
+            e.variant,
+            e.size,
+            metainfo::piece_length_for(e.size),
+            fill,
+            fill_crc,
+        )
+    }
+
+    fn record(&self, e: &Entry) -> Option<PieceRecord> {
+        let keyed = self.keyed.as_ref()?;
+        (e.record != NO_RECORD).then(|| keyed.records[e.record as usize])
+    }
+
+    /// Piece hash source for one decoy: computed (zero fill) or read from
+    /// the piece-hash file (keyed fill; empty hashes if the read fails,
+    /// which makes the metadata fail its info-hash check on the peer).
+    fn piece_hashes(&self, e: &Entry) -> PieceHashes<'_> {
+        match (self.record(e), &self.keyed) {
+            (Some(record), Some(keyed)) => {
+                PieceHashes::Stored(keyed.file.read(record).unwrap_or_else(|err| {
+                    tracing::error!(id = e.id, error = %err, "cannot read piece hashes");
+                    vec![[0; 20]; record.count as usize]
+                }))
+            }
+            _ => PieceHashes::Computed(self.layout(e, None)),
+        }
     }
 
     fn fields(&self, e: &Entry) -> InfoFields<'_> {
@@ -236,8 +386,8 @@ impl DecoyTable {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-    pub fn payload(&self) -> &Arc<Payload> {
-        self.cache.payload()
+    pub fn payloads(&self) -> &Arc<PayloadSet> {
+        &self.payloads
     }
 
     /// Heap bytes the table holds (entries and titles), for capacity reports.
@@ -246,6 +396,10 @@ impl DecoyTable {
             + self.titles.capacity()
             + self.req2_prefix.capacity() * 8
             + self.req2_entry.capacity() * 4
+            + self
+                .keyed
+                .as_ref()
+                .map_or(0, |k| k.records.capacity() * std::mem::size_of::<PieceRecord>())
     }
 
     pub fn lookup(self: &Arc<Self>, info_hash: &InfoHash) -> Option<Decoy> {
@@ -264,6 +418,20 @@ impl DecoyTable {
             table: Arc::clone(self),
             index,
         })
+    }
+}
+
+enum PieceHashes<'t> {
+    Computed(DecoyLayout<'t>),
+    Stored(Vec<[u8; 20]>),
+}
+
+impl PieceHashes<'_> {
+    fn get(&self, piece_length: u32, index: u32) -> [u8; 20] {
+        match self {
+            PieceHashes::Computed(layout) => piece_hash(layout, piece_length, index),
+            PieceHashes::Stored(all) => all.get(index as usize).copied().unwrap_or([0; 20]),
+        }
     }
 }
 
@@ -287,17 +455,24 @@ impl Decoy {
     pub fn size(&self) -> u64 {
         self.entry().size
     }
+    /// Name of the payload variant this decoy carries (`mp4`, `zip`, ...).
+    pub fn variant(&self) -> &str {
+        self.table.payloads.variant(self.entry().variant).name()
+    }
     pub fn fields(&self) -> InfoFields<'_> {
         self.table.fields(self.entry())
     }
-    pub fn bytes(&self) -> DecoyBytes {
-        DecoyBytes::new(Arc::clone(self.table.payload()), self.size())
+    /// The decoy's bytes, for serving and exports.
+    pub fn layout(&self) -> DecoyLayout<'_> {
+        let e = self.entry();
+        self.table
+            .layout(e, self.table.record(e).and_then(|r| r.fill_crc))
     }
     /// The whole bencoded info dictionary.
     pub fn metadata(&self) -> Vec<u8> {
-        let e = self.entry();
         let fields = self.fields();
-        fields.to_bytes(|i| self.table.cache.piece_hash(e.size, fields.piece_length, i))
+        let hashes = self.table.piece_hashes(self.entry());
+        fields.to_bytes(|i| hashes.get(fields.piece_length, i))
     }
     pub fn torrent_file(&self, trackers: &[String]) -> Vec<u8> {
         metainfo::torrent_file(&self.metadata(), trackers, crate::DEFAULT_CLIENT_VERSION)
@@ -330,20 +505,18 @@ impl SeedContent for Decoy {
         self.fields().encoded_len()
     }
     fn metadata_range(&self, start: usize, end: usize, out: &mut Vec<u8>) {
-        let e = self.entry();
         let fields = self.fields();
+        let hashes = self.table.piece_hashes(self.entry());
         let mut sink = WindowSink {
             start,
             end,
             pos: 0,
             out,
         };
-        fields.write(&mut sink, |i| {
-            self.table.cache.piece_hash(e.size, fields.piece_length, i)
-        });
+        fields.write(&mut sink, |i| hashes.get(fields.piece_length, i));
     }
     fn read(&self, offset: u64, len: u32, out: &mut Vec<u8>) {
-        read_decoy_range(self.table.payload().bytes(), self.size(), offset, len, out);
+        self.layout().read_into(offset, len, out);
     }
 }
 
@@ -351,31 +524,66 @@ impl SeedContent for Decoy {
 mod tests {
     use super::*;
     use sha1::{Digest, Sha1};
+    use warnseed_payload::{CellKind, Variant};
+
+    fn synthetic_set(mode: FillMode) -> Arc<PayloadSet> {
+        let media = |n: usize| (0..n).map(|i| (i * 13) as u8).collect::<Vec<u8>>();
+        Arc::new(
+            PayloadSet::new(
+                vec![
+                    Variant::cells("mp4", media(40_000), CellKind::Mp4Free),
+                    Variant::cells("mkv", media(30_001), CellKind::MatroskaVoid),
+                    Variant::zip("zip", &[("warning.txt", &media(5_000))]),
+                    Variant::trailing("txt", b"WARNING".to_vec()),
+                ],
+                mode,
+                b"test secret".to_vec(),
+            )
+            .unwrap(),
+        )
+    }
+
+    /// Metadata hashes to the info hash, and every piece hash in it matches
+    /// the bytes served.
+    fn check_decoy(d: &Decoy) {
+        let meta = d.metadata();
+        assert_eq!(meta.len(), d.metadata_len());
+        let digest: [u8; 20] = Sha1::digest(&meta).into();
+        assert_eq!(&digest, d.info_hash());
+        let v = warnseed_bittorrent::bencode::decode(&meta).unwrap();
+        let pieces = v.get(b"pieces").unwrap().as_bytes().unwrap();
+        for i in 0..d.piece_count() {
+            let start = u64::from(i) * u64::from(d.piece_length());
+            let mut data = Vec::new();
+            d.read(start, d.piece_length(), &mut data);
+            let want: [u8; 20] = Sha1::digest(&data).into();
+            assert_eq!(&pieces[i as usize * 20..][..20], &want, "{} piece {i}", d.title());
+        }
+    }
 
     #[test]
     fn lookup_finds_every_decoy_and_metadata_hashes_to_its_info_hash() {
-        let payload = Arc::new(Payload::new(vec![7u8; 40_000], "t").unwrap());
-        let titles: Vec<String> = (0..50).map(|i| format!("sample-title-{i:06}.mp4")).collect();
+        let exts = ["mp4", "mkv", "zip", "iso"];
+        let titles: Vec<String> = (0..40)
+            .map(|i| format!("sample-title-{i:06}.{}", exts[i % 4]))
+            .collect();
         let rows = titles
             .iter()
             .enumerate()
             .map(|(i, t)| (i as i64, t.as_str(), Some(i as u64 * 30_011)));
-        let table = Arc::new(DecoyTable::from_titles(payload, rows));
-        assert_eq!(table.len(), 50);
+        let table = Arc::new(DecoyTable::from_titles(synthetic_set(FillMode::Zeros), rows));
+        assert_eq!(table.len(), 40);
         for d in table.iter() {
             let found = table.lookup(d.info_hash()).unwrap();
             assert_eq!(found.id(), d.id());
-            let meta = d.metadata();
-            assert_eq!(meta.len(), d.metadata_len());
-            let digest: [u8; 20] = Sha1::digest(&meta).into();
-            assert_eq!(&digest, d.info_hash());
-            // Piece hashes in the metadata match the bytes we serve.
-            let mut data = Vec::new();
-            d.read(0, d.size().min(u64::from(d.piece_length())) as u32, &mut data);
-            let first: [u8; 20] = Sha1::digest(&data).into();
-            let v = warnseed_bittorrent::bencode::decode(&meta).unwrap();
-            assert_eq!(&v.get(b"pieces").unwrap().as_bytes().unwrap()[..20], &first);
+            check_decoy(&d);
         }
+        let variants: std::collections::BTreeSet<String> =
+            table.iter().map(|d| d.variant().to_owned()).collect();
+        assert_eq!(
+            variants.into_iter().collect::<Vec<_>>(),
+            ["mkv", "mp4", "txt", "zip"]
+        );
         assert!(table.lookup(&[0xee; 20]).is_none());
         for d in table.iter() {
             let found = table.lookup_req2(&mse::req2_hash(d.info_hash())).unwrap();
@@ -384,31 +592,84 @@ mod tests {
         assert!(table.lookup_req2(&[0xee; 20]).is_none());
     }
 
+    fn catalogue(dir: &Path) -> CatalogStore {
+        let csv = dir.join("t.csv");
+        std::fs::write(
+            &csv,
+            "title,size_bytes\nsample-title-000001.mp4,5000000\nsample-title-000002.mkv,\n\
+             sample-title-000003.zip,3000007\nsample-title-000004.mkv,3000007\n",
+        )
+        .unwrap();
+        let mut store = CatalogStore::open(&dir.join("catalog.sqlite")).unwrap();
+        warnseed_catalog::import_file(&mut store, &csv, |_| {}).unwrap();
+        store
+    }
+
     #[test]
     fn info_hashes_are_deterministic_and_cached_in_the_catalogue() {
         let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join("t.csv");
-        std::fs::write(
-            &csv,
-            "title,size_bytes\nsample-title-000001.mp4,5000000\nsample-title-000002.mkv,\n",
-        )
-        .unwrap();
-        let mut store = CatalogStore::open(&dir.path().join("catalog.sqlite")).unwrap();
-        warnseed_catalog::import_file(&mut store, &csv, |_| {}).unwrap();
-        let payload = Arc::new(Payload::builtin());
-        let a = DecoyTable::load(&mut store, payload.clone(), &mut ()).unwrap();
+        let mut store = catalogue(dir.path());
+        let set = synthetic_set(FillMode::Zeros);
+        let a = DecoyTable::load(&mut store, set.clone(), None, &mut ()).unwrap();
         let cached = store.find("sample-title-000001.mp4").unwrap().unwrap();
-        assert_eq!(cached.content_key, Some(content_key(&payload)));
-        let b = DecoyTable::load(&mut store, payload.clone(), &mut ()).unwrap();
+        assert_eq!(cached.content_key, Some(content_key(&set)));
+        let b = DecoyTable::load(&mut store, set.clone(), None, &mut ()).unwrap();
         let fresh = DecoyTable::from_titles(
-            payload,
+            set,
             [
                 (1, "sample-title-000001.mp4", Some(5_000_000)),
                 (2, "sample-title-000002.mkv", None),
+                (3, "sample-title-000003.zip", Some(3_000_007)),
+                (4, "sample-title-000004.mkv", Some(3_000_007)),
             ],
         );
         let hashes = |t: &DecoyTable| t.entries.iter().map(|e| e.info_hash).collect::<Vec<_>>();
         assert_eq!(hashes(&a), hashes(&b));
         assert_eq!(hashes(&a), hashes(&fresh));
+    }
+
+    #[test]
+    fn unique_fill_stores_piece_hashes_and_no_two_decoys_share_a_piece() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = catalogue(dir.path());
+        let set = synthetic_set(FillMode::Unique);
+        let pieces = dir.path().join("pieces.bin");
+        assert!(matches!(
+            DecoyTable::load(&mut store, set.clone(), None, &mut ()),
+            Err(LoadError::NoPieceFile)
+        ));
+        let a = Arc::new(DecoyTable::load(&mut store, set.clone(), Some(&pieces), &mut ()).unwrap());
+        let written = std::fs::metadata(&pieces).unwrap().len();
+        let b = Arc::new(DecoyTable::load(&mut store, set.clone(), Some(&pieces), &mut ()).unwrap());
+        assert_eq!(
+            std::fs::metadata(&pieces).unwrap().len(),
+            written,
+            "second load reuses the file"
+        );
+        let mut seen = std::collections::HashMap::new();
+        for d in b.iter() {
+            check_decoy(&d);
+            assert_eq!(a.lookup(d.info_hash()).unwrap().id(), d.id());
+            let meta = d.metadata();
+            let v = warnseed_bittorrent::bencode::decode(&meta).unwrap();
+            let hashes = v.get(b"pieces").unwrap().as_bytes().unwrap().to_vec();
+            let media_pieces = d
+                .layout()
+                .variant()
+                .media_len()
+                .div_ceil(u64::from(d.piece_length()));
+            for (i, h) in hashes.chunks(20).enumerate().skip(media_pieces as usize) {
+                if let Some(other) = seen.insert(h.to_vec(), (d.id(), i)) {
+                    panic!("decoy {} piece {i} equals decoy {:?}", d.id(), other);
+                }
+            }
+        }
+        // Losing the piece file makes the cached info hashes stale, not wrong.
+        std::fs::remove_file(&pieces).unwrap();
+        let c = DecoyTable::load(&mut store, set, Some(&pieces), &mut ()).unwrap();
+        assert_eq!(
+            a.entries.iter().map(|e| e.info_hash).collect::<Vec<_>>(),
+            c.entries.iter().map(|e| e.info_hash).collect::<Vec<_>>()
+        );
     }
 }

@@ -10,12 +10,14 @@
 mod decoys;
 mod framing;
 mod limiter;
+mod piece_file;
 mod server;
 mod status;
 mod tracker;
 mod udp_tracker;
 
-pub use decoys::{content_key, Decoy, DecoyTable, LoadProgress};
+pub use decoys::{content_key, Decoy, DecoyTable, LoadError, LoadProgress};
+pub use piece_file::{PieceHashFile, PieceRecord};
 pub use server::{ConnectionClosed, PeerServer, ServerConfig};
 pub use status::{StatusBoard, TrackerStatus};
 pub use tracker::{

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use warnseed_bittorrent::session::{CloseReason, LocalIdentity, SeedContent};
 use warnseed_bittorrent::wire::Handshake;
 use warnseed_ledger::{LedgerStore, LedgerWriter, WriterConfig};
-use warnseed_payload::Payload;
+use warnseed_payload::{FillMode, PayloadSet};
 use warnseed_seeder::{ConnectionClosed, DecoyTable, PeerServer, ServerConfig};
 
 const SIZE: u64 = 300_000;
@@ -32,7 +32,15 @@ async fn start(configure: impl FnOnce(&mut ServerConfig)) -> Node {
 }
 
 async fn start_on(bind: &str, configure: impl FnOnce(&mut ServerConfig)) -> Node {
-    let payload = Arc::new(Payload::new(b"WARNING: test payload".repeat(100), "test").unwrap());
+    let payload = Arc::new(
+        PayloadSet::single(
+            b"WARNING: test payload".repeat(100),
+            "test",
+            FillMode::Zeros,
+            Vec::new(),
+        )
+        .unwrap(),
+    );
     let table = Arc::new(DecoyTable::from_titles(
         payload,
         [
@@ -194,7 +202,7 @@ async fn download(addr: std::net::SocketAddr, info_hash: [u8; 20], size: u64, pi
 fn expected_bytes(node: &Node) -> Vec<u8> {
     let decoy = node.table.iter().find(|d| d.id() == 1).unwrap();
     let mut v = Vec::new();
-    decoy.bytes().write_all(&mut v).unwrap();
+    decoy.layout().read_into(0, decoy.size() as u32, &mut v);
     v
 }
 

@@ -13,7 +13,7 @@ use warnseed_bittorrent::metainfo::hex;
 use warnseed_bittorrent::session::{LocalIdentity, SeedContent};
 use warnseed_catalog::{CatalogError, CatalogStore};
 use warnseed_ledger::{LedgerStore, LedgerWriter, WriterConfig};
-use warnseed_payload::Payload;
+use warnseed_payload::{FillMode, PayloadSet};
 use warnseed_seeder::{DecoyTable, LoadProgress, PeerServer, ServerConfig, StatusBoard, TrackerUrl};
 
 /// Files smaller than this import too fast for a progress bar to help.
@@ -96,37 +96,44 @@ fn import_one(store: &mut CatalogStore, file: &Path) -> Result<()> {
     }
 }
 
-fn load_payload(dir: &DataDir) -> Result<Arc<Payload>> {
-    let payload = match dir.payload_path() {
-        Some(path) => Payload::from_file(&path)?,
-        None => Payload::builtin(),
-    };
-    Ok(Arc::new(payload))
+fn load_payload(dir: &DataDir) -> Result<Arc<PayloadSet>> {
+    Ok(Arc::new(crate::payloads::node_payload_set(dir)?))
 }
 
-struct BarProgress(Option<ProgressBar>);
+struct BarProgress {
+    bar: Option<ProgressBar>,
+    /// Unique fill hashes whole decoys: worth a bar for a handful.
+    slow: bool,
+}
 
 impl LoadProgress for BarProgress {
     fn hashing(&mut self, total: u64) {
-        let pb = if total >= 10_000 {
-            bar(total, "computing info hashes [{bar:40}] {pos}/{len} ({eta})")
+        let pb = if total >= 10_000 || self.slow {
+            bar(
+                total,
+                "computing piece and info hashes [{bar:40}] {pos}/{len} ({eta})",
+            )
         } else {
             ProgressBar::hidden()
         };
-        self.0 = Some(pb);
+        self.bar = Some(pb);
     }
     fn hashed(&mut self, done: u64) {
-        if let Some(pb) = &self.0 {
+        if let Some(pb) = &self.bar {
             pb.set_position(done);
         }
     }
 }
 
-fn load_table(dir: &DataDir, payload: Arc<Payload>) -> Result<Arc<DecoyTable>> {
+fn load_table(dir: &DataDir, payloads: Arc<PayloadSet>) -> Result<Arc<DecoyTable>> {
     let mut store = CatalogStore::open(&dir.catalog_path())?;
-    let mut progress = BarProgress(None);
-    let table = DecoyTable::load(&mut store, payload, &mut progress)?;
-    if let Some(pb) = progress.0 {
+    let mut progress = BarProgress {
+        bar: None,
+        slow: payloads.fill_mode() == FillMode::Unique,
+    };
+    let piece_file = dir.piece_file_path();
+    let table = DecoyTable::load(&mut store, payloads, Some(&piece_file), &mut progress)?;
+    if let Some(pb) = progress.bar {
         pb.finish_and_clear();
     }
     Ok(Arc::new(table))
@@ -191,6 +198,25 @@ pub fn export(
             w.flush()?;
         }
         ExportFormat::Whitelist => write_whitelist(&table, &mut *open_out(out)?)?,
+        ExportFormat::Files => {
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            for decoy in table.iter() {
+                // Titles are file names as seen in the networks: keep only
+                // the last path component, never a path of their own.
+                let name = Path::new(decoy.title())
+                    .file_name()
+                    .map(|n| n.to_owned())
+                    .unwrap_or_else(|| hex(decoy.info_hash()).into());
+                let path = out.join(name);
+                let mut f =
+                    std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                decoy
+                    .layout()
+                    .write_all(&mut f, true)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                pb.inc(1);
+            }
+        }
     }
     if let Some(path) = whitelist {
         write_whitelist(&table, &mut *open_out(path)?)?;
@@ -294,8 +320,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let table = load_table(&dir, Arc::clone(&payload))?;
     tracing::info!(
         decoys = table.len(),
-        payload = payload.origin(),
-        payload_bytes = payload.len(),
+        variants = payload.variants().len(),
+        fill = payload.fill_mode().as_str(),
         load_ms = started.elapsed().as_millis() as u64,
         "decoys loaded"
     );
@@ -542,6 +568,88 @@ pub fn report_summary(data: &Path, json: bool) -> Result<()> {
         println!("completed downloads {}", s.completed);
         println!("unique IPs          {}", s.unique_ips);
         println!("bytes sent          {}", s.bytes_sent);
+    }
+    Ok(())
+}
+
+pub fn payload_build(data: &Path, languages: Option<Vec<String>>, out: Option<PathBuf>) -> Result<()> {
+    // Without a data directory, build from the default configuration.
+    let (root, cfg) = match DataDir::open(data) {
+        Ok(dir) => (dir.root.clone(), dir.config.payload.clone()),
+        Err(_) if out.is_some() => (PathBuf::from("."), crate::config::PayloadConfig::default()),
+        Err(e) => return Err(e),
+    };
+    let out = out.unwrap_or_else(|| root.join(crate::payloads::PAYLOAD_DIR));
+    let pb = ProgressBar::new_spinner();
+    pb.set_message("rendering and encoding the warning");
+    pb.enable_steady_tick(Duration::from_millis(120));
+    let written = crate::payloads::build_into(&root, &cfg, languages.as_deref(), &out);
+    pb.finish_and_clear();
+    let written = written?;
+    println!("{:<6} {:>12}  file", "variant", "bytes");
+    for (name, path, bytes) in &written {
+        println!("{name:<6} {bytes:>12}  {}", path.display());
+    }
+    println!("{} variants in {}", written.len(), out.display());
+    Ok(())
+}
+
+pub fn payload_list(data: &Path, json: bool) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    let set = load_payload(&dir)?;
+    let mut per_variant = vec![0u64; set.variants().len()];
+    let store = CatalogStore::open(&dir.catalog_path())?;
+    store.for_each(|r| per_variant[usize::from(set.variant_for_title(&r.title))] += 1)?;
+    let rows: Vec<serde_json::Value> = set
+        .variants()
+        .iter()
+        .zip(&per_variant)
+        .map(|(v, titles)| {
+            let extensions = warnseed_payload::EXTENSIONS
+                .iter()
+                .find(|(n, _)| *n == v.name())
+                .map(|(_, e)| e.join(","))
+                .unwrap_or_default();
+            serde_json::json!({
+                "variant": v.name(),
+                "min_size": v.min_size(),
+                "sha256": hex(v.sha256()),
+                "titles": titles,
+                "extensions": if v.name() == warnseed_payload::FALLBACK_VARIANT { "(any other)".to_owned() } else { extensions },
+            })
+        })
+        .collect();
+    if json {
+        let out = serde_json::json!({
+            "fill": set.fill_mode().as_str(),
+            "languages": dir.config.payload.languages,
+            "single_file": dir.payload_path(),
+            "variants": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "fill: {}   languages: {}",
+        set.fill_mode().as_str(),
+        dir.config.payload.languages.join(",")
+    );
+    if let Some(p) = dir.payload_path() {
+        println!("single file for every title: {}", p.display());
+    }
+    println!(
+        "{:<6} {:>10} {:>9}  {:<16} extensions",
+        "variant", "min bytes", "titles", "sha256"
+    );
+    for r in rows {
+        println!(
+            "{:<6} {:>10} {:>9}  {:<16} {}",
+            r["variant"].as_str().unwrap_or_default(),
+            r["min_size"],
+            r["titles"],
+            &r["sha256"].as_str().unwrap_or_default()[..16],
+            r["extensions"].as_str().unwrap_or_default()
+        );
     }
     Ok(())
 }

@@ -42,12 +42,49 @@ impl Default for NodeConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PayloadConfig {
-    /// Warning file served at the start of every decoy; relative paths are
-    /// relative to the data directory. Unset: the built-in text warning.
+    /// Languages of the warning, in the order shown (built in: `en`, `nb`;
+    /// more with `scripts`).
+    pub languages: Vec<String>,
+    /// Extra warning scripts (TOML: lang, heading, body, help, url); a
+    /// script for a built-in language replaces it.
+    pub scripts: Vec<PathBuf>,
+    /// Replaces the help URL of every script.
+    pub help_url: Option<String>,
+    /// A still image (PNG or JPEG) shown beside the text.
+    pub image: Option<PathBuf>,
+    /// A finished warning video (MP4, Matroska or AVI), used as-is for every
+    /// video title instead of the rendered one.
+    pub video: Option<PathBuf>,
+    /// Seconds each language's slide is shown (the video is kept 10–30 s).
+    pub seconds_per_slide: Option<u32>,
+    /// One file served for every title whatever its extension, padded
+    /// after its end (replaces every rendered variant).
     pub file: Option<PathBuf>,
+    /// Padding: `zeros` (shared pieces, cheapest) or `unique` (keyed
+    /// pseudo-random bytes per decoy; piece hashes kept in piece-hashes.bin).
+    pub fill: warnseed_payload::FillMode,
+    /// Mixed into `unique` fill keys; nodes of one fleet share it so they
+    /// serve identical decoys.
+    pub fill_secret: Option<String>,
+}
+
+impl Default for PayloadConfig {
+    fn default() -> Self {
+        Self {
+            languages: vec!["en".into(), "nb".into()],
+            scripts: Vec::new(),
+            help_url: None,
+            image: None,
+            video: None,
+            seconds_per_slide: None,
+            file: None,
+            fill: warnseed_payload::FillMode::Zeros,
+            fill_secret: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -113,7 +150,7 @@ impl DataDir {
         if created {
             let text = format!(
                 "# warnseed node configuration. See README.md for every key.\n{}",
-                toml::to_string_pretty(&Config::default()).expect("default config serialises")
+                toml::to_string(&Config::default()).expect("default config serialises")
             );
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         }
@@ -141,6 +178,10 @@ impl DataDir {
     }
     pub fn ledger_path(&self) -> PathBuf {
         self.root.join(LEDGER_DB)
+    }
+    /// Piece hashes of `unique`-fill decoys.
+    pub fn piece_file_path(&self) -> PathBuf {
+        self.root.join("piece-hashes.bin")
     }
     pub fn payload_path(&self) -> Option<PathBuf> {
         self.config.payload.file.as_ref().map(|p| self.root.join(p))

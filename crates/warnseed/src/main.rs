@@ -3,6 +3,7 @@
 
 mod commands;
 mod config;
+mod payloads;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -39,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: DecoysCommand,
     },
+    /// Build and inspect the warning payloads (video, stills, zip, PDF, text).
+    Payload {
+        #[command(subcommand)]
+        command: PayloadCommand,
+    },
     /// Run the node: seed every decoy until SIGINT/SIGTERM.
     Run(RunArgs),
     /// What the node running on this data directory is doing: listen
@@ -72,6 +78,28 @@ enum CatalogCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum PayloadCommand {
+    /// Render every variant and write it, at its smallest size, to --out
+    /// (default: the node's payloads/ directory, which `run` then uses).
+    Build {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+        /// Languages, comma-separated (default: payload.languages).
+        #[arg(long, value_delimiter = ',')]
+        lang: Option<Vec<String>>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The payload set this node serves: variants, sizes, titles per variant.
+    List {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ExportFormat {
     /// One `<info hash>.torrent` per decoy in --out (a directory), plus index.tsv.
@@ -80,6 +108,9 @@ enum ExportFormat {
     Magnet,
     /// One hex info hash per line (opentracker's access.whitelist format).
     Whitelist,
+    /// Every decoy's bytes, as a file named by its title, in --out (a
+    /// directory); zero padding is written sparse.
+    Files,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +209,12 @@ fn dispatch(command: Command) -> Result<()> {
                     whitelist,
                 },
         } => commands::export(&data, format, &out, trackers, &peers, whitelist.as_deref()),
+        Command::Payload {
+            command: PayloadCommand::Build { data, lang, out },
+        } => commands::payload_build(&data, lang, out),
+        Command::Payload {
+            command: PayloadCommand::List { data, json },
+        } => commands::payload_list(&data, json),
         Command::Run(args) => commands::run(args),
         Command::Status { data, json } => commands::status(&data, json),
         Command::Ledger {

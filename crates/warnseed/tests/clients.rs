@@ -44,16 +44,14 @@ fn libtorrent_downloads_every_size_by_torrent_and_by_magnet() {
         .enumerate()
         .map(|(i, s)| format!("sample-title-{:06}.mp4,{s}\n", i + 1))
         .collect();
-    let mut node = Node::new(&rows, None);
+    // One payload file for every title (payload.file), so the expected
+    // bytes are known here; rendered payloads have tests of their own.
+    let mut node = Node::new(&rows, Some(BUILTIN_WARNING.as_bytes()));
     let torrents = node.export_torrents(&[]);
     let index = Node::index(&torrents);
     let ip = Ipv4Addr::new(127, 0, 0, 1);
     let listen = SocketAddr::from((ip, free_port(ip)));
     node.start(listen, &[]);
-    assert!(
-        !node.data.join("payload.bin").exists(),
-        "this node serves the built-in payload"
-    );
 
     let payload = BUILTIN_WARNING.as_bytes();
     for (i, (info_hash, _id, size, title)) in index.iter().enumerate() {
@@ -156,7 +154,10 @@ fn libtorrent_downloads_a_one_byte_decoy() {
 fn libtorrent_requiring_rc4_encryption_downloads() {
     require_libtorrent();
     let size = 3 * 1024 * 1024 + 11;
-    let mut node = Node::new(&format!("sample-title-000001.avi,{size}\n"), None);
+    let mut node = Node::new(
+        &format!("sample-title-000001.avi,{size}\n"),
+        Some(BUILTIN_WARNING.as_bytes()),
+    );
     let torrents = node.export_torrents(&[]);
     let index = Node::index(&torrents);
     let ip = Ipv4Addr::new(127, 0, 0, 1);
@@ -182,7 +183,10 @@ fn libtorrent_requiring_rc4_encryption_downloads() {
 #[test]
 fn libtorrent_downloads_over_ipv6() {
     require_libtorrent();
-    let mut node = Node::new(&format!("sample-title-000001.mp4,{}\n", 3 * PIECE + 5), None);
+    let mut node = Node::new(
+        &format!("sample-title-000001.mp4,{}\n", 3 * PIECE + 5),
+        Some(BUILTIN_WARNING.as_bytes()),
+    );
     let torrents = node.export_torrents(&[]);
     let index = Node::index(&torrents);
     let port = std::net::TcpListener::bind("[::1]:0")
@@ -421,7 +425,10 @@ fn aria2_finds_the_node_through_opentracker_over_http() {
 #[test]
 fn a_kill_9_mid_download_keeps_the_registration_and_the_chain() {
     require_libtorrent();
-    let mut node = Node::new(&format!("sample-title-000001.mkv,{BIG}\n"), None);
+    let mut node = Node::new(
+        &format!("sample-title-000001.mkv,{BIG}\n"),
+        Some(BUILTIN_WARNING.as_bytes()),
+    );
     let torrents = node.export_torrents(&[]);
     let index = Node::index(&torrents);
     let ip = Ipv4Addr::new(127, 0, 0, 1);

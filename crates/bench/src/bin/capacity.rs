@@ -27,7 +27,7 @@ use warnseed_bittorrent::metainfo::hex;
 use warnseed_bittorrent::metainfo::{piece_length_for, InfoFields};
 use warnseed_bittorrent::session::SeedContent;
 use warnseed_catalog::{import_file, CatalogStore};
-use warnseed_payload::{Payload, PieceHashCache};
+use warnseed_payload::{piece_hash, FillMode, PayloadSet, BUILTIN_WARNING};
 use warnseed_seeder::DecoyTable;
 
 const TARGET_BYTES_PER_DECOY: f64 = 256.0;
@@ -71,11 +71,22 @@ struct Args {
     run: RunArgs,
 }
 
-fn load_payload(path: Option<&Path>) -> Result<Arc<Payload>> {
-    Ok(Arc::new(match path {
-        Some(p) => Payload::from_file(p)?,
-        None => Payload::builtin(),
-    }))
+fn payload_bytes(path: Option<&Path>) -> Result<Vec<u8>> {
+    Ok(match path {
+        Some(p) => std::fs::read(p)?,
+        None => BUILTIN_WARNING.as_bytes().to_vec(),
+    })
+}
+
+/// The node serves one payload file for every title here (`payload.file`),
+/// so the capacity figures are about the table, not the rendered variants.
+fn load_payload(path: Option<&Path>) -> Result<Arc<PayloadSet>> {
+    Ok(Arc::new(PayloadSet::single(
+        payload_bytes(path)?,
+        "benchmark payload",
+        FillMode::Zeros,
+        Vec::new(),
+    )?))
 }
 
 /// One load in this (fresh) process: RSS before and after, the table's own
@@ -86,7 +97,7 @@ fn child_load(catalogue: &Path, payload: Option<&Path>) -> Result<()> {
     let count = store.count()?;
     let rss_before = self_rss()?;
     let started = Instant::now();
-    let table = DecoyTable::load(&mut store, payload, &mut ())?;
+    let table = DecoyTable::load(&mut store, payload, None, &mut ())?;
     let seconds = started.elapsed().as_secs_f64();
     let rss_after = self_rss()?;
     let hwm = status_bytes("self", "VmHWM")?;
@@ -114,57 +125,28 @@ fn child_load(catalogue: &Path, payload: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// Microseconds per decoy to compute info hashes of titles `0..n`, single
-/// thread: (as `DecoyTable::load` does today, with the hash of a whole
-/// all-zero piece memoised per piece length, every hash equal both ways).
-/// The second figure is what a one-line cache in `PieceHashCache` would give.
-fn hash_probe(payload: Arc<Payload>, n: u64, seed: u64, sizes: bool) -> (f64, f64, bool, Vec<String>) {
-    let plen = payload.len();
-    let cache = PieceHashCache::new(Arc::clone(&payload));
+/// Microseconds per decoy to compute info hashes of titles `0..n` on one
+/// thread, and the first three hashes (checked against the table's).
+fn hash_probe(payloads: Arc<PayloadSet>, n: u64, seed: u64, sizes: bool) -> (f64, Vec<String>) {
+    let v = payloads.variant(0);
     let rows: Vec<(String, u64)> = (0..n)
-        .map(|i| (title(i), payload.decoy_size(sizes.then(|| size_for(seed, i)))))
+        .map(|i| (title(i), v.nearest_size(sizes.then(|| size_for(seed, i)))))
         .collect();
-    fn fields(r: &(String, u64)) -> InfoFields<'_> {
-        InfoFields {
-            name: &r.0,
-            length: r.1,
-            piece_length: piece_length_for(r.1),
-        }
-    }
     let t = Instant::now();
-    let today: Vec<[u8; 20]> = rows
+    let hashes: Vec<[u8; 20]> = rows
         .iter()
         .map(|r| {
-            let f = fields(r);
-            f.info_hash(|i| cache.piece_hash(r.1, f.piece_length, i))
+            let f = InfoFields {
+                name: &r.0,
+                length: r.1,
+                piece_length: piece_length_for(r.1),
+            };
+            let layout = payloads.layout(0, r.1, f.piece_length, payloads.fill_for_title(&r.0), None);
+            f.info_hash(|i| piece_hash(&layout, f.piece_length, i))
         })
         .collect();
-    let today_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    // The hash of a whole zero piece, per piece length (10 lengths).
-    let mut zero_full = std::collections::HashMap::new();
-    let t = Instant::now();
-    let memo: Vec<[u8; 20]> = rows
-        .iter()
-        .map(|r| {
-            let f = fields(r);
-            let pl = u64::from(f.piece_length);
-            let zero = *zero_full.entry(f.piece_length).or_insert_with(|| {
-                let k = plen / pl + 1;
-                cache.piece_hash((k + 1) * pl, f.piece_length, k as u32)
-            });
-            f.info_hash(|i| {
-                let start = u64::from(i) * pl;
-                if start >= plen && start + pl <= r.1 {
-                    zero
-                } else {
-                    cache.piece_hash(r.1, f.piece_length, i)
-                }
-            })
-        })
-        .collect();
-    let memo_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    let first = today.iter().take(3).map(|h| hex(h)).collect();
-    (today_us, memo_us, today == memo, first)
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    (us, hashes.iter().take(3).map(|h| hex(h)).collect())
 }
 
 fn mib(b: f64) -> f64 {
@@ -261,7 +243,7 @@ fn main() -> Result<()> {
     let probe = if args.hash_probe > 0 {
         let n = args.hash_probe.min(args.titles);
         quiet("the info-hash probe");
-        let (today, memo, same, first) = hash_probe(
+        let (us, first) = hash_probe(
             load_payload(args.payload.as_deref())?,
             n,
             args.seed,
@@ -272,20 +254,16 @@ fn main() -> Result<()> {
             .enumerate()
             .all(|(i, h)| warm["samples"].get((i + 1).to_string()) == Some(&json!(h)));
         println!(
-            "info-hash probe, 1 thread, {n} titles: {today:.1} µs/decoy as loaded today, {memo:.1} µs/decoy with the zero-piece hash memoised (same hashes: {}, same as the table: {})",
-            if same { "yes" } else { "NO" },
+            "info-hash probe, 1 thread, {n} titles: {us:.1} µs/decoy (same as the table: {})",
             if agrees { "yes" } else { "NO" },
         );
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
         println!(
-            "  → hashing alone for {} decoys on {threads} threads: {:.1} s today, {:.1} s memoised",
+            "  → hashing alone for {} decoys on {threads} threads: {:.1} s",
             args.titles,
-            today * args.titles as f64 / 1e6 / threads,
-            memo * args.titles as f64 / 1e6 / threads
+            us * args.titles as f64 / 1e6 / threads,
         );
-        Some(
-            json!({"titles": n, "today_us": today, "memoised_us": memo, "same": same, "agrees_with_table": agrees}),
-        )
+        Some(json!({"titles": n, "us_per_decoy": us, "agrees_with_table": agrees}))
     } else {
         None
     };
@@ -294,7 +272,7 @@ fn main() -> Result<()> {
         None
     } else {
         let payload_file = dir.join("payload.bin");
-        std::fs::write(&payload_file, load_payload(args.payload.as_deref())?.bytes())?;
+        std::fs::write(&payload_file, payload_bytes(args.payload.as_deref())?)?;
         let lt_titles = args.lt_titles.unwrap_or(args.titles);
         println!(
             "libtorrent: adding up to {lt_titles} torrents for up to {} s (RSS growth cap {} MiB) ...",

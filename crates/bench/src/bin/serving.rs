@@ -28,7 +28,7 @@ use warnseed_bench::{
 };
 use warnseed_catalog::CatalogStore;
 use warnseed_ledger::LedgerStore;
-use warnseed_payload::Payload;
+use warnseed_payload::{FillMode, PayloadSet, BUILTIN_WARNING};
 use warnseed_seeder::DecoyTable;
 
 const WARNSEED_ADDR: &str = "127.0.0.1";
@@ -231,7 +231,18 @@ fn main() -> Result<()> {
     ];
     // The payload is configured per node: point the configuration at the
     // file when one is given (export and run both read it).
-    if let Some(p) = &args.payload {
+    // Without --payload, the built-in text warning is that file: the
+    // benchmark is about serving, not about the rendered variants.
+    let payload_path = match &args.payload {
+        Some(p) => p.clone(),
+        None => {
+            let p = dir.join("payload.txt");
+            std::fs::write(&p, BUILTIN_WARNING)?;
+            p
+        }
+    };
+    {
+        let p = &payload_path;
         let cfg = std::fs::read_to_string(&cfg_path)?;
         let abs = p.canonicalize()?;
         let line = format!("file = {:?}", abs.display().to_string());
@@ -246,19 +257,19 @@ fn main() -> Result<()> {
 
     // The same bytes on disk for libtorrent: payload then zeros.
     let t = Instant::now();
-    let payload = Arc::new(match &args.payload {
-        Some(p) => Payload::from_file(p)?,
-        None => Payload::builtin(),
-    });
+    let payload = Arc::new(PayloadSet::single(
+        std::fs::read(&payload_path)?,
+        "benchmark payload",
+        FillMode::Zeros,
+        Vec::new(),
+    )?);
     let table = {
         let mut store = CatalogStore::open(&node.join("catalog.sqlite"))?;
-        Arc::new(DecoyTable::load(&mut store, payload, &mut ())?)
+        Arc::new(DecoyTable::load(&mut store, payload, None, &mut ())?)
     };
     for d in table.iter() {
-        let f = std::fs::File::create(files.join(d.title()))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        d.bytes().write_all(&mut w)?;
-        std::io::Write::flush(&mut w)?;
+        let mut f = std::fs::File::create(files.join(d.title()))?;
+        d.layout().write_all(&mut f, false)?;
     }
     println!(
         "materialised {} files ({:.0} MiB) for libtorrent in {:.1} s",

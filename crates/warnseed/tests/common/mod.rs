@@ -161,6 +161,28 @@ pub fn wait_for_port(addr: SocketAddr) {
     });
 }
 
+/// Adds `lines` to the `[payload]` table of a node's warnseed.toml.
+pub fn set_payload_config(data: &Path, lines: &str) {
+    let cfg = data.join("warnseed.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("[payload]"), "{text}");
+    let mut out = String::new();
+    let mut skip = Vec::new();
+    for l in lines.lines() {
+        if let Some((k, _)) = l.split_once('=') {
+            skip.push(format!("{} =", k.trim()));
+        }
+    }
+    // Drop the defaults these lines replace (TOML forbids a key twice).
+    for l in text.lines() {
+        if !skip.iter().any(|k| l.trim_start().starts_with(k.as_str())) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    std::fs::write(&cfg, out.replace("[payload]", &format!("[payload]\n{lines}"))).unwrap();
+}
+
 /// A warnseed node: its data directory and, while running, its process.
 pub struct Node {
     pub dir: tempfile::TempDir,
@@ -173,9 +195,18 @@ impl Node {
     /// A data directory with `titles` imported (CSV body after the header)
     /// and an optional payload file.
     pub fn new(csv_rows: &str, payload: Option<&[u8]>) -> Self {
+        Self::with_payload_config(csv_rows, payload, "")
+    }
+
+    /// As [`Node::new`], with `payload_lines` added to `[payload]` in
+    /// warnseed.toml before the catalogue is imported.
+    pub fn with_payload_config(csv_rows: &str, payload: Option<&[u8]>, payload_lines: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("node");
         warnseed(&["init", "--data", data.to_str().unwrap()]);
+        if !payload_lines.is_empty() {
+            set_payload_config(&data, payload_lines);
+        }
         if let Some(p) = payload {
             std::fs::write(data.join("payload.bin"), p).unwrap();
             let cfg = data.join("warnseed.toml");
