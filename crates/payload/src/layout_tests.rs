@@ -184,7 +184,7 @@ fn large_decoys_hash_cheaply_and_keep_the_structure() {
 #[test]
 fn a_set_maps_extensions_and_keys_fills_per_title() {
     let set = PayloadSet::new(variants(), FillMode::Unique, b"secret".to_vec()).unwrap();
-    let name = |t: &str| set.variant(set.variant_for_title(t)).name().to_owned();
+    let name = |t: &str| set.variant(set.variant_for_title(t, None)).name().to_owned();
     assert_eq!(name("sample-title-000001.MKV"), "mkv");
     assert_eq!(name("sample-title-000002.webm"), "mkv");
     assert_eq!(name("sample-title-000003.wmv"), "mp4");
@@ -204,4 +204,41 @@ fn a_set_maps_extensions_and_keys_fills_per_title() {
         Vec::new()
     )
     .is_err());
+}
+
+#[test]
+fn titles_of_a_campaign_language_get_that_languages_group() {
+    let group = |tag: &str| {
+        vec![
+            Variant::cells("mp4", tag.as_bytes().repeat(100), CellKind::Mp4Free),
+            Variant::trailing("txt", tag.as_bytes().to_vec()),
+        ]
+    };
+    let set = PayloadSet::with_languages(
+        vec![(Some("en".into()), group("en")), (Some("nb".into()), group("nb"))],
+        FillMode::Zeros,
+        Vec::new(),
+    )
+    .unwrap();
+    let media = |t: &str, l: Option<&str>| set.variant(set.variant_for_title(t, l)).media()[..2].to_vec();
+    assert_eq!(media("sample-title-000001.mp4", Some("nb-NO")), b"nb");
+    assert_eq!(media("sample-title-000001.mp4", Some("NB")), b"nb");
+    assert_eq!(
+        media("sample-title-000001.mp4", Some("sv")),
+        b"en",
+        "other languages: the first group"
+    );
+    assert_eq!(media("sample-title-000001.mp4", None), b"en");
+    assert_eq!(media("sample-title-000001.iso", Some("nb")), b"nb");
+    assert_eq!(
+        set.variant_language(set.variant_for_title("a.mp4", Some("nb"))),
+        Some("nb")
+    );
+    let single = PayloadSet::with_languages(
+        vec![(Some("en".into()), group("en"))],
+        FillMode::Zeros,
+        Vec::new(),
+    )
+    .unwrap();
+    assert_ne!(single.content_key(), set.content_key());
 }

@@ -93,7 +93,8 @@ impl PdfTemplate {
         let xref = self.head.len() as u64 + padding_len + t.len() as u64;
         let _ = write!(t, "xref\n0 {}\n0000000000 65535 f \n", OBJECTS + 1);
         for offset in self.offsets.iter().copied().chain([length_object]) {
-            let _ = write!(t, "{offset:010} 00000 n \n");
+            // Each entry is exactly 20 bytes: the space before the newline counts.
+            let _ = writeln!(t, "{offset:010} 00000 n ");
         }
         let _ = write!(
             t,

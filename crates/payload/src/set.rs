@@ -32,15 +32,27 @@ pub const EXTENSIONS: &[(&str, &[&str])] = &[
 pub const FALLBACK_VARIANT: &str = "txt";
 
 /// Every variant a node serves, with the fill mode they are padded with.
+///
+/// Variants come in groups, one per campaign language: a group's warning
+/// shows its language first. A title whose catalogue language matches a
+/// group (by primary subtag: `nb-NO` → `nb`) gets that group's variants;
+/// every other title gets the first group's.
 #[derive(Debug)]
 pub struct PayloadSet {
     variants: Vec<Variant>,
+    groups: Vec<Group>,
     fill_mode: FillMode,
     /// Mixed into every keyed fill, so another party cannot reproduce (and
     /// so recognise) our padding from a title alone.
     fill_secret: Vec<u8>,
     /// Which variant serves every title: set by `single`.
     single: Option<u8>,
+}
+
+#[derive(Debug)]
+struct Group {
+    language: Option<String>,
+    variants: std::ops::Range<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,14 +80,38 @@ impl PayloadSet {
         fill_mode: FillMode,
         fill_secret: Vec<u8>,
     ) -> Result<Self, PayloadError> {
+        Self::with_languages(vec![(None, variants)], fill_mode, fill_secret)
+    }
+
+    /// As [`PayloadSet::new`], with one group of variants per language; the
+    /// first group serves titles of any other or no language.
+    pub fn with_languages(
+        groups: Vec<(Option<String>, Vec<Variant>)>,
+        fill_mode: FillMode,
+        fill_secret: Vec<u8>,
+    ) -> Result<Self, PayloadError> {
+        let mut variants = Vec::new();
+        let mut ranges = Vec::new();
+        for (language, group) in groups {
+            if !group.iter().any(|v| v.name() == FALLBACK_VARIANT) {
+                return Err(PayloadError::MissingVariant(FALLBACK_VARIANT));
+            }
+            let start = variants.len();
+            variants.extend(group);
+            ranges.push(Group {
+                language: language.map(|l| l.to_ascii_lowercase()),
+                variants: start..variants.len(),
+            });
+        }
+        if ranges.is_empty() {
+            return Err(PayloadError::MissingVariant(FALLBACK_VARIANT));
+        }
         if variants.len() > 255 {
             return Err(PayloadError::TooMany(variants.len()));
         }
-        if !variants.iter().any(|v| v.name() == FALLBACK_VARIANT) {
-            return Err(PayloadError::MissingVariant(FALLBACK_VARIANT));
-        }
         Ok(Self {
             variants,
+            groups: ranges,
             fill_mode,
             fill_secret,
             single: None,
@@ -95,6 +131,10 @@ impl PayloadSet {
         }
         Ok(Self {
             variants: vec![Variant::trailing(FALLBACK_VARIANT, media)],
+            groups: vec![Group {
+                language: None,
+                variants: 0..1,
+            }],
             fill_mode,
             fill_secret,
             single: Some(0),
@@ -111,28 +151,46 @@ impl PayloadSet {
         self.fill_mode
     }
 
-    fn index_of(&self, name: &str) -> Option<u8> {
-        self.variants
-            .iter()
-            .position(|v| v.name() == name)
-            .map(|i| i as u8)
+    /// Languages with a group of their own, the default group's first.
+    pub fn languages(&self) -> Vec<Option<&str>> {
+        self.groups.iter().map(|g| g.language.as_deref()).collect()
     }
 
-    /// The variant that serves `title`, by its extension.
-    pub fn variant_for_title(&self, title: &str) -> u8 {
+    /// The language of the group variant `index` belongs to.
+    pub fn variant_language(&self, index: u8) -> Option<&str> {
+        self.groups
+            .iter()
+            .find(|g| g.variants.contains(&usize::from(index)))
+            .and_then(|g| g.language.as_deref())
+    }
+
+    /// The variant that serves `title` (by its extension) for a title of
+    /// catalogue `language`.
+    pub fn variant_for_title(&self, title: &str, language: Option<&str>) -> u8 {
         if let Some(i) = self.single {
             return i;
         }
+        let primary = language
+            .map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase())
+            .unwrap_or_default();
+        let group = self
+            .groups
+            .iter()
+            .find(|g| g.language.as_deref() == Some(primary.as_str()))
+            .unwrap_or(&self.groups[0]);
+        let in_group = &self.variants[group.variants.clone()];
+        let index_of = |name: &str| in_group.iter().position(|v| v.name() == name);
         let ext = title
             .rsplit_once('.')
             .map(|(_, e)| e.to_ascii_lowercase())
             .unwrap_or_default();
-        EXTENSIONS
+        let found = EXTENSIONS
             .iter()
             .find(|(_, exts)| exts.contains(&ext.as_str()))
-            .and_then(|(name, _)| self.index_of(name))
-            .or_else(|| self.index_of(FALLBACK_VARIANT))
-            .expect("checked at construction")
+            .and_then(|(name, _)| index_of(name))
+            .or_else(|| index_of(FALLBACK_VARIANT))
+            .expect("checked at construction");
+        (group.variants.start + found) as u8
     }
 
     /// The per-decoy fill: keyed by the title, so every node with the same
@@ -162,10 +220,15 @@ impl PayloadSet {
         h.update((self.fill_secret.len() as u64).to_be_bytes());
         h.update(&self.fill_secret);
         h.update([u8::from(self.single.is_some())]);
-        for v in &self.variants {
-            h.update(v.name().as_bytes());
+        for g in &self.groups {
+            h.update(b"group ");
+            h.update(g.language.as_deref().unwrap_or("*").as_bytes());
             h.update([0]);
-            h.update(v.sha256());
+            for v in &self.variants[g.variants.clone()] {
+                h.update(v.name().as_bytes());
+                h.update([0]);
+                h.update(v.sha256());
+            }
         }
         for (name, exts) in EXTENSIONS {
             h.update(name.as_bytes());

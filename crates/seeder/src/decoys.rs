@@ -143,7 +143,14 @@ impl DecoyTable {
             if cached.is_none() {
                 stale.push(table.entries.len());
             }
-            table.push(r.id, &r.title, r.size_bytes, cached.unwrap_or_default(), record);
+            table.push(
+                r.id,
+                &r.title,
+                r.language.as_deref(),
+                r.size_bytes,
+                cached.unwrap_or_default(),
+                record,
+            );
         })?;
         table.entries.shrink_to_fit();
         table.titles.shrink_to_fit();
@@ -169,8 +176,16 @@ impl DecoyTable {
         Ok(table)
     }
 
-    fn push(&mut self, id: i64, title: &str, size: Option<u64>, info_hash: InfoHash, record: u32) {
-        let variant = self.payloads.variant_for_title(title);
+    fn push(
+        &mut self,
+        id: i64,
+        title: &str,
+        language: Option<&str>,
+        size: Option<u64>,
+        info_hash: InfoHash,
+        record: u32,
+    ) {
+        let variant = self.payloads.variant_for_title(title, language);
         let title_offset = self.titles.len() as u32;
         self.titles.push_str(title);
         self.entries.push(Entry {
@@ -214,7 +229,7 @@ impl DecoyTable {
             keyed: None,
         };
         for (id, title, size) in rows {
-            table.push(id, title, size, [0; 20], NO_RECORD);
+            table.push(id, title, None, size, [0; 20], NO_RECORD);
         }
         let all: Vec<usize> = (0..table.entries.len()).collect();
         let computed = table

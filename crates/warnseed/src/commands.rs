@@ -1,6 +1,5 @@
 //! The subcommands: wiring between crates, progress bars, shutdown.
 
-use crate::config::DataDir;
 use crate::{ExportFormat, RunArgs};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -9,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use warnseed::config::DataDir;
 use warnseed_bittorrent::metainfo::hex;
 use warnseed_bittorrent::session::{LocalIdentity, SeedContent};
 use warnseed_catalog::{CatalogError, CatalogStore};
@@ -97,7 +97,7 @@ fn import_one(store: &mut CatalogStore, file: &Path) -> Result<()> {
 }
 
 fn load_payload(dir: &DataDir) -> Result<Arc<PayloadSet>> {
-    Ok(Arc::new(crate::payloads::node_payload_set(dir)?))
+    Ok(Arc::new(warnseed::payloads::node_payload_set(dir)?))
 }
 
 struct BarProgress {
@@ -576,19 +576,19 @@ pub fn payload_build(data: &Path, languages: Option<Vec<String>>, out: Option<Pa
     // Without a data directory, build from the default configuration.
     let (root, cfg) = match DataDir::open(data) {
         Ok(dir) => (dir.root.clone(), dir.config.payload.clone()),
-        Err(_) if out.is_some() => (PathBuf::from("."), crate::config::PayloadConfig::default()),
+        Err(_) if out.is_some() => (PathBuf::from("."), warnseed::config::PayloadConfig::default()),
         Err(e) => return Err(e),
     };
-    let out = out.unwrap_or_else(|| root.join(crate::payloads::PAYLOAD_DIR));
+    let out = out.unwrap_or_else(|| root.join(warnseed::payloads::PAYLOAD_DIR));
     let pb = ProgressBar::new_spinner();
     pb.set_message("rendering and encoding the warning");
     pb.enable_steady_tick(Duration::from_millis(120));
-    let written = crate::payloads::build_into(&root, &cfg, languages.as_deref(), &out);
+    let written = warnseed::payloads::build_into(&root, &cfg, languages.as_deref(), &out);
     pb.finish_and_clear();
     let written = written?;
-    println!("{:<6} {:>12}  file", "variant", "bytes");
+    println!("{:<10} {:>12}  file", "variant", "bytes");
     for (name, path, bytes) in &written {
-        println!("{name:<6} {bytes:>12}  {}", path.display());
+        println!("{name:<10} {bytes:>12}  {}", path.display());
     }
     println!("{} variants in {}", written.len(), out.display());
     Ok(())
@@ -599,12 +599,15 @@ pub fn payload_list(data: &Path, json: bool) -> Result<()> {
     let set = load_payload(&dir)?;
     let mut per_variant = vec![0u64; set.variants().len()];
     let store = CatalogStore::open(&dir.catalog_path())?;
-    store.for_each(|r| per_variant[usize::from(set.variant_for_title(&r.title))] += 1)?;
+    store.for_each(|r| {
+        per_variant[usize::from(set.variant_for_title(&r.title, r.language.as_deref()))] += 1
+    })?;
     let rows: Vec<serde_json::Value> = set
         .variants()
         .iter()
         .zip(&per_variant)
-        .map(|(v, titles)| {
+        .enumerate()
+        .map(|(i, (v, titles))| {
             let extensions = warnseed_payload::EXTENSIONS
                 .iter()
                 .find(|(n, _)| *n == v.name())
@@ -612,6 +615,7 @@ pub fn payload_list(data: &Path, json: bool) -> Result<()> {
                 .unwrap_or_default();
             serde_json::json!({
                 "variant": v.name(),
+                "language": set.variant_language(i as u8),
                 "min_size": v.min_size(),
                 "sha256": hex(v.sha256()),
                 "titles": titles,

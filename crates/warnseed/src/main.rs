@@ -2,8 +2,6 @@
 //! register every peer that downloads one.
 
 mod commands;
-mod config;
-mod payloads;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};

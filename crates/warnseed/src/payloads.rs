@@ -19,23 +19,28 @@ const MANIFEST: &str = "manifest.json";
 /// Bump when rendering changes, so caches are rebuilt.
 const RENDER_VERSION: &str = "warnseed payload render v1";
 
-/// The files a payload set is assembled from. Zip and PDF variants are
-/// built from these (video, text, poster) when the set is assembled.
+/// The files a payload set is assembled from: one group per language, whose
+/// warning shows that language first. Zip and PDF variants are built from
+/// these (video, text, poster) when the set is assembled.
 pub struct Components {
-    /// (variant name, file name, bytes) for every file-backed variant.
-    files: Vec<(String, String, Vec<u8>)>,
-    poster_size: (u32, u32),
-    languages: Vec<String>,
+    groups: Vec<GroupFiles>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GroupFiles {
+    language: String,
+    /// (variant name, file name) of every file-backed variant.
+    files: Vec<(String, String)>,
+    poster_width: u32,
+    poster_height: u32,
+    #[serde(skip)]
+    bytes: Vec<Vec<u8>>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Manifest {
     fingerprint: String,
-    languages: Vec<String>,
-    poster_width: u32,
-    poster_height: u32,
-    /// (variant name, file name)
-    files: Vec<(String, String)>,
+    groups: Vec<GroupFiles>,
 }
 
 /// Everything rendering reads, resolved from the configuration.
@@ -177,42 +182,38 @@ fn html_warning(scripts: &[Script]) -> String {
     t
 }
 
-fn render(inputs: &Inputs) -> Result<Components> {
+/// Renders one group: the scripts in this order.
+fn render_group(inputs: &Inputs, scripts: &[Script]) -> Result<GroupFiles> {
     let opts = &inputs.options;
-    let mut files = Vec::new();
+    let suffix = if std::ptr::eq(scripts.as_ptr(), inputs.scripts.as_ptr()) {
+        String::new()
+    } else {
+        format!(".{}", scripts[0].lang)
+    };
+    let mut files: Vec<(String, String, Vec<u8>)> = Vec::new();
+    let mut add = |variant: &str, ext: &str, bytes: Vec<u8>| {
+        files.push((variant.to_owned(), format!("warning{suffix}.{ext}"), bytes));
+    };
     match &inputs.video {
         Some(video) => {
-            let Some((_, _)) = video_container(video) else {
+            if video_container(video).is_none() {
                 bail!("payload.video is not MP4, Matroska or AVI (by its signature)");
-            };
-            // One file, used as-is for every video extension; see assemble().
-            files.push(("video".to_owned(), "warning-video.bin".to_owned(), video.clone()));
+            }
+            // One file, used as-is for every video extension; see variants().
+            add("video", "video", video.clone());
         }
         None => {
-            let slides: Vec<_> = inputs
-                .scripts
+            let slides: Vec<_> = scripts
                 .iter()
                 .map(|s| warnseed_media::render_slide(s, opts))
                 .collect();
             let video = warnseed_media::encode_video(&slides, opts).context("encoding the warning video")?;
-            files.push((
-                "mp4".into(),
-                "warning.mp4".into(),
-                warnseed_media::mux_mp4(&video),
-            ));
-            files.push((
-                "mkv".into(),
-                "warning.mkv".into(),
-                warnseed_media::mux_matroska(&video),
-            ));
-            files.push((
-                "avi".into(),
-                "warning.avi".into(),
-                warnseed_media::mux_avi(&video),
-            ));
+            add("mp4", "mp4", warnseed_media::mux_mp4(&video));
+            add("mkv", "mkv", warnseed_media::mux_matroska(&video));
+            add("avi", "avi", warnseed_media::mux_avi(&video));
         }
     }
-    let poster = warnseed_media::render_poster(&inputs.scripts, opts);
+    let poster = warnseed_media::render_poster(scripts, opts);
     for (name, format) in [
         ("jpg", StillFormat::Jpeg),
         ("png", StillFormat::Png),
@@ -221,43 +222,56 @@ fn render(inputs: &Inputs) -> Result<Components> {
     ] {
         let bytes =
             warnseed_media::encode_still(&poster, format).with_context(|| format!("encoding {name}"))?;
-        files.push((name.into(), format!("warning.{name}"), bytes));
+        add(name, name, bytes);
     }
-    files.push((
-        "txt".into(),
-        "warning.txt".into(),
-        text_warning(&inputs.scripts).into_bytes(),
-    ));
-    files.push((
-        "html".into(),
-        "warning.html".into(),
-        html_warning(&inputs.scripts).into_bytes(),
-    ));
-    Ok(Components {
-        files,
-        poster_size: (poster.width, poster.height),
-        languages: inputs.scripts.iter().map(|s| s.lang.clone()).collect(),
+    add("txt", "txt", text_warning(scripts).into_bytes());
+    add("html", "html", html_warning(scripts).into_bytes());
+    Ok(GroupFiles {
+        language: scripts[0].lang.clone(),
+        files: files.iter().map(|f| (f.0.clone(), f.1.clone())).collect(),
+        bytes: files.into_iter().map(|f| f.2).collect(),
+        poster_width: poster.width,
+        poster_height: poster.height,
     })
 }
 
-impl Components {
+/// One group per language, each with its language first and the others
+/// after it in configured order.
+fn render(inputs: &Inputs) -> Result<Components> {
+    let mut groups = vec![render_group(inputs, &inputs.scripts)?];
+    for lead in 1..inputs.scripts.len() {
+        let mut order = vec![inputs.scripts[lead].clone()];
+        order.extend(
+            inputs
+                .scripts
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != lead)
+                .map(|(_, s)| s.clone()),
+        );
+        groups.push(render_group(inputs, &order)?);
+    }
+    Ok(Components { groups })
+}
+
+impl GroupFiles {
     fn file(&self, variant: &str) -> Option<&[u8]> {
-        self.files.iter().find(|f| f.0 == variant).map(|f| f.2.as_slice())
+        self.files
+            .iter()
+            .position(|f| f.0 == variant)
+            .map(|i| self.bytes[i].as_slice())
     }
 
-    /// The variants, in [`EXTENSIONS`] order.
-    pub fn variants(&self) -> Vec<Variant> {
+    /// The group's variants, in [`EXTENSIONS`] order.
+    fn variants(&self) -> Vec<Variant> {
         let mut out = Vec::new();
+        let rendered = |name: &str| self.file(name).expect("rendered");
         let (video, video_kind, video_name) = match self.file("video") {
             Some(v) => {
                 let (name, kind) = video_container(v).expect("checked when rendered");
                 (v, Some(kind), format!("warning.{name}"))
             }
-            None => (
-                self.file("mp4").expect("rendered"),
-                None,
-                "warning.mp4".to_owned(),
-            ),
+            None => (rendered("mp4"), None, "warning.mp4".to_owned()),
         };
         for (name, kind) in [
             ("mp4", CellKind::Mp4Free),
@@ -268,54 +282,51 @@ impl Components {
                 // An operator's video serves every video extension in its
                 // own container (players go by content, not name).
                 Some(k) => out.push(Variant::cells(name, video.to_vec(), k)),
-                None => out.push(Variant::cells(
-                    name,
-                    self.file(name).expect("rendered").to_vec(),
-                    kind,
-                )),
+                None => out.push(Variant::cells(name, rendered(name).to_vec(), kind)),
             }
         }
         for name in ["jpg", "png", "gif", "bmp"] {
-            out.push(Variant::trailing(
-                name,
-                self.file(name).expect("rendered").to_vec(),
-            ));
+            out.push(Variant::trailing(name, rendered(name).to_vec()));
         }
-        let text = self.file("txt").expect("rendered");
+        let text = rendered("txt");
         out.push(Variant::zip(
             "zip",
             &[(video_name.as_str(), video), ("warning.txt", text)],
         ));
-        let (w, h) = self.poster_size;
         out.push(Variant::pdf(
             "pdf",
-            self.file("jpg").expect("rendered"),
-            w,
-            h,
+            rendered("jpg"),
+            self.poster_width,
+            self.poster_height,
             "Warning",
         ));
-        out.push(Variant::trailing(
-            "html",
-            self.file("html").expect("rendered").to_vec(),
-        ));
+        out.push(Variant::trailing("html", rendered("html").to_vec()));
         out.push(Variant::trailing("txt", text.to_vec()));
         debug_assert!(out.iter().all(|v| EXTENSIONS.iter().any(|(n, _)| *n == v.name())));
         out
+    }
+}
+
+impl Components {
+    /// The payload set: one group of variants per language.
+    pub fn payload_set(&self, fill: FillMode, secret: Vec<u8>) -> Result<PayloadSet> {
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| (Some(g.language.clone()), g.variants()))
+            .collect();
+        Ok(PayloadSet::with_languages(groups, fill, secret)?)
     }
 
     /// Writes the files and the manifest to `dir`.
     fn save(&self, dir: &Path, fingerprint: &str) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (_, file, bytes) in &self.files {
-            write_atomically(&dir.join(file), bytes)?;
+        for g in &self.groups {
+            for ((_, file), bytes) in g.files.iter().zip(&g.bytes) {
+                write_atomically(&dir.join(file), bytes)?;
+            }
         }
-        let manifest = Manifest {
-            fingerprint: fingerprint.to_owned(),
-            languages: self.languages.clone(),
-            poster_width: self.poster_size.0,
-            poster_height: self.poster_size.1,
-            files: self.files.iter().map(|f| (f.0.clone(), f.1.clone())).collect(),
-        };
+        let manifest = serde_json::json!({ "fingerprint": fingerprint, "groups": self.groups });
         write_atomically(
             &dir.join(MANIFEST),
             serde_json::to_string_pretty(&manifest)
@@ -329,16 +340,13 @@ impl Components {
         if manifest.fingerprint != fingerprint {
             return None;
         }
-        let mut files = Vec::new();
-        for (variant, file) in manifest.files {
-            let bytes = std::fs::read(dir.join(&file)).ok()?;
-            files.push((variant, file, bytes));
+        let mut groups = manifest.groups;
+        for g in &mut groups {
+            for (_, file) in &g.files {
+                g.bytes.push(std::fs::read(dir.join(file)).ok()?);
+            }
         }
-        Some(Self {
-            files,
-            poster_size: (manifest.poster_width, manifest.poster_height),
-            languages: manifest.languages,
-        })
+        Some(Self { groups })
     }
 }
 
@@ -364,6 +372,14 @@ pub fn node_components(dir: &DataDir) -> Result<Components> {
     Ok(c)
 }
 
+/// The payload set rendered from `cfg` (paths relative to `root`), with no
+/// cache: for benchmarks and checks.
+pub fn rendered_payload_set(root: &Path, cfg: &PayloadConfig) -> Result<PayloadSet> {
+    let inputs = inputs(root, cfg, &cfg.languages)?;
+    let secret = cfg.fill_secret.clone().unwrap_or_default().into_bytes();
+    render(&inputs)?.payload_set(cfg.fill, secret)
+}
+
 /// The payload set a node serves.
 pub fn node_payload_set(dir: &DataDir) -> Result<PayloadSet> {
     let cfg = &dir.config.payload;
@@ -377,11 +393,7 @@ pub fn node_payload_set(dir: &DataDir) -> Result<PayloadSet> {
             secret,
         )?);
     }
-    Ok(PayloadSet::new(
-        node_components(dir)?.variants(),
-        cfg.fill,
-        secret,
-    )?)
+    node_components(dir)?.payload_set(cfg.fill, secret)
 }
 
 /// `payload build`: renders every variant and writes it, at its smallest
@@ -400,16 +412,32 @@ pub fn build_into(
     } else {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
-    let set = PayloadSet::new(components.variants(), FillMode::Zeros, Vec::new())?;
+    let set = components.payload_set(FillMode::Zeros, Vec::new())?;
+    let default_language = set.languages()[0];
     let mut written = Vec::new();
-    for v in set.variants() {
-        let path = out.join(format!("warning-{}.{}", v.name(), v.name()));
+    for (i, v) in set.variants().iter().enumerate() {
+        // The default group's files are warning-<variant>.<ext>; another
+        // language's are warning-<variant>.<lang>.<ext>.
+        let language = set.variant_language(i as u8);
+        let path = match language {
+            l if l == default_language => out.join(format!("warning-{}.{}", v.name(), v.name())),
+            l => out.join(format!(
+                "warning-{}.{}.{}",
+                v.name(),
+                l.unwrap_or_default(),
+                v.name()
+            )),
+        };
         let layout = v.layout(v.min_size(), 16 * 1024, warnseed_payload::Fill::Zeros, None);
         let mut f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         layout
             .write_all(&mut f, false)
             .with_context(|| format!("writing {}", path.display()))?;
-        written.push((v.name().to_owned(), path, v.min_size()));
+        let label = match language {
+            Some(l) => format!("{} {l}", v.name()),
+            None => v.name().to_owned(),
+        };
+        written.push((label, path, v.min_size()));
     }
     Ok(written)
 }

@@ -76,14 +76,9 @@ fn check_video(path: &Path, decode: bool) {
             "decoding every frame of {}: {err}",
             path.display()
         );
-        let out = Command::new("ffmpeg")
-            .args(["-v", "error", "-ss", "2", "-i"])
-            .arg(path)
-            .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
-            .output()
-            .unwrap();
-        assert_eq!(out.stdout.len(), 854 * 480, "{}", path.display());
-        let share = bright_share(&out.stdout);
+        let frame = frame_at_2s(path);
+        assert_eq!(frame.len(), 854 * 480, "{}", path.display());
+        let share = bright_share(&frame);
         assert!(
             share > 0.01,
             "frame at 2 s of {} is blank ({share})",
@@ -208,8 +203,8 @@ fn check_decoy(variant: &str, path: &Path, size: u64, work: &Path) {
     }
 }
 
-/// The variants a node serves: name → smallest decoy size.
-fn variants(data: &Path) -> Vec<(String, u64)> {
+/// The variants a node serves: (name, language, smallest decoy size).
+fn variants(data: &Path) -> Vec<(String, String, u64)> {
     let v: Value = serde_json::from_str(&warnseed(&[
         "payload",
         "list",
@@ -225,10 +220,22 @@ fn variants(data: &Path) -> Vec<(String, u64)> {
         .map(|r| {
             (
                 r["variant"].as_str().unwrap().to_owned(),
+                r["language"].as_str().unwrap().to_owned(),
                 r["min_size"].as_u64().unwrap(),
             )
         })
         .collect()
+}
+
+/// Raw grey pixels of the frame at 2 s.
+fn frame_at_2s(path: &Path) -> Vec<u8> {
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", "2", "-i"])
+        .arg(path)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap()
+        .stdout
 }
 
 /// A title extension that maps to each variant.
@@ -239,14 +246,17 @@ fn extension(variant: &str) -> &str {
     }
 }
 
+/// A catalogue row: (variant, language, title, requested size).
+type Row = (String, String, String, u64);
+
 /// Initialises a node (with extra `[payload]` lines), imports `rows` built
 /// from its variants, exports every decoy's file; returns (data dir,
-/// files dir, rows as (variant, title, requested size)).
+/// files dir, rows).
 fn export_node(
     work: &Path,
     payload_lines: &str,
-    rows: impl Fn(&[(String, u64)]) -> Vec<(String, String, u64)>,
-) -> (PathBuf, PathBuf, Vec<(String, String, u64)>) {
+    rows: impl Fn(&[(String, String, u64)]) -> Vec<Row>,
+) -> (PathBuf, PathBuf, Vec<Row>) {
     let data = work.join("node");
     warnseed(&["init", "--data", data.to_str().unwrap()]);
     if !payload_lines.is_empty() {
@@ -254,9 +264,9 @@ fn export_node(
     }
     let rows = rows(&variants(&data));
     let csv = work.join("catalog.csv");
-    let mut text = String::from("title,size_bytes\n");
-    for (_, title, size) in &rows {
-        text.push_str(&format!("{title},{size}\n"));
+    let mut text = String::from("title,size_bytes,language\n");
+    for (_, language, title, size) in &rows {
+        text.push_str(&format!("{title},{size},{language}\n"));
     }
     std::fs::write(&csv, text).unwrap();
     warnseed(&[
@@ -286,10 +296,12 @@ fn every_variant_is_a_valid_file_at_every_size() {
     let work = tempfile::tempdir().unwrap();
     let (_data, files, rows) = export_node(work.path(), "", |variants| {
         let mut rows = Vec::new();
-        for (name, min) in variants {
+        // Both language groups (en, nb): titles tagged nb-NO get the nb one.
+        for (name, language, min) in variants {
+            let tag = if language == "nb" { "nb-NO" } else { language };
             for size in [*min, min + 1, 10 * MIB + 3, GIB + 7] {
                 let title = format!("sample-title-{:06}.{}", rows.len() + 1, extension(name));
-                rows.push((name.clone(), title, size));
+                rows.push((name.clone(), tag.to_owned(), title, size));
             }
         }
         // Extensions served by another container than their own.
@@ -301,12 +313,25 @@ fn every_variant_is_a_valid_file_at_every_size() {
             ("zip", "7z"),
         ] {
             let title = format!("sample-title-{:06}.{ext}", rows.len() + 1);
-            rows.push((variant.to_owned(), title, 10 * MIB + 3));
+            rows.push((variant.to_owned(), "en".to_owned(), title, 10 * MIB + 3));
         }
         rows
     });
-    assert!(rows.len() >= 11 * 4, "every variant is listed: {rows:?}");
-    for (variant, title, requested) in &rows {
+    assert!(
+        rows.len() >= 2 * 11 * 4,
+        "every variant of both languages is listed: {rows:?}"
+    );
+    // The nb group's video shows Norwegian first: its frame at 2 s differs.
+    let first_mp4 = |tag: &str| {
+        let row = rows.iter().find(|r| r.0 == "mp4" && r.1 == tag).unwrap();
+        frame_at_2s(&files.join(&row.2))
+    };
+    assert_ne!(
+        first_mp4("en"),
+        first_mp4("nb-NO"),
+        "each language group leads with its language"
+    );
+    for (variant, _language, title, requested) in &rows {
         let path = files.join(title);
         let size = std::fs::metadata(&path).unwrap().len();
         // The smallest padding element is 8 bytes (an MP4 box, an AVI
@@ -331,10 +356,10 @@ fn unique_fill_decoys_are_valid_and_share_no_padding() {
         "fill = \"unique\"\nfill_secret = \"test secret\"",
         |variants| {
             let mut rows = Vec::new();
-            for (name, min) in variants {
+            for (name, language, min) in variants {
                 for size in [min + 1, 3 * MIB + 3, 3 * MIB + 3] {
                     let title = format!("sample-title-{:06}.{}", rows.len() + 1, extension(name));
-                    rows.push((name.clone(), title, size));
+                    rows.push((name.clone(), language.clone(), title, size));
                 }
             }
             rows
@@ -342,7 +367,7 @@ fn unique_fill_decoys_are_valid_and_share_no_padding() {
     );
     assert!(data.join("piece-hashes.bin").exists());
     let mut tails = std::collections::HashSet::new();
-    for (variant, title, _) in &rows {
+    for (variant, _language, title, _) in &rows {
         let path = files.join(title);
         let size = std::fs::metadata(&path).unwrap().len();
         check_decoy(variant, &path, size, work.path());
@@ -423,9 +448,16 @@ fn payload_build_writes_every_variant_and_takes_scripts_images_and_videos() {
         &data,
         "languages = [\"uk\", \"en\"]\nscripts = [\"uk.toml\"]\nimage = \"officer.png\"\nhelp_url = \"https://help.example.org/\"",
     );
-    warnseed(&["payload", "build", "--data", data.to_str().unwrap()]);
+    let listing = warnseed(&["payload", "build", "--data", data.to_str().unwrap()]);
     let served = data.join("payloads");
     check_video(&served.join("warning-mp4.mp4"), true);
+    // Titles tagged en get a video that leads with English.
+    assert!(listing.contains("warning-mp4.en.mp4"), "{listing}");
+    check_video(&served.join("warning-mp4.en.mp4"), true);
+    assert_ne!(
+        frame_at_2s(&served.join("warning-mp4.mp4")),
+        frame_at_2s(&served.join("warning-mp4.en.mp4"))
+    );
     let text = std::fs::read_to_string(served.join("warning-txt.txt")).unwrap();
     assert!(text.starts_with("ПОПЕРЕДЖЕННЯ"), "{text}");
     assert!(
