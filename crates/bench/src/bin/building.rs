@@ -65,8 +65,7 @@ fn openssl_sha1(threads: usize, seconds: u32) -> Result<f64> {
     // The last line naming sha1 ends with the rate in thousands of bytes/s.
     let line = text
         .lines()
-        .filter(|l| l.trim_start().starts_with("sha1"))
-        .last()
+        .rfind(|l| l.trim_start().starts_with("sha1"))
         .with_context(|| format!("no sha1 line in openssl output: {text}"))?;
     let rate = line
         .split_whitespace()
