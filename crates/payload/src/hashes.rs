@@ -173,10 +173,12 @@ fn length_slot(piece_length: u32) -> usize {
     (piece_length.trailing_zeros() - 14) as usize
 }
 
-/// Hashes of a variant's head pieces (those holding media), per piece length.
+/// Hashes a variant's zero-fill decoys share, per piece length: the head
+/// pieces (those holding media) and the one repeating padding piece.
 #[derive(Debug, Default)]
 pub struct HeadHashes {
     per_length: [OnceLock<Vec<[u8; 20]>>; 10],
+    repeating: [OnceLock<[u8; 20]>; 10],
 }
 
 /// SHA-1 of piece `index` of the decoy `layout` describes.
@@ -190,10 +192,15 @@ pub fn piece_hash(layout: &DecoyLayout<'_>, piece_length: u32, index: u32) -> [u
         layout.size()
     );
     let variant = layout.variant();
-    let cacheable = layout.fill() == Fill::Zeros
-        && start < variant.media_len()
-        && end - start == pl
-        && end <= layout.size_dependent_from();
+    let zeros = layout.fill() == Fill::Zeros;
+    if zeros && end - start == pl && start >= layout.repeating_from() && end <= layout.size_dependent_from() {
+        // Most pieces of a large decoy: the same bytes in every decoy of
+        // this variant and piece length.
+        return *variant.head_hashes().repeating[length_slot(piece_length)]
+            .get_or_init(|| hash_streaming(layout, start, end));
+    }
+    let cacheable =
+        zeros && start < variant.media_len() && end - start == pl && end <= layout.size_dependent_from();
     if !cacheable {
         return hash_streaming(layout, start, end);
     }

@@ -317,6 +317,23 @@ impl<'v> DecoyLayout<'v> {
         }
     }
 
+    /// Offset from which every whole piece that ends by
+    /// [`size_dependent_from`] holds the same bytes as every other: fill
+    /// only, or fill then one padding header of a full piece.
+    ///
+    /// [`size_dependent_from`]: DecoyLayout::size_dependent_from
+    pub fn repeating_from(&self) -> u64 {
+        match self.cells() {
+            Some(c) if c.aligned() => c.first_k * self.piece_length,
+            Some(_) => self.size,
+            None => self.variant.media_len(),
+        }
+    }
+
+    pub fn piece_length(&self) -> u64 {
+        self.piece_length
+    }
+
     fn padding_crc(&self) -> u32 {
         let len = self.body_end() - self.variant.media_len();
         match (self.fill, self.fill_crc) {
@@ -324,18 +341,29 @@ impl<'v> DecoyLayout<'v> {
             (Fill::Zeros, None) => crate::crc::crc32_of_zeros(len),
             (fill, None) => {
                 // Callers that serve keyed zip decoys pass the stored CRC;
-                // this full pass is the fallback (exports, tests).
-                let mut hasher = crc32fast::Hasher::new();
-                let mut buf = vec![0u8; 1 << 20];
-                let mut pos = self.variant.media_len();
-                let end = self.body_end();
-                while pos < end {
-                    let n = (end - pos).min(buf.len() as u64) as usize;
-                    fill.write(pos, &mut buf[..n]);
-                    hasher.update(&buf[..n]);
-                    pos += n as u64;
-                }
-                hasher.finalize()
+                // this full pass is the fallback (exports, tests), split over
+                // all cores and joined with crc32_combine.
+                const CHUNK: u64 = 16 << 20;
+                let (start, end) = (self.variant.media_len(), self.body_end());
+                let chunks = (end - start).div_ceil(CHUNK);
+                let crc_of = |i: u64| {
+                    let from = start + i * CHUNK;
+                    let to = (from + CHUNK).min(end);
+                    let mut hasher = crc32fast::Hasher::new();
+                    let mut buf = vec![0u8; 1 << 16];
+                    let mut pos = from;
+                    while pos < to {
+                        let n = (to - pos).min(buf.len() as u64) as usize;
+                        fill.write(pos, &mut buf[..n]);
+                        hasher.update(&buf[..n]);
+                        pos += n as u64;
+                    }
+                    (hasher.finalize(), to - from)
+                };
+                let parts = crate::parallel::map_indexed(chunks, crc_of);
+                parts.into_iter().fold(crc32fast::hash(&[]), |acc, (crc, len)| {
+                    crate::crc::crc32_combine(acc, crc, len)
+                })
             }
         }
     }

@@ -13,7 +13,7 @@ use warnseed_bittorrent::metainfo::{self, InfoFields, InfoHash, WindowSink};
 use warnseed_bittorrent::mse;
 use warnseed_bittorrent::session::SeedContent;
 use warnseed_catalog::{CatalogError, CatalogStore};
-use warnseed_payload::{piece_hash, DecoyLayout, FillMode, PayloadSet};
+use warnseed_payload::{map_indexed, piece_hash, DecoyLayout, FillMode, PayloadSet};
 
 fn req2_prefix(info_hash: &InfoHash) -> u64 {
     u64::from_be_bytes(mse::req2_hash(info_hash)[..8].try_into().expect("8 bytes"))
@@ -277,7 +277,11 @@ impl DecoyTable {
     ) -> Result<Vec<Computed>, LoadError> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Mutex;
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let threads = match self.keyed {
+            // Keyed fill splits each decoy over the cores itself.
+            Some(_) => 1,
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
         // Work is handed out in small chunks, so one thread that drew the
         // big decoys does not leave the others idle.
         let chunk = (which.len() / (threads * 8)).clamp(1, 256);
@@ -336,12 +340,33 @@ impl DecoyTable {
                 record: None,
             });
         };
+        let count = metainfo::piece_count(e.size, pl);
+        // Hashes already on disk (a load that stopped before the catalogue
+        // cached its info hashes): the info hash is cheap from them.
+        if let Some(existing) = self.record(e).filter(|r| r.count == count) {
+            let hashes = keyed.file.read(existing)?;
+            return Ok(Computed {
+                info_hash: fields.info_hash(|i| hashes[i as usize]),
+                record: None,
+            });
+        }
         // Keyed fill: one pass over the decoy (two for zip, whose tail
         // holds the padding's CRC), and the hashes go to disk.
         let crc = self.layout(e, None).compute_fill_crc();
         let layout = self.layout(e, crc);
-        let count = metainfo::piece_count(e.size, pl);
-        let hashes: Vec<[u8; 20]> = (0..count).map(|i| piece_hash(&layout, pl, i)).collect();
+        // Every byte is hashed: split the decoy's pieces over all cores
+        // (decoys are taken one at a time, so a big last decoy does not
+        // leave cores idle).
+        const PIECES_PER_TASK: u32 = 8;
+        let hashes: Vec<[u8; 20]> = map_indexed(u64::from(count.div_ceil(PIECES_PER_TASK)), |task| {
+            let from = task as u32 * PIECES_PER_TASK;
+            (from..(from + PIECES_PER_TASK).min(count))
+                .map(|i| piece_hash(&layout, pl, i))
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
         let record = keyed
             .file
             .append(e.id, &self.payloads.content_key(), &hashes, crc)?;
@@ -679,6 +704,16 @@ mod tests {
                 }
             }
         }
+        // A load that stopped after hashing but before the catalogue cached
+        // the info hashes resumes from the piece file: nothing is rehashed.
+        let bogus: Vec<(i64, [u8; 32], [u8; 20])> = b.iter().map(|d| (d.id(), [9; 32], [0; 20])).collect();
+        store.store_info_hashes(&bogus).unwrap();
+        let resumed = DecoyTable::load(&mut store, set.clone(), Some(&pieces), &mut ()).unwrap();
+        assert_eq!(std::fs::metadata(&pieces).unwrap().len(), written);
+        assert_eq!(
+            a.entries.iter().map(|e| e.info_hash).collect::<Vec<_>>(),
+            resumed.entries.iter().map(|e| e.info_hash).collect::<Vec<_>>()
+        );
         // Losing the piece file makes the cached info hashes stale, not wrong.
         std::fs::remove_file(&pieces).unwrap();
         let c = DecoyTable::load(&mut store, set, Some(&pieces), &mut ()).unwrap();
