@@ -230,3 +230,36 @@ mod tests {
         }
     }
 }
+
+/// Piece hashes of one decoy, with what is the same for every piece worked
+/// out once: building an info hash asks for thousands of pieces in a row.
+pub struct DecoyPieceHashes<'l> {
+    layout: DecoyLayout<'l>,
+    piece_length: u32,
+    /// First and last+1 index of the pieces that repeat, and their hash.
+    repeating: Option<(u32, u32, [u8; 20])>,
+}
+
+impl<'l> DecoyPieceHashes<'l> {
+    pub fn new(layout: DecoyLayout<'l>, piece_length: u32) -> Self {
+        let pl = u64::from(piece_length);
+        let first = layout.repeating_from().div_ceil(pl);
+        let end = layout.size_dependent_from() / pl;
+        let repeating = (layout.fill() == Fill::Zeros && first < end).then(|| {
+            let hash = piece_hash(&layout, piece_length, first as u32);
+            (first as u32, end as u32, hash)
+        });
+        Self {
+            layout,
+            piece_length,
+            repeating,
+        }
+    }
+
+    pub fn get(&self, index: u32) -> [u8; 20] {
+        match self.repeating {
+            Some((first, end, hash)) if (first..end).contains(&index) => hash,
+            _ => piece_hash(&self.layout, self.piece_length, index),
+        }
+    }
+}

@@ -125,8 +125,15 @@ fn reads_hashes_and_structure_agree_at_every_awkward_size() {
                     assert_eq!(bytes.len() as u64, size);
                     assert_eq!(&bytes[..v.media().len()], v.media(), "{}", v.name());
                     check_container(&v, &bytes);
+                    let per_decoy = DecoyPieceHashes::new(layout, pl);
                     for (i, piece) in bytes.chunks(pl as usize).enumerate() {
                         let want: [u8; 20] = Sha1::digest(piece).into();
+                        assert_eq!(
+                            per_decoy.get(i as u32),
+                            want,
+                            "{} size {size} piece {i}",
+                            v.name()
+                        );
                         assert_eq!(
                             piece_hash(&layout, pl, i as u32),
                             want,

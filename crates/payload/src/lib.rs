@@ -24,7 +24,7 @@ mod zip;
 
 pub use crc::{crc32_combine, crc32_of_zeros};
 pub use fill::{Fill, FillMode};
-pub use hashes::{piece_hash, ZeroHasher, MAX_PIECE_LENGTH};
+pub use hashes::{piece_hash, DecoyPieceHashes, ZeroHasher, MAX_PIECE_LENGTH};
 pub use layout::{CellKind, DecoyLayout, Padding, Segment, Variant};
 pub use parallel::map_indexed;
 pub use pdf::MAX_PDF_SIZE;

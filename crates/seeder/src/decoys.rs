@@ -13,7 +13,7 @@ use warnseed_bittorrent::metainfo::{self, InfoFields, InfoHash, WindowSink};
 use warnseed_bittorrent::mse;
 use warnseed_bittorrent::session::SeedContent;
 use warnseed_catalog::{CatalogError, CatalogStore};
-use warnseed_payload::{map_indexed, piece_hash, DecoyLayout, FillMode, PayloadSet};
+use warnseed_payload::{map_indexed, piece_hash, DecoyLayout, DecoyPieceHashes, FillMode, PayloadSet};
 
 fn req2_prefix(info_hash: &InfoHash) -> u64 {
     u64::from_be_bytes(mse::req2_hash(info_hash)[..8].try_into().expect("8 bytes"))
@@ -334,9 +334,9 @@ impl DecoyTable {
         let fields = self.fields(e);
         let pl = fields.piece_length;
         let Some(keyed) = &self.keyed else {
-            let layout = self.layout(e, None);
+            let hashes = DecoyPieceHashes::new(self.layout(e, None), pl);
             return Ok(Computed {
-                info_hash: fields.info_hash(|i| piece_hash(&layout, pl, i)),
+                info_hash: fields.info_hash(|i| hashes.get(i)),
                 record: None,
             });
         };
@@ -403,7 +403,10 @@ impl DecoyTable {
                     vec![[0; 20]; record.count as usize]
                 }))
             }
-            _ => PieceHashes::Computed(self.layout(e, None)),
+            _ => PieceHashes::Computed(DecoyPieceHashes::new(
+                self.layout(e, None),
+                metainfo::piece_length_for(e.size),
+            )),
         }
     }
 
@@ -462,14 +465,14 @@ impl DecoyTable {
 }
 
 enum PieceHashes<'t> {
-    Computed(DecoyLayout<'t>),
+    Computed(DecoyPieceHashes<'t>),
     Stored(Vec<[u8; 20]>),
 }
 
 impl PieceHashes<'_> {
-    fn get(&self, piece_length: u32, index: u32) -> [u8; 20] {
+    fn get(&self, index: u32) -> [u8; 20] {
         match self {
-            PieceHashes::Computed(layout) => piece_hash(layout, piece_length, index),
+            PieceHashes::Computed(hashes) => hashes.get(index),
             PieceHashes::Stored(all) => all.get(index as usize).copied().unwrap_or([0; 20]),
         }
     }
@@ -512,7 +515,7 @@ impl Decoy {
     pub fn metadata(&self) -> Vec<u8> {
         let fields = self.fields();
         let hashes = self.table.piece_hashes(self.entry());
-        fields.to_bytes(|i| hashes.get(fields.piece_length, i))
+        fields.to_bytes(|i| hashes.get(i))
     }
     pub fn torrent_file(&self, trackers: &[String]) -> Vec<u8> {
         metainfo::torrent_file(&self.metadata(), trackers, crate::DEFAULT_CLIENT_VERSION)
@@ -553,7 +556,7 @@ impl SeedContent for Decoy {
             pos: 0,
             out,
         };
-        fields.write(&mut sink, |i| hashes.get(fields.piece_length, i));
+        fields.write(&mut sink, |i| hashes.get(i));
     }
     fn read(&self, offset: u64, len: u32, out: &mut Vec<u8>) {
         self.layout().read_into(offset, len, out);
