@@ -217,20 +217,6 @@ pub fn piece_hash(layout: &DecoyLayout<'_>, piece_length: u32, index: u32) -> [u
     heads[index as usize]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_hasher_matches_sha1_for_every_tail_length() {
-        let z = ZeroHasher::new(16 * 1024);
-        for len in (0..300).chain([16 * 1024 - 1, 16 * 1024, 1000, 4096 + 55, 4096 + 56]) {
-            let want: [u8; 20] = Sha1::digest(vec![0u8; len as usize]).into();
-            assert_eq!(z.hash(len), want, "len {len}");
-        }
-    }
-}
-
 /// Piece hashes of one decoy, with what is the same for every piece worked
 /// out once: building an info hash asks for thousands of pieces in a row.
 pub struct DecoyPieceHashes<'l> {
@@ -260,6 +246,20 @@ impl<'l> DecoyPieceHashes<'l> {
         match self.repeating {
             Some((first, end, hash)) if (first..end).contains(&index) => hash,
             _ => piece_hash(&self.layout, self.piece_length, index),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_hasher_matches_sha1_for_every_tail_length() {
+        let z = ZeroHasher::new(16 * 1024);
+        for len in (0..300).chain([16 * 1024 - 1, 16 * 1024, 1000, 4096 + 55, 4096 + 56]) {
+            let want: [u8; 20] = Sha1::digest(vec![0u8; len as usize]).into();
+            assert_eq!(z.hash(len), want, "len {len}");
         }
     }
 }
