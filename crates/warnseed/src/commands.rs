@@ -642,15 +642,16 @@ pub fn payload_list(data: &Path, json: bool) -> Result<()> {
         println!("single file for every title: {}", p.display());
     }
     println!(
-        "{:<6} {:>10} {:>9}  {:<16} extensions",
-        "variant", "min bytes", "titles", "sha256"
+        "{:<7} {:<8} {:>10} {:>7}  {:<16} extensions",
+        "variant", "language", "min bytes", "titles", "sha256"
     );
     for r in rows {
         println!(
-            "{:<6} {:>10} {:>9}  {:<16} {}",
+            "{:<7} {:<8} {:>10} {:>7}  {:<16} {}",
             r["variant"].as_str().unwrap_or_default(),
-            r["min_size"],
-            r["titles"],
+            r["language"].as_str().unwrap_or("-"),
+            r["min_size"].as_u64().unwrap_or_default(),
+            r["titles"].as_u64().unwrap_or_default(),
             &r["sha256"].as_str().unwrap_or_default()[..16],
             r["extensions"].as_str().unwrap_or_default()
         );
