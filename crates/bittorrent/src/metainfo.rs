@@ -111,10 +111,8 @@ impl InfoFields<'_> {
         piece_count(self.length, self.piece_length)
     }
 
-    /// Writes `d6:length…4:name…12:piece length…6:pieces…e` with keys in the
-    /// sorted order BEP 3 requires. `hash_of(i)` returns piece `i`'s SHA-1.
-    pub fn write(&self, sink: &mut impl InfoSink, mut hash_of: impl FnMut(u32) -> PieceHash) {
-        let n = self.piece_count();
+    /// Everything before the piece hashes.
+    fn head(&self) -> Vec<u8> {
         let mut head = Encoder::with_capacity(64 + self.name.len());
         head.begin_dict()
             .bytes(b"length")
@@ -124,8 +122,50 @@ impl InfoFields<'_> {
             .bytes(b"piece length")
             .int(i64::from(self.piece_length))
             .bytes(b"pieces")
-            .bytes_header(n as usize * 20);
-        sink.put(&head.buf);
+            .bytes_header(self.piece_count() as usize * 20);
+        head.buf
+    }
+
+    /// The pieces whose hashes lie in bytes `start..end` of the dictionary.
+    pub fn pieces_in(&self, start: usize, end: usize) -> std::ops::Range<u32> {
+        let head = self.encoded_len() - 1 - self.piece_count() as usize * 20;
+        let first = start.saturating_sub(head) / 20;
+        let last = end.saturating_sub(head).div_ceil(20);
+        let n = self.piece_count() as usize;
+        (first.min(n) as u32)..(last.min(n) as u32)
+    }
+
+    /// Bytes `start..end` of the dictionary (one ut_metadata piece), asking
+    /// `hash_of` only for the pieces in that window ([`InfoFields::pieces_in`]).
+    pub fn write_range(
+        &self,
+        start: usize,
+        end: usize,
+        out: &mut Vec<u8>,
+        mut hash_of: impl FnMut(u32) -> PieceHash,
+    ) {
+        let mut sink = WindowSink {
+            start,
+            end,
+            pos: 0,
+            out,
+        };
+        let head = self.head();
+        sink.put(&head);
+        let pieces = self.pieces_in(start, end);
+        sink.pos = head.len() + pieces.start as usize * 20;
+        for i in pieces {
+            sink.put(&hash_of(i));
+        }
+        sink.pos = head.len() + self.piece_count() as usize * 20;
+        sink.put(b"e");
+    }
+
+    /// Writes `d6:length…4:name…12:piece length…6:pieces…e` with keys in the
+    /// sorted order BEP 3 requires. `hash_of(i)` returns piece `i`'s SHA-1.
+    pub fn write(&self, sink: &mut impl InfoSink, mut hash_of: impl FnMut(u32) -> PieceHash) {
+        let n = self.piece_count();
+        sink.put(&self.head());
         // Batch hashes so the SHA-1 sink sees large updates.
         let mut batch = [0u8; 20 * 64];
         let mut filled = 0;
@@ -339,5 +379,40 @@ mod tests {
         ];
         assert_eq!(parse_hex20(&hex(&h)), Some(h));
         assert_eq!(parse_hex20("zz"), None);
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn a_window_equals_the_slice_of_the_whole_and_asks_only_for_its_pieces() {
+        let f = InfoFields {
+            name: "sample-title-000001.mkv",
+            length: 5 * 16384 + 3,
+            piece_length: 16384,
+        };
+        let hash = |i: u32| [i as u8 + 1; 20];
+        let whole = f.to_bytes(hash);
+        for (start, end) in [
+            (0, 10),
+            (0, whole.len()),
+            (40, 61),
+            (60, 100),
+            (whole.len() - 3, whole.len()),
+            (5, 5),
+        ] {
+            let mut asked = Vec::new();
+            let mut out = Vec::new();
+            f.write_range(start, end, &mut out, |i| {
+                asked.push(i);
+                hash(i)
+            });
+            assert_eq!(out, whole[start..end], "{start}..{end}");
+            let want: Vec<u32> = f.pieces_in(start, end).collect();
+            assert_eq!(asked, want);
+            assert!(asked.len() <= (end - start) / 20 + 2);
+        }
     }
 }

@@ -62,6 +62,15 @@ impl Fill {
         matches!(self, Fill::Zeros)
     }
 
+    /// Appends the fill bytes at file offsets `offset..offset + len`.
+    pub fn extend(&self, out: &mut Vec<u8>, offset: u64, len: u64) {
+        let at = out.len();
+        out.resize(at + len as usize, 0);
+        if !self.is_zeros() {
+            self.write(offset, &mut out[at..]);
+        }
+    }
+
     /// Writes the fill bytes at file offsets `offset..offset + out.len()`.
     pub fn write(&self, offset: u64, out: &mut [u8]) {
         let key = match *self {

@@ -182,8 +182,9 @@ pub struct HeadHashes {
 }
 
 /// SHA-1 of piece `index` of the decoy `layout` describes.
-pub fn piece_hash(layout: &DecoyLayout<'_>, piece_length: u32, index: u32) -> [u8; 20] {
-    let pl = u64::from(piece_length);
+pub fn piece_hash(layout: &DecoyLayout<'_>, index: u32) -> [u8; 20] {
+    let pl = layout.piece_length();
+    let piece_length = pl as u32;
     let start = u64::from(index) * pl;
     let end = (start + pl).min(layout.size());
     assert!(
@@ -193,23 +194,25 @@ pub fn piece_hash(layout: &DecoyLayout<'_>, piece_length: u32, index: u32) -> [u
     );
     let variant = layout.variant();
     let zeros = layout.fill() == Fill::Zeros;
-    if zeros && end - start == pl && start >= layout.repeating_from() && end <= layout.size_dependent_from() {
+    let shared = zeros && end - start == pl && end <= layout.size_dependent_from();
+    if shared && start >= layout.repeating_from() {
         // Most pieces of a large decoy: the same bytes in every decoy of
         // this variant and piece length.
         return *variant.head_hashes().repeating[length_slot(piece_length)]
             .get_or_init(|| hash_streaming(layout, start, end));
     }
-    let cacheable =
-        zeros && start < variant.media_len() && end - start == pl && end <= layout.size_dependent_from();
-    if !cacheable {
+    if !shared {
         return hash_streaming(layout, start, end);
     }
+    // A head piece: media, or the padding before the first repeating piece.
     let heads = variant.head_hashes().per_length[length_slot(piece_length)].get_or_init(|| {
-        // A reference decoy large enough that no size-dependent byte falls
-        // in a head piece; `cacheable` checked the real decoy agrees.
-        let head_pieces = variant.media_len().div_ceil(pl);
-        let reference_size = (head_pieces + 4) * pl + variant.min_size();
+        // A reference decoy large enough that its padding has aligned cells
+        // and no size-dependent byte falls in a head piece; `shared`
+        // checked the real decoy agrees. (Built from the variant alone: the
+        // first caller may be a small decoy whose layout differs.)
+        let reference_size = (variant.media_len().div_ceil(pl) + 6) * pl + variant.min_size();
         let reference = variant.layout(reference_size, piece_length, Fill::Zeros, None);
+        let head_pieces = reference.repeating_from().div_ceil(pl);
         (0..head_pieces)
             .map(|i| hash_streaming(&reference, i * pl, (i + 1) * pl))
             .collect()
@@ -221,31 +224,26 @@ pub fn piece_hash(layout: &DecoyLayout<'_>, piece_length: u32, index: u32) -> [u
 /// out once: building an info hash asks for thousands of pieces in a row.
 pub struct DecoyPieceHashes<'l> {
     layout: DecoyLayout<'l>,
-    piece_length: u32,
     /// First and last+1 index of the pieces that repeat, and their hash.
     repeating: Option<(u32, u32, [u8; 20])>,
 }
 
 impl<'l> DecoyPieceHashes<'l> {
-    pub fn new(layout: DecoyLayout<'l>, piece_length: u32) -> Self {
-        let pl = u64::from(piece_length);
+    pub fn new(layout: DecoyLayout<'l>) -> Self {
+        let pl = layout.piece_length();
         let first = layout.repeating_from().div_ceil(pl);
         let end = layout.size_dependent_from() / pl;
         let repeating = (layout.fill() == Fill::Zeros && first < end).then(|| {
-            let hash = piece_hash(&layout, piece_length, first as u32);
+            let hash = piece_hash(&layout, first as u32);
             (first as u32, end as u32, hash)
         });
-        Self {
-            layout,
-            piece_length,
-            repeating,
-        }
+        Self { layout, repeating }
     }
 
     pub fn get(&self, index: u32) -> [u8; 20] {
         match self.repeating {
             Some((first, end, hash)) if (first..end).contains(&index) => hash,
-            _ => piece_hash(&self.layout, self.piece_length, index),
+            _ => piece_hash(&self.layout, index),
         }
     }
 }

@@ -208,7 +208,11 @@ impl Variant {
     ///
     /// [`nearest_size`]: Variant::nearest_size
     pub fn layout(&self, size: u64, piece_length: u32, fill: Fill, fill_crc: Option<u32>) -> DecoyLayout<'_> {
-        assert!(size >= self.min_size(), "decoy smaller than its warning");
+        assert_eq!(
+            self.nearest_size(Some(size)),
+            size,
+            "a decoy's size comes from Variant::nearest_size"
+        );
         DecoyLayout {
             variant: self,
             size,
@@ -438,11 +442,7 @@ impl<'v> DecoyLayout<'v> {
         let fill = self.fill;
         self.visit(offset, offset.saturating_add(u64::from(len)), |seg| match seg {
             Segment::Bytes(b) => out.extend_from_slice(b),
-            Segment::Fill { offset, len } => {
-                let at = out.len();
-                out.resize(at + len as usize, 0);
-                fill.write(offset, &mut out[at..]);
-            }
+            Segment::Fill { offset, len } => fill.extend(out, offset, len),
         });
     }
 
@@ -471,11 +471,7 @@ impl<'v> DecoyLayout<'v> {
                         buf.clear();
                         let _ = offset;
                     }
-                    Segment::Fill { offset, len } => {
-                        let at = buf.len();
-                        buf.resize(at + len as usize, 0);
-                        fill.write(offset, &mut buf[at..]);
-                    }
+                    Segment::Fill { offset, len } => fill.extend(&mut buf, offset, len),
                 }
             });
             if result.is_ok() {

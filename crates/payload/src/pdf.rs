@@ -25,6 +25,9 @@ pub struct PdfTemplate {
     head: Vec<u8>,
     /// Offsets of objects 1..=7; object 8 lives in the tail.
     offsets: Vec<u64>,
+    /// The same at every size (fixed-width numbers); kept, since every read
+    /// of a PDF decoy needs it.
+    tail_len: u64,
 }
 
 impl PdfTemplate {
@@ -74,7 +77,13 @@ impl PdfTemplate {
         );
         offsets.push(head.len() as u64);
         head.extend_from_slice(b"7 0 obj\n<< /Length 8 0 R >>\nstream\n");
-        Self { head, offsets }
+        let mut template = Self {
+            head,
+            offsets,
+            tail_len: 0,
+        };
+        template.tail_len = template.tail(0).len() as u64;
+        template
     }
 
     pub fn head(&self) -> &[u8] {
@@ -82,7 +91,7 @@ impl PdfTemplate {
     }
 
     pub fn tail_len(&self) -> u64 {
-        self.tail(0).len() as u64
+        self.tail_len
     }
 
     pub fn tail(&self, padding_len: u64) -> Vec<u8> {

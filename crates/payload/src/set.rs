@@ -170,13 +170,19 @@ impl PayloadSet {
         if let Some(i) = self.single {
             return i;
         }
-        let primary = language
-            .map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase())
-            .unwrap_or_default();
-        let group = self
-            .groups
-            .iter()
-            .find(|g| g.language.as_deref() == Some(primary.as_str()))
+        // Compared by primary subtag on both sides: `nb-NO` titles and an
+        // `nb` group, or `nb` titles and an `nb-NO` group, belong together.
+        fn primary(tag: &str) -> &str {
+            tag.split(['-', '_']).next().unwrap_or(tag)
+        }
+        let group = language
+            .and_then(|l| {
+                self.groups.iter().find(|g| {
+                    g.language
+                        .as_deref()
+                        .is_some_and(|gl| primary(gl).eq_ignore_ascii_case(primary(l)))
+                })
+            })
             .unwrap_or(&self.groups[0]);
         let in_group = &self.variants[group.variants.clone()];
         let index_of = |name: &str| in_group.iter().position(|v| v.name() == name);

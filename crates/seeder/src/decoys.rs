@@ -6,14 +6,17 @@
 //! the shared payload set, so nothing else is kept per decoy, except with
 //! keyed fill, whose piece hashes live on disk ([`PieceHashFile`]).
 
-use crate::piece_file::{PieceHashFile, PieceRecord};
+use crate::piece_file::{DecoyKey, PieceHashFile, PieceRecord};
+use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
-use warnseed_bittorrent::metainfo::{self, InfoFields, InfoHash, WindowSink};
+use warnseed_bittorrent::metainfo::{self, InfoFields, InfoHash};
 use warnseed_bittorrent::mse;
 use warnseed_bittorrent::session::SeedContent;
 use warnseed_catalog::{CatalogError, CatalogStore};
-use warnseed_payload::{map_indexed, piece_hash, DecoyLayout, DecoyPieceHashes, FillMode, PayloadSet};
+use warnseed_payload::{
+    map_indexed, piece_hash, DecoyLayout, DecoyPieceHashes, FillMode, Padding, PayloadSet,
+};
 
 fn req2_prefix(info_hash: &InfoHash) -> u64 {
     u64::from_be_bytes(mse::req2_hash(info_hash)[..8].try_into().expect("8 bytes"))
@@ -102,11 +105,10 @@ impl DecoyTable {
             (FillMode::Zeros, _) => (None, Default::default()),
             (FillMode::Unique, None) => return Err(LoadError::NoPieceFile),
             (FillMode::Unique, Some(path)) => {
-                let (file, found) =
-                    PieceHashFile::open(path, &key).map_err(|source| LoadError::PieceFile {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
+                let (file, found) = PieceHashFile::open(path).map_err(|source| LoadError::PieceFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 (
                     Some(KeyedPieces {
                         file,
@@ -116,41 +118,41 @@ impl DecoyTable {
                 )
             }
         };
-        let mut table = Self {
-            payloads,
-            entries: Vec::new(),
-            titles: String::new(),
-            req2_prefix: Vec::new(),
-            req2_entry: Vec::new(),
-            keyed,
-        };
+        let mut table = Self::empty(payloads, keyed);
         let mut stale = Vec::new();
         store.for_each(|r| {
             let mut cached = match (r.content_key, r.info_hash) {
                 (Some(k), Some(h)) if k == key => Some(h),
                 _ => None,
             };
-            let mut record = NO_RECORD;
-            if let Some(keyed) = &mut table.keyed {
-                match on_disk.remove(&r.id) {
-                    Some(found) => {
-                        record = keyed.records.len() as u32;
-                        keyed.records.push(found);
-                    }
-                    None => cached = None,
-                }
-            }
-            if cached.is_none() {
-                stale.push(table.entries.len());
-            }
+            let index = table.entries.len();
             table.push(
                 r.id,
                 &r.title,
                 r.language.as_deref(),
                 r.size_bytes,
                 cached.unwrap_or_default(),
-                record,
+                NO_RECORD,
             );
+            let found = table.keyed.is_some().then(|| {
+                let e = table.entries[index];
+                on_disk
+                    .remove(&table.decoy_key(&e))
+                    // A keyed zip decoy's central directory needs its CRC.
+                    .filter(|rec| rec.fill_crc.is_some() || !table.is_zip(&e))
+            });
+            if let Some(keyed) = &mut table.keyed {
+                match found.flatten() {
+                    Some(rec) => {
+                        table.entries[index].record = keyed.records.len() as u32;
+                        keyed.records.push(rec);
+                    }
+                    None => cached = None,
+                }
+            }
+            if cached.is_none() {
+                stale.push(index);
+            }
         })?;
         table.entries.shrink_to_fit();
         table.titles.shrink_to_fit();
@@ -172,8 +174,41 @@ impl DecoyTable {
             }
             store.store_info_hashes(&rows)?;
         }
+        if let Some(keyed) = &table.keyed {
+            keyed.file.unlock().map_err(|source| LoadError::PieceFile {
+                path: piece_file.map(|p| p.display().to_string()).unwrap_or_default(),
+                source,
+            })?;
+        }
         table.finish_indexes();
         Ok(table)
+    }
+
+    fn empty(payloads: Arc<PayloadSet>, keyed: Option<KeyedPieces>) -> Self {
+        Self {
+            payloads,
+            entries: Vec::new(),
+            titles: String::new(),
+            req2_prefix: Vec::new(),
+            req2_entry: Vec::new(),
+            keyed,
+        }
+    }
+
+    /// What a keyed decoy's bytes depend on: the payload set (and fill
+    /// secret), the title (the fill key), the size and the variant.
+    fn decoy_key(&self, e: &Entry) -> DecoyKey {
+        let mut h = Sha256::new();
+        h.update(b"warnseed decoy key v1\0");
+        h.update(self.payloads.content_key());
+        h.update([e.variant]);
+        h.update(e.size.to_be_bytes());
+        h.update(self.title(e).as_bytes());
+        h.finalize().into()
+    }
+
+    fn is_zip(&self, e: &Entry) -> bool {
+        matches!(self.payloads.variant(e.variant).padding(), Padding::Zip(_))
     }
 
     fn push(
@@ -220,14 +255,7 @@ impl DecoyTable {
             FillMode::Zeros,
             "keyed fill needs a piece-hash file: use DecoyTable::load"
         );
-        let mut table = Self {
-            payloads,
-            entries: Vec::new(),
-            titles: String::new(),
-            req2_prefix: Vec::new(),
-            req2_entry: Vec::new(),
-            keyed: None,
-        };
+        let mut table = Self::empty(payloads, None);
         for (id, title, size) in rows {
             table.push(id, title, None, size, [0; 20], NO_RECORD);
         }
@@ -334,7 +362,7 @@ impl DecoyTable {
         let fields = self.fields(e);
         let pl = fields.piece_length;
         let Some(keyed) = &self.keyed else {
-            let hashes = DecoyPieceHashes::new(self.layout(e, None), pl);
+            let hashes = DecoyPieceHashes::new(self.layout(e, None));
             return Ok(Computed {
                 info_hash: fields.info_hash(|i| hashes.get(i)),
                 record: None,
@@ -344,11 +372,16 @@ impl DecoyTable {
         // Hashes already on disk (a load that stopped before the catalogue
         // cached its info hashes): the info hash is cheap from them.
         if let Some(existing) = self.record(e).filter(|r| r.count == count) {
-            let hashes = keyed.file.read(existing)?;
-            return Ok(Computed {
-                info_hash: fields.info_hash(|i| hashes[i as usize]),
-                record: None,
-            });
+            match keyed.file.read(existing) {
+                Ok(hashes) => {
+                    return Ok(Computed {
+                        info_hash: fields.info_hash(|i| hashes[i as usize]),
+                        record: None,
+                    })
+                }
+                // A record that fails its CRC is hashed again below.
+                Err(err) => tracing::warn!(id = e.id, error = %err, "rehashing a decoy"),
+            }
         }
         // Keyed fill: one pass over the decoy (two for zip, whose tail
         // holds the padding's CRC), and the hashes go to disk.
@@ -361,15 +394,13 @@ impl DecoyTable {
         let hashes: Vec<[u8; 20]> = map_indexed(u64::from(count.div_ceil(PIECES_PER_TASK)), |task| {
             let from = task as u32 * PIECES_PER_TASK;
             (from..(from + PIECES_PER_TASK).min(count))
-                .map(|i| piece_hash(&layout, pl, i))
+                .map(|i| piece_hash(&layout, i))
                 .collect::<Vec<_>>()
         })
         .into_iter()
         .flatten()
         .collect();
-        let record = keyed
-            .file
-            .append(e.id, &self.payloads.content_key(), &hashes, crc)?;
+        let record = keyed.file.append(&self.decoy_key(e), &hashes, crc)?;
         Ok(Computed {
             info_hash: fields.info_hash(|i| hashes[i as usize]),
             record: Some(record),
@@ -392,21 +423,23 @@ impl DecoyTable {
         (e.record != NO_RECORD).then(|| keyed.records[e.record as usize])
     }
 
-    /// Piece hash source for one decoy: computed (zero fill) or read from
-    /// the piece-hash file (keyed fill; empty hashes if the read fails,
-    /// which makes the metadata fail its info-hash check on the peer).
-    fn piece_hashes(&self, e: &Entry) -> PieceHashes<'_> {
+    /// Piece hash source for pieces `range` of one decoy: computed (zero
+    /// fill) or read from the piece-hash file (keyed fill; zero hashes if
+    /// the read fails, which makes the metadata fail its info-hash check on
+    /// the peer rather than serve something unchecked).
+    fn piece_hashes(&self, e: &Entry, range: std::ops::Range<u32>) -> PieceHashes<'_> {
         match (self.record(e), &self.keyed) {
-            (Some(record), Some(keyed)) => {
-                PieceHashes::Stored(keyed.file.read(record).unwrap_or_else(|err| {
-                    tracing::error!(id = e.id, error = %err, "cannot read piece hashes");
-                    vec![[0; 20]; record.count as usize]
-                }))
-            }
-            _ => PieceHashes::Computed(DecoyPieceHashes::new(
-                self.layout(e, None),
-                metainfo::piece_length_for(e.size),
-            )),
+            (Some(record), Some(keyed)) => PieceHashes::Stored {
+                first: range.start,
+                hashes: keyed
+                    .file
+                    .read_range(record, range.clone())
+                    .unwrap_or_else(|err| {
+                        tracing::error!(id = e.id, error = %err, "cannot read piece hashes");
+                        vec![[0; 20]; range.len()]
+                    }),
+            },
+            _ => PieceHashes::Computed(DecoyPieceHashes::new(self.layout(e, None))),
         }
     }
 
@@ -466,14 +499,22 @@ impl DecoyTable {
 
 enum PieceHashes<'t> {
     Computed(DecoyPieceHashes<'t>),
-    Stored(Vec<[u8; 20]>),
+    /// Hashes of pieces `first..first + hashes.len()`.
+    Stored {
+        first: u32,
+        hashes: Vec<[u8; 20]>,
+    },
 }
 
 impl PieceHashes<'_> {
     fn get(&self, index: u32) -> [u8; 20] {
         match self {
             PieceHashes::Computed(hashes) => hashes.get(index),
-            PieceHashes::Stored(all) => all.get(index as usize).copied().unwrap_or([0; 20]),
+            PieceHashes::Stored { first, hashes } => index
+                .checked_sub(*first)
+                .and_then(|i| hashes.get(i as usize))
+                .copied()
+                .unwrap_or([0; 20]),
         }
     }
 }
@@ -514,7 +555,7 @@ impl Decoy {
     /// The whole bencoded info dictionary.
     pub fn metadata(&self) -> Vec<u8> {
         let fields = self.fields();
-        let hashes = self.table.piece_hashes(self.entry());
+        let hashes = self.table.piece_hashes(self.entry(), 0..fields.piece_count());
         fields.to_bytes(|i| hashes.get(i))
     }
     pub fn torrent_file(&self, trackers: &[String]) -> Vec<u8> {
@@ -549,14 +590,11 @@ impl SeedContent for Decoy {
     }
     fn metadata_range(&self, start: usize, end: usize, out: &mut Vec<u8>) {
         let fields = self.fields();
-        let hashes = self.table.piece_hashes(self.entry());
-        let mut sink = WindowSink {
-            start,
-            end,
-            pos: 0,
-            out,
-        };
-        fields.write(&mut sink, |i| hashes.get(i));
+        // Only the hashes this window holds are computed or read.
+        let hashes = self
+            .table
+            .piece_hashes(self.entry(), fields.pieces_in(start, end));
+        fields.write_range(start, end, out, |i| hashes.get(i));
     }
     fn read(&self, offset: u64, len: u32, out: &mut Vec<u8>) {
         self.layout().read_into(offset, len, out);
@@ -717,6 +755,24 @@ mod tests {
             a.entries.iter().map(|e| e.info_hash).collect::<Vec<_>>(),
             resumed.entries.iter().map(|e| e.info_hash).collect::<Vec<_>>()
         );
+        // A new catalogue reuses ids 1.. for other titles of the same sizes:
+        // the piece file must not hand them the old titles' hashes.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        let csv = other.join("t.csv");
+        std::fs::write(
+            &csv,
+            "title,size_bytes\nsample-title-000777.mp4,5000000\nsample-title-000778.mkv,\n\
+             sample-title-000779.zip,3000007\nsample-title-000780.mkv,3000007\n",
+        )
+        .unwrap();
+        let mut other_store = CatalogStore::open(&other.join("catalog.sqlite")).unwrap();
+        warnseed_catalog::import_file(&mut other_store, &csv, |_| {}).unwrap();
+        let recreated =
+            Arc::new(DecoyTable::load(&mut other_store, set.clone(), Some(&pieces), &mut ()).unwrap());
+        for d in recreated.iter() {
+            check_decoy(&d);
+        }
         // Losing the piece file makes the cached info hashes stale, not wrong.
         std::fs::remove_file(&pieces).unwrap();
         let c = DecoyTable::load(&mut store, set, Some(&pieces), &mut ()).unwrap();

@@ -3,24 +3,34 @@
 //! With zero fill a decoy's piece hashes are recomputed on demand for free.
 //! With keyed fill every piece is different and costs a SHA-1 pass over the
 //! decoy, so they are computed once and appended here (20 bytes a piece),
-//! and metadata requests read them back. Only derived metadata is stored;
-//! no decoy bytes are.
+//! and metadata requests read back the ones they need. Only derived
+//! metadata is stored; no decoy bytes are.
 //!
-//! Records: magic, catalogue id, content key, piece count, zip CRC (with a
-//! presence flag), then the hashes. A torn record at the end (a crash while
-//! appending) is cut off on open.
+//! A record is found by its decoy key, a hash of everything its bytes depend
+//! on (payload set, title, size), never by catalogue id: ids are reused when
+//! a catalogue is recreated, and a record must never serve another decoy.
+//! Each record carries a CRC of its hashes, checked before they are trusted.
+//! A torn record at the end (a crash while appending) is cut off on open.
+//!
+//! Appends happen only while a table is loading, and a load holds an
+//! exclusive lock on the file: two processes (`run` and `catalog import`,
+//! say) never append at once, and neither cuts the other's record.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-const MAGIC: [u8; 4] = *b"WSPH";
-const HEADER_LEN: u64 = 4 + 8 + 32 + 4 + 4 + 4;
+const MAGIC: [u8; 4] = *b"WSP2";
+/// magic, decoy key, piece count, CRC of the hashes, zip CRC, zip CRC flag.
+const HEADER_LEN: u64 = 4 + 32 + 4 + 4 + 4 + 4;
 /// Bounds a corrupt count before it is used to skip or allocate.
 const MAX_PIECES: u32 = 1 << 22;
+
+/// Identifies one decoy's bytes.
+pub type DecoyKey = [u8; 32];
 
 /// Where one decoy's hashes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +38,7 @@ pub struct PieceRecord {
     pub offset: u64,
     pub count: u32,
     pub fill_crc: Option<u32>,
+    hashes_crc: u32,
 }
 
 pub struct PieceHashFile {
@@ -36,31 +47,34 @@ pub struct PieceHashFile {
     end: Mutex<u64>,
 }
 
+fn corrupt(what: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+}
+
 impl PieceHashFile {
-    /// Opens (or creates) the file and returns the records made for
-    /// `content_key`, by catalogue id (the newest wins).
-    pub fn open(path: &Path, content_key: &[u8; 32]) -> std::io::Result<(Self, HashMap<i64, PieceRecord>)> {
-        let mut file = OpenOptions::new()
+    /// Opens (or creates) the file, takes its exclusive lock (waiting for
+    /// another loader to finish) and returns every whole record by decoy key
+    /// (the newest wins). Call [`PieceHashFile::unlock`] when done appending.
+    pub fn open(path: &Path) -> std::io::Result<(Self, HashMap<DecoyKey, PieceRecord>)> {
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)?;
+        file.lock()?;
         let len = file.metadata()?.len();
         let mut records = HashMap::new();
         let mut pos = 0u64;
-        let mut reader = std::io::BufReader::new(&mut file);
+        let mut reader = BufReader::with_capacity(1 << 16, &file);
         let mut header = [0u8; HEADER_LEN as usize];
         while pos + HEADER_LEN <= len {
-            reader.seek(SeekFrom::Start(pos))?;
             reader.read_exact(&mut header)?;
             if header[..4] != MAGIC {
                 break;
             }
-            let id = i64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
-            let key: [u8; 32] = header[12..44].try_into().expect("32 bytes");
-            let count = u32::from_le_bytes(header[44..48].try_into().expect("4 bytes"));
-            let crc = u32::from_le_bytes(header[48..52].try_into().expect("4 bytes"));
-            let has_crc = u32::from_le_bytes(header[52..56].try_into().expect("4 bytes")) == 1;
+            let key: DecoyKey = header[4..36].try_into().expect("32 bytes");
+            let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+            let count = word(36);
             if count > MAX_PIECES {
                 break;
             }
@@ -68,16 +82,16 @@ impl PieceHashFile {
             if next > len {
                 break;
             }
-            if key == *content_key {
-                records.insert(
-                    id,
-                    PieceRecord {
-                        offset: pos + HEADER_LEN,
-                        count,
-                        fill_crc: has_crc.then_some(crc),
-                    },
-                );
-            }
+            records.insert(
+                key,
+                PieceRecord {
+                    offset: pos + HEADER_LEN,
+                    count,
+                    hashes_crc: word(40),
+                    fill_crc: (word(48) == 1).then(|| word(44)),
+                },
+            );
+            reader.seek_relative(i64::from(count) * 20)?;
             pos = next;
         }
         drop(reader);
@@ -94,37 +108,70 @@ impl PieceHashFile {
         ))
     }
 
+    /// Releases the load lock; reads go on working.
+    pub fn unlock(&self) -> std::io::Result<()> {
+        self.file.unlock()
+    }
+
     pub fn append(
         &self,
-        id: i64,
-        content_key: &[u8; 32],
+        key: &DecoyKey,
         hashes: &[[u8; 20]],
         fill_crc: Option<u32>,
     ) -> std::io::Result<PieceRecord> {
-        let mut buf = Vec::with_capacity(HEADER_LEN as usize + hashes.len() * 20);
+        let mut body = Vec::with_capacity(hashes.len() * 20);
+        for h in hashes {
+            body.extend_from_slice(h);
+        }
+        let hashes_crc = crc32fast::hash(&body);
+        let mut buf = Vec::with_capacity(HEADER_LEN as usize + body.len());
         buf.extend_from_slice(&MAGIC);
-        buf.extend_from_slice(&id.to_le_bytes());
-        buf.extend_from_slice(content_key);
+        buf.extend_from_slice(key);
         buf.extend_from_slice(&(hashes.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&hashes_crc.to_le_bytes());
         buf.extend_from_slice(&fill_crc.unwrap_or(0).to_le_bytes());
         buf.extend_from_slice(&u32::from(fill_crc.is_some()).to_le_bytes());
-        for h in hashes {
-            buf.extend_from_slice(h);
-        }
+        buf.extend_from_slice(&body);
         let mut end = self.end.lock().expect("no panics while held");
         (&self.file).write_all(&buf)?;
         let record = PieceRecord {
             offset: *end + HEADER_LEN,
             count: hashes.len() as u32,
             fill_crc,
+            hashes_crc,
         };
         *end += buf.len() as u64;
         Ok(record)
     }
 
+    /// Every hash of a record, checked against the record's CRC.
     pub fn read(&self, record: PieceRecord) -> std::io::Result<Vec<[u8; 20]>> {
         let mut raw = vec![0u8; record.count as usize * 20];
         self.file.read_exact_at(&mut raw, record.offset)?;
+        if crc32fast::hash(&raw) != record.hashes_crc {
+            return Err(corrupt(format!(
+                "piece hashes at offset {} fail their CRC",
+                record.offset
+            )));
+        }
+        Ok(raw
+            .chunks_exact(20)
+            .map(|c| c.try_into().expect("20 bytes"))
+            .collect())
+    }
+
+    /// Hashes `range` of a record (what one metadata request needs). Not
+    /// checked against the CRC, which covers the whole record: the record
+    /// was checked when its table was loaded.
+    pub fn read_range(
+        &self,
+        record: PieceRecord,
+        range: std::ops::Range<u32>,
+    ) -> std::io::Result<Vec<[u8; 20]>> {
+        let range = range.start.min(record.count)..range.end.min(record.count);
+        let mut raw = vec![0u8; range.len() * 20];
+        self.file
+            .read_exact_at(&mut raw, record.offset + u64::from(range.start) * 20)?;
         Ok(raw
             .chunks_exact(20)
             .map(|c| c.try_into().expect("20 bytes"))
@@ -144,12 +191,11 @@ mod tests {
     fn records_survive_reopening_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pieces.bin");
-        let key = [3u8; 32];
-        let (f, found) = PieceHashFile::open(&path, &key).unwrap();
+        let (f, found) = PieceHashFile::open(&path).unwrap();
         assert!(found.is_empty());
-        let a = f.append(1, &key, &[[1; 20], [2; 20]], None).unwrap();
-        let b = f.append(2, &key, &[[9; 20]], Some(77)).unwrap();
-        f.append(3, &[4u8; 32], &[[5; 20]], None).unwrap();
+        let a = f.append(&[1; 32], &[[1; 20], [2; 20]], None).unwrap();
+        let b = f.append(&[2; 32], &[[9; 20]], Some(77)).unwrap();
+        f.unlock().unwrap();
         drop(f);
         // A crash half-way through an append.
         std::fs::OpenOptions::new()
@@ -158,13 +204,53 @@ mod tests {
             .unwrap()
             .write_all(&MAGIC)
             .unwrap();
-        let (f, found) = PieceHashFile::open(&path, &key).unwrap();
-        assert_eq!(found.len(), 2, "the other key's record is not ours");
-        assert_eq!(found[&1], a);
-        assert_eq!(found[&2], b);
+        let (f, found) = PieceHashFile::open(&path).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[&[1; 32]], a);
+        assert_eq!(found[&[2; 32]], b);
         assert_eq!(f.read(a).unwrap(), vec![[1; 20], [2; 20]]);
+        assert_eq!(f.read_range(a, 1..5).unwrap(), vec![[2; 20]]);
         assert_eq!(f.read(b).unwrap(), vec![[9; 20]]);
-        let c = f.append(4, &key, &[[6; 20]], None).unwrap();
+        let c = f.append(&[3; 32], &[[6; 20]], None).unwrap();
         assert_eq!(f.read(c).unwrap(), vec![[6; 20]]);
+    }
+
+    #[test]
+    fn hashes_that_fail_their_crc_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pieces.bin");
+        let (f, _) = PieceHashFile::open(&path).unwrap();
+        let a = f.append(&[1; 32], &[[1; 20], [2; 20]], None).unwrap();
+        drop(f);
+        // Hashes never written (zeros after a crash on a delayed-allocation
+        // file system) but a whole-looking record.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0; 40], a.offset).unwrap();
+        let (f, found) = PieceHashFile::open(&path).unwrap();
+        assert!(f.read(found[&[1; 32]]).is_err());
+    }
+
+    #[test]
+    fn a_second_loader_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pieces.bin");
+        let (first, _) = PieceHashFile::open(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let waiter = std::thread::spawn(move || {
+            let (second, found) = PieceHashFile::open(&p).unwrap();
+            tx.send(found.len()).unwrap();
+            drop(second);
+        });
+        // Until the first loader unlocks, the second sees nothing.
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err());
+        first.append(&[5; 32], &[[5; 20]], None).unwrap();
+        first.unlock().unwrap();
+        assert_eq!(
+            rx.recv().unwrap(),
+            1,
+            "the second loader sees the first one's record"
+        );
+        waiter.join().unwrap();
     }
 }

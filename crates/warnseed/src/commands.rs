@@ -574,9 +574,14 @@ pub fn report_summary(data: &Path, json: bool) -> Result<()> {
 
 pub fn payload_build(data: &Path, languages: Option<Vec<String>>, out: Option<PathBuf>) -> Result<()> {
     // Without a data directory, build from the default configuration.
+    // Without a data directory (and with --out), build from the defaults;
+    // a configuration that exists but does not parse is an error.
+    let has_config = DataDir::config_path(data).exists();
     let (root, cfg) = match DataDir::open(data) {
         Ok(dir) => (dir.root.clone(), dir.config.payload.clone()),
-        Err(_) if out.is_some() => (PathBuf::from("."), warnseed::config::PayloadConfig::default()),
+        Err(_) if out.is_some() && !has_config => {
+            (PathBuf::from("."), warnseed::config::PayloadConfig::default())
+        }
         Err(e) => return Err(e),
     };
     let out = out.unwrap_or_else(|| root.join(warnseed::payloads::PAYLOAD_DIR));

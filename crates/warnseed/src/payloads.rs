@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use warnseed_bittorrent::metainfo::hex;
 use warnseed_media::{RenderOptions, Script, StillFormat};
 use warnseed_payload::{CellKind, FillMode, PayloadSet, Variant, EXTENSIONS};
 
@@ -29,8 +30,9 @@ pub struct Components {
 #[derive(Serialize, Deserialize)]
 struct GroupFiles {
     language: String,
-    /// (variant name, file name) of every file-backed variant.
-    files: Vec<(String, String)>,
+    /// (variant name, file name, SHA-256) of every file-backed variant: a
+    /// cached file is used only if it still has its hash.
+    files: Vec<(String, String, String)>,
     poster_width: u32,
     poster_height: u32,
     #[serde(skip)]
@@ -63,14 +65,26 @@ fn inputs(root: &Path, cfg: &PayloadConfig, languages: &[String]) -> Result<Inpu
             .with_context(|| format!("{} is not UTF-8", path.display()))?;
         extra.push(Script::from_toml_str(&text).with_context(|| format!("parsing {}", path.display()))?);
     }
-    let mut scripts = Vec::new();
+    let mut scripts: Vec<Script> = Vec::new();
     for lang in languages {
+        if !valid_language_tag(lang) {
+            bail!("payload.languages: {lang:?} is not a language tag such as en, nb or nb-NO");
+        }
+        if scripts.iter().any(|s| s.lang.eq_ignore_ascii_case(lang)) {
+            bail!("payload.languages lists {lang:?} twice");
+        }
         let script = extra
             .iter()
             .find(|s| &s.lang == lang)
             .cloned()
             .or_else(|| Script::builtin(lang));
         let Some(mut script) = script else {
+            if let Some(bad) = extra.iter().find(|s| !valid_language_tag(&s.lang)) {
+                bail!(
+                    "a script in payload.scripts has lang {:?}, not a language tag",
+                    bad.lang
+                );
+            }
             bail!(
                 "no warning script for language {lang:?}: built in are {:?}; add one with payload.scripts",
                 Script::builtin_languages()
@@ -99,7 +113,11 @@ fn inputs(root: &Path, cfg: &PayloadConfig, languages: &[String]) -> Result<Inpu
     let video = cfg
         .video
         .as_ref()
-        .map(|p| read(&root.join(p), "warning video"))
+        .map(|p| {
+            let path = root.join(p);
+            read(&path, "warning video")
+                .and_then(|v| operator_video(v).with_context(|| format!("payload.video {}", path.display())))
+        })
         .transpose()?;
     Ok(Inputs {
         scripts,
@@ -107,6 +125,83 @@ fn inputs(root: &Path, cfg: &PayloadConfig, languages: &[String]) -> Result<Inpu
         video,
         options,
     })
+}
+
+/// A BCP 47-looking tag: letters, then `-`-separated letters or digits.
+/// It names cache files, so nothing else may pass.
+fn valid_language_tag(tag: &str) -> bool {
+    let mut parts = tag.split('-');
+    let primary = parts.next().unwrap_or_default();
+    (2..=8).contains(&primary.len())
+        && primary.bytes().all(|b| b.is_ascii_alphabetic())
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Checks an operator's finished video can take padding after its end.
+fn operator_video(mut video: Vec<u8>) -> Result<Vec<u8>> {
+    const MAX: usize = 1 << 31;
+    if video.len() >= MAX {
+        bail!("is {} bytes; a warning video must be under 2 GiB", video.len());
+    }
+    match video_container(&video) {
+        None => bail!("is not MP4, Matroska or AVI (by its signature)"),
+        Some(("mp4", _)) => {
+            // Walk the top-level boxes: one of size 0 ("to the end of the
+            // file") would swallow the padding boxes appended after it.
+            let mut pos = 0usize;
+            while pos + 8 <= video.len() {
+                let size = u32::from_be_bytes(video[pos..pos + 4].try_into().expect("4 bytes")) as u64;
+                let size = match size {
+                    0 => bail!("its last box runs to the end of the file; remux it (e.g. ffmpeg -c copy)"),
+                    1 if pos + 16 <= video.len() => {
+                        u64::from_be_bytes(video[pos + 8..pos + 16].try_into().expect("8 bytes"))
+                    }
+                    s => s,
+                };
+                if size < 8 {
+                    bail!("has a malformed box at offset {pos}");
+                }
+                pos = pos.saturating_add(size as usize);
+            }
+        }
+        Some(("mkv", _)) => {
+            // Padding Void elements must fall inside the Segment: give it
+            // unknown size when its size field has the 8 bytes for that.
+            let header_len = ebml_element_len(&video, 4).context("has a cut-short EBML header")?;
+            let at = header_len;
+            if video.get(at..at + 4) != Some(&[0x18, 0x53, 0x80, 0x67][..]) {
+                bail!("has no Segment after its EBML header");
+            }
+            match video.get(at + 4).map(|&b| ebml_vint_len(b)) {
+                Some(8) if video.len() >= at + 12 => {
+                    video[at + 4..at + 12].copy_from_slice(&[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+                }
+                _ => bail!(
+                    "its Segment size field is not 8 bytes long; remux it (e.g. mkvmerge or ffmpeg -c copy)"
+                ),
+            }
+        }
+        Some(_) => {}
+    }
+    Ok(video)
+}
+
+/// Length of an EBML variable-size integer from its first byte (1–8).
+fn ebml_vint_len(first: u8) -> usize {
+    (first.leading_zeros() as usize + 1).min(8)
+}
+
+/// Total length of the EBML element whose `id_len`-byte ID starts `bytes`
+/// (ID, size field and data), or `None` if cut short.
+fn ebml_element_len(bytes: &[u8], id_len: usize) -> Option<usize> {
+    let len = ebml_vint_len(*bytes.get(id_len)?);
+    let field = bytes.get(id_len..id_len + len)?;
+    // The marker bit is dropped from the first byte (all of it for len 8).
+    let mut value = u64::from(field[0]) & (0xFF >> len);
+    for b in &field[1..] {
+        value = (value << 8) | u64::from(*b);
+    }
+    usize::try_from(value).ok()?.checked_add(id_len + len)
 }
 
 fn fingerprint(inputs: &Inputs) -> String {
@@ -118,7 +213,10 @@ fn fingerprint(inputs: &Inputs) -> String {
             h.update(field.as_bytes());
         }
     }
-    h.update(inputs.options.seconds_per_slide.to_be_bytes());
+    let o = &inputs.options;
+    for n in [o.width, o.height, o.fps, o.seconds_per_slide] {
+        h.update(n.to_be_bytes());
+    }
     for blob in [&inputs.image, &inputs.video] {
         match blob {
             Some(b) => {
@@ -128,7 +226,7 @@ fn fingerprint(inputs: &Inputs) -> String {
             None => h.update([0]),
         }
     }
-    warnseed_bittorrent::metainfo::hex(&h.finalize())
+    hex(&h.finalize())
 }
 
 /// The container an operator's finished video is in, by its signature.
@@ -228,7 +326,10 @@ fn render_group(inputs: &Inputs, scripts: &[Script]) -> Result<GroupFiles> {
     add("html", "html", html_warning(scripts).into_bytes());
     Ok(GroupFiles {
         language: scripts[0].lang.clone(),
-        files: files.iter().map(|f| (f.0.clone(), f.1.clone())).collect(),
+        files: files
+            .iter()
+            .map(|f| (f.0.clone(), f.1.clone(), hex(&Sha256::digest(&f.2))))
+            .collect(),
         bytes: files.into_iter().map(|f| f.2).collect(),
         poster_width: poster.width,
         poster_height: poster.height,
@@ -322,7 +423,7 @@ impl Components {
     fn save(&self, dir: &Path, fingerprint: &str) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for g in &self.groups {
-            for ((_, file), bytes) in g.files.iter().zip(&g.bytes) {
+            for ((_, file, _), bytes) in g.files.iter().zip(&g.bytes) {
                 write_atomically(&dir.join(file), bytes)?;
             }
         }
@@ -342,48 +443,69 @@ impl Components {
         }
         let mut groups = manifest.groups;
         for g in &mut groups {
-            for (_, file) in &g.files {
-                g.bytes.push(std::fs::read(dir.join(file)).ok()?);
+            for (_, file, sha256) in &g.files {
+                let bytes = std::fs::read(dir.join(file)).ok()?;
+                if hex(&Sha256::digest(&bytes)) != *sha256 {
+                    tracing::warn!(file = %dir.join(file).display(), "cached payload changed on disk; rendering again");
+                    return None;
+                }
+                g.bytes.push(bytes);
             }
         }
         Some(Self { groups })
     }
 }
 
+/// Writes `path` through a temporary file of its own (`<name>.tmp`), synced
+/// before the rename, so a crash leaves the old file or the new one.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    use std::io::Write as _;
+    let mut name = path.file_name().expect("a file name").to_owned();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
 }
 
-/// The node's components: from `<data>/payloads/` while its fingerprint
-/// matches the configuration, else rendered and saved there.
-pub fn node_components(dir: &DataDir) -> Result<Components> {
-    let cfg = &dir.config.payload;
-    let inputs = inputs(&dir.root, cfg, &cfg.languages)?;
+/// The components for `cfg` kept in `cache`: reused while the fingerprint
+/// matches and every file has its recorded hash, else rendered and saved.
+/// Reuse is what keeps a node's bytes, and so its info hashes, the same
+/// across restarts and upgrades of the encoder.
+fn cached_components(root: &Path, cfg: &PayloadConfig, cache: &Path) -> Result<Components> {
+    let inputs = inputs(root, cfg, &cfg.languages)?;
     let fp = fingerprint(&inputs);
-    let cache = dir.root.join(PAYLOAD_DIR);
-    if let Some(c) = Components::load(&cache, &fp) {
+    if let Some(c) = Components::load(cache, &fp) {
         return Ok(c);
     }
     tracing::info!(dir = %cache.display(), "rendering the warning payloads");
     let c = render(&inputs)?;
-    c.save(&cache, &fp)?;
+    c.save(cache, &fp)?;
     Ok(c)
+}
+
+/// The node's components, cached in `<data>/payloads/`.
+pub fn node_components(dir: &DataDir) -> Result<Components> {
+    cached_components(&dir.root, &dir.config.payload, &dir.root.join(PAYLOAD_DIR))
+}
+
+fn fill_secret(cfg: &PayloadConfig) -> Vec<u8> {
+    cfg.fill_secret.clone().unwrap_or_default().into_bytes()
 }
 
 /// The payload set rendered from `cfg` (paths relative to `root`), with no
 /// cache: for benchmarks and checks.
 pub fn rendered_payload_set(root: &Path, cfg: &PayloadConfig) -> Result<PayloadSet> {
     let inputs = inputs(root, cfg, &cfg.languages)?;
-    let secret = cfg.fill_secret.clone().unwrap_or_default().into_bytes();
-    render(&inputs)?.payload_set(cfg.fill, secret)
+    render(&inputs)?.payload_set(cfg.fill, fill_secret(cfg))
 }
 
 /// The payload set a node serves.
 pub fn node_payload_set(dir: &DataDir) -> Result<PayloadSet> {
     let cfg = &dir.config.payload;
-    let secret = cfg.fill_secret.clone().unwrap_or_default().into_bytes();
+    let secret = fill_secret(cfg);
     if let Some(path) = dir.payload_path() {
         let bytes = read(&path, "payload file")?;
         return Ok(PayloadSet::single(
@@ -404,14 +526,15 @@ pub fn build_into(
     languages: Option<&[String]>,
     out: &Path,
 ) -> Result<Vec<(String, PathBuf, u64)>> {
-    let langs = languages.unwrap_or(&cfg.languages).to_vec();
-    let inputs = inputs(root, cfg, &langs)?;
-    let components = render(&inputs)?;
-    if languages.is_none() || languages == Some(cfg.languages.as_slice()) {
-        components.save(out, &fingerprint(&inputs))?;
-    } else {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    }
+    let components = match languages {
+        // The configured languages: the cache in `out` if it matches (so
+        // a build never changes what a node already serves).
+        None => cached_components(root, cfg, out)?,
+        Some(langs) => {
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            render(&inputs(root, cfg, langs)?)?
+        }
+    };
     let set = components.payload_set(FillMode::Zeros, Vec::new())?;
     let default_language = set.languages()[0];
     let mut written = Vec::new();

@@ -142,7 +142,7 @@ fn hash_probe(payloads: Arc<PayloadSet>, n: u64, seed: u64, sizes: bool) -> (f64
                 piece_length: piece_length_for(r.1),
             };
             let layout = payloads.layout(0, r.1, f.piece_length, payloads.fill_for_title(&r.0), None);
-            f.info_hash(|i| piece_hash(&layout, f.piece_length, i))
+            f.info_hash(|i| piece_hash(&layout, i))
         })
         .collect();
     let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;

@@ -33,17 +33,37 @@ pub fn require(program: &str, package: &str) {
     );
 }
 
-pub fn require_libtorrent() {
+/// Fails when `/usr/bin/python3` cannot import `module`, naming the
+/// Debian package that provides it.
+pub fn require_python_module(module: &str, package: &str) {
     require("/usr/bin/python3", "python3");
     let ok = Command::new("/usr/bin/python3")
-        .args(["-c", "import libtorrent"])
+        .args(["-c", &format!("import {module}")])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     assert!(
         ok,
-        "libtorrent python bindings are missing: install the Debian package python3-libtorrent"
+        "python module {module} is missing: install the Debian package {package}"
     );
+}
+
+pub fn require_libtorrent() {
+    require_python_module("libtorrent", "python3-libtorrent");
+}
+
+/// `warnseed decoys export --format files` of a node into `out`.
+pub fn export_files(data: &Path, out: &Path) {
+    warnseed(&[
+        "decoys",
+        "export",
+        "--format",
+        "files",
+        "--out",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
 }
 
 /// A port that was free on `ip` a moment ago.
