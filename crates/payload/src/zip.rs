@@ -32,6 +32,73 @@ const ZIP64_END_LEN: u64 = 56;
 const ZIP64_LOCATOR_LEN: u64 = 20;
 const END_LEN: u64 = 22;
 
+/// The fields a local header and its central directory record share.
+struct Entry<'a> {
+    name: &'a str,
+    version_needed: u16,
+    flags: u16,
+    crc: u32,
+    /// Both sizes (stored entries), or `u32::MAX` when ZIP64 holds them.
+    size: u32,
+    extra: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    /// The padding entry: stored, sizes in its ZIP64 field `extra`.
+    fn padding(crc: u32, extra: &'a [u8]) -> Self {
+        Self {
+            name: PADDING_NAME,
+            version_needed: VERSION_ZIP64,
+            flags: FLAG_DESCRIPTOR,
+            crc,
+            size: u32::MAX,
+            extra,
+        }
+    }
+
+    /// From "version needed" to the sizes: the same in both records.
+    fn put_common(&self, out: &mut Vec<u8>) {
+        put16(out, self.version_needed);
+        put16(out, self.flags);
+        put16(out, 0); // stored
+        put16(out, DOS_TIME);
+        put16(out, DOS_DATE);
+        put32(out, self.crc);
+        put32(out, self.size);
+        put32(out, self.size);
+        put16(out, self.name.len() as u16);
+        put16(out, self.extra.len() as u16);
+    }
+
+    fn put_local(&self, out: &mut Vec<u8>) {
+        put32(out, LOCAL_SIG);
+        self.put_common(out);
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(self.extra);
+    }
+
+    fn put_central(&self, out: &mut Vec<u8>, local_offset: u32) {
+        put32(out, CENTRAL_SIG);
+        put16(out, VERSION_MADE_BY);
+        self.put_common(out);
+        put16(out, 0); // comment
+        put16(out, 0); // disk
+        put16(out, 0); // internal attributes
+        put32(out, UNIX_FILE_MODE);
+        put32(out, local_offset);
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(self.extra);
+    }
+}
+
+/// ZIP64 extended information with both sizes (uncompressed, compressed).
+fn put_zip64_sizes(out: &mut Vec<u8>, size: u64) {
+    put16(out, 0x0001);
+    put16(out, 16);
+    put64(out, size);
+    put64(out, size);
+}
+
 #[derive(Debug)]
 pub struct ZipTemplate {
     head: Vec<u8>,
@@ -57,59 +124,24 @@ impl ZipTemplate {
         let mut head = Vec::new();
         let mut fixed_central = Vec::new();
         for (name, data) in files {
-            let offset = head.len() as u32;
-            let crc = crc32fast::hash(data);
-            let len = u32::try_from(data.len()).expect("warning files are far below 4 GiB");
-            put32(&mut head, LOCAL_SIG);
-            put16(&mut head, VERSION_STORED);
-            put16(&mut head, 0);
-            put16(&mut head, 0); // stored
-            put16(&mut head, DOS_TIME);
-            put16(&mut head, DOS_DATE);
-            put32(&mut head, crc);
-            put32(&mut head, len);
-            put32(&mut head, len);
-            put16(&mut head, name.len() as u16);
-            put16(&mut head, 0);
-            head.extend_from_slice(name.as_bytes());
+            let entry = Entry {
+                name,
+                version_needed: VERSION_STORED,
+                flags: 0,
+                crc: crc32fast::hash(data),
+                size: u32::try_from(data.len()).expect("warning files are far below 4 GiB"),
+                extra: &[],
+            };
+            entry.put_central(&mut fixed_central, head.len() as u32);
+            entry.put_local(&mut head);
             head.extend_from_slice(data);
-
-            put32(&mut fixed_central, CENTRAL_SIG);
-            put16(&mut fixed_central, VERSION_MADE_BY);
-            put16(&mut fixed_central, VERSION_STORED);
-            put16(&mut fixed_central, 0);
-            put16(&mut fixed_central, 0);
-            put16(&mut fixed_central, DOS_TIME);
-            put16(&mut fixed_central, DOS_DATE);
-            put32(&mut fixed_central, crc);
-            put32(&mut fixed_central, len);
-            put32(&mut fixed_central, len);
-            put16(&mut fixed_central, name.len() as u16);
-            put16(&mut fixed_central, 0); // extra
-            put16(&mut fixed_central, 0); // comment
-            put16(&mut fixed_central, 0); // disk
-            put16(&mut fixed_central, 0); // internal attributes
-            put32(&mut fixed_central, UNIX_FILE_MODE);
-            put32(&mut fixed_central, offset);
-            fixed_central.extend_from_slice(name.as_bytes());
         }
         let padding_header_offset = head.len() as u64;
-        put32(&mut head, LOCAL_SIG);
-        put16(&mut head, VERSION_ZIP64);
-        put16(&mut head, FLAG_DESCRIPTOR);
-        put16(&mut head, 0);
-        put16(&mut head, DOS_TIME);
-        put16(&mut head, DOS_DATE);
-        put32(&mut head, 0); // CRC: in the descriptor
-        put32(&mut head, u32::MAX); // sizes: in the ZIP64 field (zero here, see bit 3)
-        put32(&mut head, u32::MAX);
-        put16(&mut head, PADDING_NAME.len() as u16);
-        put16(&mut head, 20);
-        head.extend_from_slice(PADDING_NAME.as_bytes());
-        put16(&mut head, 0x0001); // ZIP64 extended information
-        put16(&mut head, 16);
-        put64(&mut head, 0);
-        put64(&mut head, 0);
+        // CRC and sizes follow the data (bit 3); the ZIP64 field says so
+        // with zeros, as the specification asks when bit 3 is set.
+        let mut zip64 = Vec::new();
+        put_zip64_sizes(&mut zip64, 0);
+        Entry::padding(0, &zip64).put_local(&mut head);
         Self {
             head,
             fixed_central,
@@ -145,28 +177,9 @@ impl ZipTemplate {
         put64(&mut t, padding_len);
         let central_offset = self.head.len() as u64 + padding_len + DESCRIPTOR_LEN;
         t.extend_from_slice(&self.fixed_central);
-        put32(&mut t, CENTRAL_SIG);
-        put16(&mut t, VERSION_MADE_BY);
-        put16(&mut t, VERSION_ZIP64);
-        put16(&mut t, FLAG_DESCRIPTOR);
-        put16(&mut t, 0);
-        put16(&mut t, DOS_TIME);
-        put16(&mut t, DOS_DATE);
-        put32(&mut t, crc);
-        put32(&mut t, u32::MAX);
-        put32(&mut t, u32::MAX);
-        put16(&mut t, PADDING_NAME.len() as u16);
-        put16(&mut t, 20);
-        put16(&mut t, 0);
-        put16(&mut t, 0);
-        put16(&mut t, 0);
-        put32(&mut t, UNIX_FILE_MODE);
-        put32(&mut t, self.padding_header_offset as u32);
-        t.extend_from_slice(PADDING_NAME.as_bytes());
-        put16(&mut t, 0x0001);
-        put16(&mut t, 16);
-        put64(&mut t, padding_len); // uncompressed
-        put64(&mut t, padding_len); // compressed
+        let mut zip64 = Vec::new();
+        put_zip64_sizes(&mut zip64, padding_len);
+        Entry::padding(crc, &zip64).put_central(&mut t, self.padding_header_offset as u32);
         let central_len = self.fixed_central.len() as u64 + Self::padding_central_len();
         let zip64_end_offset = central_offset + central_len;
         put32(&mut t, ZIP64_END_SIG);

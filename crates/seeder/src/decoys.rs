@@ -22,12 +22,6 @@ fn req2_prefix(info_hash: &InfoHash) -> u64 {
     u64::from_be_bytes(mse::req2_hash(info_hash)[..8].try_into().expect("8 bytes"))
 }
 
-/// Identifies what an info hash was computed from: the payload set's bytes,
-/// fill and the rules that lay a decoy out.
-pub fn content_key(payloads: &PayloadSet) -> [u8; 32] {
-    payloads.content_key()
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
@@ -693,7 +687,7 @@ mod tests {
         let set = synthetic_set(FillMode::Zeros);
         let a = DecoyTable::load(&mut store, set.clone(), None, &mut ()).unwrap();
         let cached = store.find("sample-title-000001.mp4").unwrap().unwrap();
-        assert_eq!(cached.content_key, Some(content_key(&set)));
+        assert_eq!(cached.content_key, Some(set.content_key()));
         let b = DecoyTable::load(&mut store, set.clone(), None, &mut ()).unwrap();
         let fresh = DecoyTable::from_titles(
             set,

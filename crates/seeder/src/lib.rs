@@ -16,7 +16,7 @@ mod status;
 mod tracker;
 mod udp_tracker;
 
-pub use decoys::{content_key, Decoy, DecoyTable, LoadError, LoadProgress};
+pub use decoys::{Decoy, DecoyTable, LoadError, LoadProgress};
 pub use piece_file::{PieceHashFile, PieceRecord};
 pub use server::{ConnectionClosed, PeerServer, ServerConfig};
 pub use status::{StatusBoard, TrackerStatus};
