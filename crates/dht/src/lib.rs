@@ -9,11 +9,13 @@
 #![forbid(unsafe_code)]
 
 pub mod krpc;
+pub mod node;
 pub mod node_id;
 pub mod routing;
 pub mod token;
 
 pub use krpc::{Message, NodeInfo, Query, Reply, ReplyOut};
+pub use node::{Config, DecoyIndex, Event, Node};
 pub use node_id::NodeId;
 pub use routing::{Insert, RoutingTable};
 pub use token::TokenIssuer;
