@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Download one torrent with libtorrent 2.0 (python3-libtorrent) from one
-known peer, with DHT, LSD, UPnP and NAT-PMP off, then exit.
+known peer, with DHT, LSD, UPnP and NAT-PMP off, then exit. With
+--dht-bootstrap the DHT is on, joined through the given local nodes only.
 
 Used by warnseed's interoperability tests. Prints one JSON line:
 {"ok": true, "path": ..., "seconds": ..., "peer_id": ...} or {"ok": false, "error": ...}.
@@ -37,6 +38,11 @@ def main():
     ap.add_argument("--trackers", action="store_true", help="keep trackers from the torrent")
     ap.add_argument("--rate-limit", type=int, default=0, help="download bytes/s (0: none)")
     ap.add_argument(
+        "--dht-bootstrap",
+        default="",
+        help="host:port,... of local DHT nodes: turns the DHT on, bootstrapped into these only",
+    )
+    ap.add_argument(
         "--encryption",
         choices=["default", "forced-rc4", "disabled"],
         default="default",
@@ -63,6 +69,13 @@ def main():
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.peer_log_notification,
     }
+    if a.dht_bootstrap:
+        settings["enable_dht"] = True
+        settings["dht_bootstrap_nodes"] = a.dht_bootstrap
+        # Every node of the test shares 127.0.0.0/24.
+        settings["dht_restrict_routing_ips"] = False
+        settings["dht_restrict_search_ips"] = False
+        settings["dht_ignore_dark_internet"] = False
     if a.rate_limit:
         settings["download_rate_limit"] = a.rate_limit
         # Loopback counts as a local network, which libtorrent would exempt.

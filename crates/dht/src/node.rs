@@ -174,6 +174,10 @@ impl<D: DecoyIndex> Node<D> {
     pub fn decoys(&self) -> &D {
         &self.decoys
     }
+    /// Lookups (bootstrap, searches, announces) still running.
+    pub fn active_lookups(&self) -> usize {
+        self.lookups.len()
+    }
 
     /// Asks each address for the nodes closest to us; replies fill the
     /// routing table, then a lookup of our own id fills it further.
@@ -463,7 +467,13 @@ impl<D: DecoyIndex> Node<D> {
                             .collect()
                     })
                     .unwrap_or_default();
-                if ours && !values.contains(&self.config.peer_addr) {
+                // Our own address, when we know it (an unspecified listen
+                // address leaves it to the nodes we announced to, which
+                // store the address our packets came from).
+                if ours
+                    && !self.config.peer_addr.ip().is_unspecified()
+                    && !values.contains(&self.config.peer_addr)
+                {
                     values.insert(0, self.config.peer_addr);
                 }
                 Ok(Box::new(move |tid| {

@@ -482,6 +482,20 @@ impl DecoyTable {
             })
     }
 
+    /// Up to `n` info hashes from `target` on in info-hash order (wrapping
+    /// round): a BEP 51 sample near the keyspace an indexer asks about.
+    pub fn info_hashes_from(&self, target: &InfoHash, n: usize) -> Vec<InfoHash> {
+        let start = self.entries.partition_point(|e| e.info_hash < *target);
+        (0..n.min(self.entries.len()))
+            .map(|i| self.entries[(start + i) % self.entries.len()].info_hash)
+            .collect()
+    }
+
+    /// The info hash of entry `i` (info-hash order).
+    pub fn info_hash_at(&self, i: usize) -> Option<InfoHash> {
+        self.entries.get(i).map(|e| e.info_hash)
+    }
+
     /// Every decoy, in info-hash order.
     pub fn iter(self: &Arc<Self>) -> impl Iterator<Item = Decoy> + '_ {
         (0..self.entries.len() as u32).map(move |index| Decoy {

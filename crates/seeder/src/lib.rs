@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod decoys;
+mod dht;
 mod framing;
 mod limiter;
 mod piece_file;
@@ -17,6 +18,7 @@ mod tracker;
 mod udp_tracker;
 
 pub use decoys::{Decoy, DecoyTable, LoadError, LoadProgress};
+pub use dht::{run_dht, DhtSettings};
 pub use piece_file::{PieceHashFile, PieceRecord};
 pub use server::{ConnectionClosed, PeerServer, ServerConfig};
 pub use status::{StatusBoard, TrackerStatus};

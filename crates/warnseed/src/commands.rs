@@ -311,9 +311,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .iter()
         .map(|t| TrackerUrl::parse(t))
         .collect::<Result<Vec<_>, _>>()?;
-    if dir.config.node.dht && !args.no_dht {
-        tracing::warn!("dht = true in warnseed.toml, but this version has no DHT node; continuing without");
-    }
+    let dht = dir.config.node.dht && !args.no_dht;
 
     let payload = load_payload(&dir)?;
     let started = std::time::Instant::now();
@@ -371,6 +369,29 @@ pub fn run(args: RunArgs) -> Result<()> {
                 stop_rx.clone(),
             )));
         }
+        let dht_task = if dht {
+            let node = &dir.config.node;
+            let listen: SocketAddr = node
+                .dht_listen
+                .parse()
+                .with_context(|| format!("node.dht_listen {:?} is not an address", node.dht_listen))?;
+            let socket = tokio::net::UdpSocket::bind(listen)
+                .await
+                .with_context(|| format!("binding the DHT node to UDP {listen}"))?;
+            let settings = warnseed_seeder::DhtSettings {
+                bootstrap: node.dht_bootstrap.clone(),
+                peer_addr: bound[0],
+                announce_interval: Duration::from_secs(node.dht_announce_interval_secs.max(1)),
+            };
+            Some(tokio::spawn(warnseed_seeder::run_dht(
+                Arc::clone(&table),
+                socket,
+                settings,
+                stop_rx.clone(),
+            )))
+        } else {
+            None
+        };
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
         let status = NodeStatusWriter {
             path: dir.root.join(STATUS_FILE),
@@ -391,6 +412,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         serving.await?;
         for a in announcers {
             let _ = a.await;
+        }
+        if let Some(task) = dht_task {
+            match task.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "DHT node failed"),
+                Err(e) => tracing::error!(error = %e, "DHT task failed"),
+                Ok(Ok(())) => {}
+            }
         }
         let _ = publisher.await;
         status.write("stopped")?;

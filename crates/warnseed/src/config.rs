@@ -28,8 +28,37 @@ pub struct NodeConfig {
     pub listen: Vec<String>,
     /// HTTP trackers every decoy is announced to.
     pub trackers: Vec<String>,
-    /// Mainline DHT (arrives with the publishing work; accepted and off).
+    /// Run a mainline DHT node and announce every decoy through it.
     pub dht: bool,
+    /// UDP address of the DHT node.
+    #[serde(default = "default_dht_listen")]
+    pub dht_listen: String,
+    /// `host:port` of DHT nodes to join through. The default is the usual
+    /// public routers, used only when `dht = true`.
+    #[serde(default = "default_dht_bootstrap")]
+    pub dht_bootstrap: Vec<String>,
+    /// Every decoy is announced to the DHT once per this many seconds,
+    /// spread evenly.
+    #[serde(default = "default_dht_announce_interval")]
+    pub dht_announce_interval_secs: u64,
+}
+
+fn default_dht_listen() -> String {
+    "0.0.0.0:6881".into()
+}
+
+fn default_dht_bootstrap() -> Vec<String> {
+    [
+        "router.bittorrent.com:6881",
+        "dht.transmissionbt.com:6881",
+        "router.utorrent.com:6881",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_dht_announce_interval() -> u64 {
+    30 * 60
 }
 
 impl Default for NodeConfig {
@@ -38,6 +67,9 @@ impl Default for NodeConfig {
             listen: vec!["0.0.0.0:6881".into()],
             trackers: Vec::new(),
             dht: false,
+            dht_listen: default_dht_listen(),
+            dht_bootstrap: default_dht_bootstrap(),
+            dht_announce_interval_secs: default_dht_announce_interval(),
         }
     }
 }

@@ -145,7 +145,7 @@ pub struct RunArgs {
     /// default from warnseed.toml).
     #[arg(long = "tracker")]
     trackers: Vec<String>,
-    /// Keep the DHT off (it is off in this version in any case).
+    /// Keep the DHT node off even if warnseed.toml turns it on.
     #[arg(long)]
     no_dht: bool,
     /// Import this catalogue file before starting.

@@ -183,9 +183,16 @@ pub fn wait_for_port(addr: SocketAddr) {
 
 /// Adds `lines` to the `[payload]` table of a node's warnseed.toml.
 pub fn set_payload_config(data: &Path, lines: &str) {
+    set_config(data, "payload", lines)
+}
+
+/// Adds `lines` to table `[table]` of a node's warnseed.toml, replacing the
+/// keys they set.
+pub fn set_config(data: &Path, table: &str, lines: &str) {
     let cfg = data.join("warnseed.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    assert!(text.contains("[payload]"), "{text}");
+    let header = format!("[{table}]");
+    assert!(text.contains(&header), "{text}");
     let mut out = String::new();
     let mut skip = Vec::new();
     for l in lines.lines() {
@@ -200,7 +207,7 @@ pub fn set_payload_config(data: &Path, lines: &str) {
             out.push('\n');
         }
     }
-    std::fs::write(&cfg, out.replace("[payload]", &format!("[payload]\n{lines}"))).unwrap();
+    std::fs::write(&cfg, out.replace(&header, &format!("{header}\n{lines}"))).unwrap();
 }
 
 /// A warnseed node: its data directory and, while running, its process.
@@ -599,6 +606,17 @@ pub fn libtorrent_download_with(
     out: &Path,
     encryption: &str,
 ) -> serde_json::Value {
+    libtorrent_download_args(source, peer, bind, out, &["--encryption", encryption])
+}
+
+/// As [`libtorrent_download`], with more lt_download.py arguments.
+pub fn libtorrent_download_args(
+    source: (&str, &str),
+    peer: Option<SocketAddr>,
+    bind: impl Into<std::net::IpAddr>,
+    out: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
     require_libtorrent();
     std::fs::create_dir_all(out).unwrap();
     let script = repo_root().join("tests/clients/lt_download.py");
@@ -610,9 +628,8 @@ pub fn libtorrent_download_with(
         out.to_str().unwrap(),
         "--timeout",
         "120",
-        "--encryption",
-        encryption,
     ]);
+    cmd.args(extra);
     if let Some(p) = peer {
         cmd.args(["--peer", &p.to_string()]);
     }

@@ -1,0 +1,160 @@
+//! The tokio driver of the DHT node: one UDP socket, the sans-IO
+//! `warnseed_dht::Node`, and a schedule that announces every decoy once per
+//! interval, spread evenly over it. Interest (queries that name one of our
+//! decoys) is logged; it is not yet written to the ledger.
+
+use crate::decoys::DecoyTable;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use warnseed_dht::{Config, DecoyIndex, Event, Node, NodeId, TokenIssuer};
+
+/// Lookups the announcer keeps running at once.
+const MAX_ANNOUNCES_IN_FLIGHT: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct DhtSettings {
+    /// `host:port` of nodes to join through.
+    pub bootstrap: Vec<String>,
+    /// Our BitTorrent peer address: its port is announced, and its IP (if
+    /// not unspecified) is returned for our decoys.
+    pub peer_addr: SocketAddr,
+    /// Every decoy is announced once per interval.
+    pub announce_interval: Duration,
+}
+
+struct TableIndex(Arc<DecoyTable>);
+
+impl DecoyIndex for TableIndex {
+    fn contains(&self, info_hash: &[u8; 20]) -> bool {
+        self.0.lookup(info_hash).is_some()
+    }
+    fn sample(&self, target: &NodeId, n: usize) -> Vec<[u8; 20]> {
+        self.0.info_hashes_from(&target.0, n)
+    }
+    fn count(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the operating system provides randomness");
+    b
+}
+
+/// Runs the node on `socket` until `stop` turns true.
+pub async fn run_dht(
+    table: Arc<DecoyTable>,
+    socket: UdpSocket,
+    settings: DhtSettings,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let local = socket.local_addr()?;
+    let id = if local.ip().is_unspecified() {
+        NodeId(random())
+    } else {
+        NodeId::for_ip(local.ip(), random())
+    };
+    let tokens = TokenIssuer::new(Instant::now(), Box::new(random::<16>));
+    let mut node = Node::new(
+        id,
+        Config::new(settings.peer_addr),
+        TableIndex(Arc::clone(&table)),
+        tokens,
+    );
+    let mut bootstrap = Vec::new();
+    for host in &settings.bootstrap {
+        match tokio::net::lookup_host(host.as_str()).await {
+            Ok(addrs) => bootstrap.extend(addrs.filter(|a| a.is_ipv4() == local.is_ipv4())),
+            Err(e) => tracing::warn!(host = %host, error = %e, "cannot resolve DHT bootstrap node"),
+        }
+    }
+    node.bootstrap(&bootstrap);
+    tracing::info!(listen = %local, bootstrap = bootstrap.len(), decoys = table.len(), "DHT node started");
+
+    // Announces: decoy i of n at start + i/n of the interval, after a short
+    // wait for the routing table to fill.
+    let n = table.len().max(1) as u32;
+    let spacing = settings.announce_interval / n;
+    let mut next_announce = Instant::now() + Duration::from_secs(2);
+    let mut cursor = 0usize;
+    let mut buf = vec![0u8; warnseed_dht::krpc::MAX_MESSAGE + 1];
+    let mut announced = 0u64;
+    // Decoys of the current round stored on at least one node.
+    let mut stored_round = 0u64;
+    loop {
+        let now = Instant::now();
+        while let Some((to, bytes)) = node.poll_transmit(now) {
+            if let Err(e) = socket.send_to(&bytes, to).await {
+                tracing::debug!(to = %to, error = %e, "DHT send failed");
+            }
+        }
+        while let Some(event) = node.poll_event() {
+            match event {
+                Event::Interest {
+                    from,
+                    node_id,
+                    query,
+                    info_hash,
+                } => tracing::info!(
+                    from = %from,
+                    node_id = %warnseed_bittorrent::metainfo::hex(&node_id.0),
+                    query,
+                    info_hash = %warnseed_bittorrent::metainfo::hex(&info_hash),
+                    "DHT interest"
+                ),
+                Event::Announced { info_hash, nodes } => {
+                    announced += 1;
+                    stored_round += u64::from(nodes > 0);
+                    tracing::debug!(info_hash = %warnseed_bittorrent::metainfo::hex(&info_hash), nodes, "announced");
+                    if announced.is_multiple_of(u64::from(n)) {
+                        tracing::info!(
+                            decoys = n,
+                            stored = stored_round,
+                            routing_table = node.table().len(),
+                            "DHT announce round complete"
+                        );
+                        stored_round = 0;
+                    }
+                }
+                Event::Peers { .. } => {}
+            }
+        }
+        if now >= next_announce && !table.is_empty() && node.active_lookups() < MAX_ANNOUNCES_IN_FLIGHT {
+            node.announce(table.info_hash_at(cursor).expect("cursor below len"));
+            cursor = (cursor + 1) % table.len();
+            next_announce = now + spacing;
+            continue;
+        }
+        node.forget_paced(now);
+        let wake = [node.next_timeout(), Some(next_announce)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_secs(1))
+            .max(now + Duration::from_millis(1));
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                match r {
+                    // A datagram longer than any KRPC message is dropped unread.
+                    Ok((len, from)) if len <= warnseed_dht::krpc::MAX_MESSAGE => {
+                        node.handle_datagram(from, &buf[..len], Instant::now());
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "DHT receive failed"),
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                node.handle_timeout(Instant::now());
+            }
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
