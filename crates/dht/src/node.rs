@@ -34,6 +34,9 @@ pub struct Config {
     pub per_destination_interval: Duration,
     /// Seconds BEP 51 indexers are told to wait before sampling again.
     pub sample_interval: i64,
+    /// Our own UDP address: other nodes may list it (under an id we had
+    /// before a restart); it is never queried or kept.
+    pub own_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -44,6 +47,7 @@ impl Config {
             query_timeout: Duration::from_secs(3),
             per_destination_interval: Duration::from_millis(200),
             sample_interval: 300,
+            own_addr: None,
         }
     }
 }
@@ -182,7 +186,8 @@ impl<D: DecoyIndex> Node<D> {
     /// Asks each address for the nodes closest to us; replies fill the
     /// routing table, then a lookup of our own id fills it further.
     pub fn bootstrap(&mut self, addrs: &[SocketAddr]) {
-        for &to in addrs {
+        let own = self.config.own_addr;
+        for &to in addrs.iter().filter(|a| Some(**a) != own) {
             self.query(
                 to,
                 None,
@@ -348,7 +353,9 @@ impl<D: DecoyIndex> Node<D> {
                     return;
                 };
                 if p.node.is_some_and(|n| n != reply.id) {
-                    // Someone else answered from that address: no credit.
+                    // Another node answers from that address now (a node
+                    // that restarted with a new id): the one we asked is gone.
+                    self.fail(p);
                     return;
                 }
                 self.table.insert(
@@ -362,7 +369,9 @@ impl<D: DecoyIndex> Node<D> {
                 match p.purpose {
                     Purpose::Bootstrap => {
                         for n in &learned {
-                            self.table.insert(*n, now);
+                            if Some(n.addr) != self.config.own_addr {
+                                self.table.insert(*n, now);
+                            }
                         }
                         if !self.bootstrapped {
                             self.bootstrapped = true;
@@ -378,7 +387,10 @@ impl<D: DecoyIndex> Node<D> {
                                     };
                                 }
                             }
-                            for n in learned {
+                            for n in learned
+                                .into_iter()
+                                .filter(|n| Some(n.addr) != self.config.own_addr)
+                            {
                                 add_candidate(l, n, self.table.own_id());
                             }
                             for v in &reply.values {
@@ -938,5 +950,45 @@ mod tests {
         };
         assert_eq!(reply.samples().collect::<Vec<_>>(), vec![decoy]);
         assert_eq!(reply.num, Some(1));
+    }
+
+    #[test]
+    fn a_node_that_answers_under_another_id_counts_as_gone_and_the_lookup_ends() {
+        let decoy = [0xEE; 20];
+        let mut net = Net::new(1, vec![decoy]);
+        let now = net.now;
+        let node = &mut net.nodes[0];
+        let old_peer: SocketAddr = "10.77.0.50:6881".parse().unwrap();
+        node.table.insert(
+            NodeInfo {
+                id: id(50),
+                addr: old_peer,
+            },
+            now,
+        );
+        node.announce(decoy);
+        let (to, query) = node.poll_transmit(now).unwrap();
+        assert_eq!(to, old_peer);
+        let Ok(Message::Query { tid, .. }) = krpc::parse(&query) else {
+            panic!()
+        };
+        // The address now belongs to a node with a new id.
+        let reply = krpc::encode_reply(
+            tid,
+            &ReplyOut {
+                id: id(51),
+                ..Default::default()
+            },
+            None,
+        );
+        node.handle_datagram(old_peer, &reply, now);
+        assert_eq!(node.active_lookups(), 0, "the lookup did not wait for a timeout");
+        assert_eq!(
+            node.poll_event(),
+            Some(Event::Announced {
+                info_hash: decoy,
+                nodes: 0
+            })
+        );
     }
 }

@@ -23,6 +23,32 @@ pub struct DhtSettings {
     pub peer_addr: SocketAddr,
     /// Every decoy is announced once per interval.
     pub announce_interval: Duration,
+    /// Where the routing table's nodes are kept across restarts (one
+    /// `ip:port` a line); they join the bootstrap list on the next start.
+    pub nodes_file: Option<std::path::PathBuf>,
+}
+
+/// How often the routing table is written to `nodes_file`.
+const SAVE_NODES_EVERY: Duration = Duration::from_secs(10 * 60);
+
+fn load_nodes(path: &std::path::Path) -> Vec<SocketAddr> {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn save_nodes(path: &std::path::Path, node: &Node<TableIndex>) {
+    let text: String = node
+        .table()
+        .entries()
+        .filter(|e| !e.is_bad())
+        .map(|e| format!("{}\n", e.node.addr))
+        .collect();
+    let tmp = path.with_extension("tmp");
+    let result = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "cannot save DHT nodes");
+    }
 }
 
 struct TableIndex(Arc<DecoyTable>);
@@ -59,12 +85,9 @@ pub async fn run_dht(
         NodeId::for_ip(local.ip(), random())
     };
     let tokens = TokenIssuer::new(Instant::now(), Box::new(random::<16>));
-    let mut node = Node::new(
-        id,
-        Config::new(settings.peer_addr),
-        TableIndex(Arc::clone(&table)),
-        tokens,
-    );
+    let mut config = Config::new(settings.peer_addr);
+    config.own_addr = Some(local);
+    let mut node = Node::new(id, config, TableIndex(Arc::clone(&table)), tokens);
     let mut bootstrap = Vec::new();
     for host in &settings.bootstrap {
         match tokio::net::lookup_host(host.as_str()).await {
@@ -72,7 +95,14 @@ pub async fn run_dht(
             Err(e) => tracing::warn!(host = %host, error = %e, "cannot resolve DHT bootstrap node"),
         }
     }
+    if let Some(path) = &settings.nodes_file {
+        let saved = load_nodes(path);
+        bootstrap.extend(saved.into_iter().filter(|a| a.is_ipv4() == local.is_ipv4()));
+        bootstrap.sort();
+        bootstrap.dedup();
+    }
     node.bootstrap(&bootstrap);
+    let mut next_save = Instant::now() + SAVE_NODES_EVERY;
     tracing::info!(listen = %local, bootstrap = bootstrap.len(), decoys = table.len(), "DHT node started");
 
     // Announces: decoy i of n at start + i/n of the interval, after a short
@@ -130,6 +160,12 @@ pub async fn run_dht(
             continue;
         }
         node.forget_paced(now);
+        if now >= next_save {
+            if let Some(path) = &settings.nodes_file {
+                save_nodes(path, &node);
+            }
+            next_save = now + SAVE_NODES_EVERY;
+        }
         let wake = [node.next_timeout(), Some(next_announce)]
             .into_iter()
             .flatten()
@@ -152,6 +188,9 @@ pub async fn run_dht(
             }
             _ = stop.changed() => {
                 if *stop.borrow() {
+                    if let Some(path) = &settings.nodes_file {
+                        save_nodes(path, &node);
+                    }
                     return Ok(());
                 }
             }

@@ -382,6 +382,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 bootstrap: node.dht_bootstrap.clone(),
                 peer_addr: bound[0],
                 announce_interval: Duration::from_secs(node.dht_announce_interval_secs.max(1)),
+                nodes_file: Some(dir.root.join("dht-nodes.txt")),
             };
             Some(tokio::spawn(warnseed_seeder::run_dht(
                 Arc::clone(&table),

@@ -114,4 +114,17 @@ fn libtorrent_finds_the_node_through_a_local_dht_and_downloads_by_info_hash_alon
         },
     );
     node.stop();
+    // The routing table is kept for the next start: both libtorrent nodes.
+    let saved = std::fs::read_to_string(node.data.join("dht-nodes.txt")).unwrap();
+    for n in [format!("{a}:{pa}"), format!("{b}:{pb}")] {
+        assert!(saved.lines().any(|l| l == n), "{n} in {saved}");
+    }
+    // With no bootstrap node configured, a restart rejoins through them.
+    set_config(&node.data, "node", "dht_bootstrap = []");
+    node.start(listen, &[]);
+    wait_until("the announce after a restart", Duration::from_secs(60), || {
+        let log = node.log();
+        log.contains("DHT announce round complete") && log.contains("stored=1")
+    });
+    node.stop();
 }
