@@ -21,10 +21,12 @@ pub fn unix_ms() -> i64 {
 }
 
 pub mod chain;
+mod interest;
 mod record;
 mod store;
 mod writer;
 
+pub use interest::{InterestAggregator, InterestRow};
 pub use record::{RecordKind, SessionRecord, Transport};
 pub use store::{BadRecord, LedgerStore, LedgerSummary, StoredSession, Verification};
 pub use writer::{LedgerWriter, WriterConfig};

@@ -108,7 +108,7 @@ pub struct LedgerSummary {
 }
 
 pub struct LedgerStore {
-    conn: Connection,
+    pub(crate) conn: Connection,
 }
 
 /// The first record that fails verification, and why.
@@ -150,6 +150,7 @@ impl LedgerStore {
             }
         }
         conn.execute_batch(INDEXES)?;
+        conn.execute_batch(crate::interest::SCHEMA)?;
         Ok(Self { conn })
     }
 
@@ -179,7 +180,7 @@ impl LedgerStore {
             )?;
             for r in batch {
                 let seq = head.0 + 1;
-                let ip = canonical_ip(r.remote_ip);
+                let ip = canonical_ip(r.remote_ip).to_string();
                 let salt = chain::new_salt();
                 let commitment = chain::ip_commitment(&salt, &ip);
                 let fields = ChainedFields {
@@ -422,12 +423,9 @@ fn check_row(
 
 /// IPv4-mapped IPv6 addresses are stored as plain IPv4 so one downloader
 /// is one address whichever socket family accepted it.
-fn canonical_ip(ip: IpAddr) -> String {
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
     }
 }

@@ -1,7 +1,7 @@
 //! The tokio driver of the DHT node: one UDP socket, the sans-IO
 //! `warnseed_dht::Node`, and a schedule that announces every decoy once per
 //! interval, spread evenly over it. Interest (queries that name one of our
-//! decoys) is logged; it is not yet written to the ledger.
+//! decoys) is logged and counted into the ledger every minute.
 
 use crate::decoys::DecoyTable;
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use warnseed_dht::{Config, DecoyIndex, Event, Node, NodeId, TokenIssuer};
+use warnseed_ledger::InterestAggregator;
 
 /// Lookups the announcer keeps running at once.
 const MAX_ANNOUNCES_IN_FLIGHT: usize = 16;
@@ -26,6 +27,33 @@ pub struct DhtSettings {
     /// Where the routing table's nodes are kept across restarts (one
     /// `ip:port` a line); they join the bootstrap list on the next start.
     pub nodes_file: Option<std::path::PathBuf>,
+    /// The ledger interest goes to (counted per minute; see
+    /// `warnseed_ledger::InterestAggregator`).
+    pub ledger: Option<std::path::PathBuf>,
+}
+
+/// Interest is written to the ledger this often (and at stop).
+const FLUSH_INTEREST_EVERY: Duration = Duration::from_secs(60);
+/// Distinct (minute, info hash, address, query) keys held between writes.
+const MAX_INTEREST_KEYS: usize = 100_000;
+
+/// Writes gathered interest on a blocking thread, so the UDP loop never
+/// waits on SQLite. A failed write is logged and its counts are lost: they
+/// are statistics, not evidence.
+async fn flush_interest(ledger: &Option<std::path::PathBuf>, agg: &mut InterestAggregator) {
+    let (Some(path), false) = (ledger.clone(), agg.is_empty()) else {
+        return;
+    };
+    let rows = agg.take();
+    let result = tokio::task::spawn_blocking(move || {
+        warnseed_ledger::LedgerStore::open(&path).and_then(|mut store| store.add_interest(&rows))
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot write DHT interest to the ledger"),
+        Err(e) => tracing::error!(error = %e, "DHT interest writer failed"),
+    }
 }
 
 /// How often the routing table is written to `nodes_file`.
@@ -103,6 +131,8 @@ pub async fn run_dht(
     }
     node.bootstrap(&bootstrap);
     let mut next_save = Instant::now() + SAVE_NODES_EVERY;
+    let mut interest = InterestAggregator::new(MAX_INTEREST_KEYS);
+    let mut next_flush = Instant::now() + FLUSH_INTEREST_EVERY;
     tracing::info!(listen = %local, bootstrap = bootstrap.len(), decoys = table.len(), "DHT node started");
 
     // Announces: decoy i of n at start + i/n of the interval, after a short
@@ -129,13 +159,16 @@ pub async fn run_dht(
                     node_id,
                     query,
                     info_hash,
-                } => tracing::info!(
+                } => {
+                    interest.record(warnseed_ledger::unix_ms(), info_hash, from, node_id.0, query);
+                    tracing::info!(
                     from = %from,
                     node_id = %warnseed_bittorrent::metainfo::hex(&node_id.0),
                     query,
                     info_hash = %warnseed_bittorrent::metainfo::hex(&info_hash),
                     "DHT interest"
-                ),
+                    )
+                }
                 Event::Announced { info_hash, nodes } => {
                     announced += 1;
                     stored_round += u64::from(nodes > 0);
@@ -160,18 +193,27 @@ pub async fn run_dht(
             continue;
         }
         node.forget_paced(now);
+        if now >= next_flush {
+            flush_interest(&settings.ledger, &mut interest).await;
+            next_flush = now + FLUSH_INTEREST_EVERY;
+        }
         if now >= next_save {
             if let Some(path) = &settings.nodes_file {
                 save_nodes(path, &node);
             }
             next_save = now + SAVE_NODES_EVERY;
         }
-        let wake = [node.next_timeout(), Some(next_announce)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + Duration::from_secs(1))
-            .max(now + Duration::from_millis(1));
+        let wake = [
+            node.next_timeout(),
+            Some(next_announce),
+            Some(next_flush),
+            Some(next_save),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + Duration::from_secs(1))
+        .max(now + Duration::from_millis(1));
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 match r {
@@ -191,6 +233,7 @@ pub async fn run_dht(
                     if let Some(path) = &settings.nodes_file {
                         save_nodes(path, &node);
                     }
+                    flush_interest(&settings.ledger, &mut interest).await;
                     return Ok(());
                 }
             }

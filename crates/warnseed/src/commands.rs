@@ -383,6 +383,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 peer_addr: bound[0],
                 announce_interval: Duration::from_secs(node.dht_announce_interval_secs.max(1)),
                 nodes_file: Some(dir.root.join("dht-nodes.txt")),
+                ledger: Some(dir.ledger_path()),
             };
             Some(tokio::spawn(warnseed_seeder::run_dht(
                 Arc::clone(&table),
@@ -572,7 +573,9 @@ pub fn ledger_verify(data: &Path, json: bool) -> Result<()> {
 pub fn report_summary(data: &Path, json: bool) -> Result<()> {
     let dir = DataDir::open(data)?;
     let decoys = CatalogStore::open(&dir.catalog_path())?.count()?;
-    let s = LedgerStore::open(&dir.ledger_path())?.summary()?;
+    let store = LedgerStore::open(&dir.ledger_path())?;
+    let s = store.summary()?;
+    let (dht_queries, dht_ips, dht_decoys) = store.interest_totals()?;
     if json {
         let v = serde_json::json!({
             "decoys_active": decoys,
@@ -583,6 +586,7 @@ pub fn report_summary(data: &Path, json: bool) -> Result<()> {
             "bytes_sent": s.bytes_sent,
             "first_session_ms": s.first_session_ms,
             "last_session_ms": s.last_session_ms,
+            "dht_interest": {"queries": dht_queries, "addresses": dht_ips, "decoys": dht_decoys},
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -597,12 +601,14 @@ pub fn report_summary(data: &Path, json: bool) -> Result<()> {
         println!("completed downloads {}", s.completed);
         println!("unique IPs          {}", s.unique_ips);
         println!("bytes sent          {}", s.bytes_sent);
+        println!(
+            "DHT interest        {dht_queries} queries from {dht_ips} addresses for {dht_decoys} decoys"
+        );
     }
     Ok(())
 }
 
 pub fn payload_build(data: &Path, languages: Option<Vec<String>>, out: Option<PathBuf>) -> Result<()> {
-    // Without a data directory, build from the default configuration.
     // Without a data directory (and with --out), build from the defaults;
     // a configuration that exists but does not parse is an error.
     let has_config = DataDir::config_path(data).exists();

@@ -114,6 +114,30 @@ fn libtorrent_finds_the_node_through_a_local_dht_and_downloads_by_info_hash_alon
         },
     );
     node.stop();
+    // The interest reached the ledger (written at stop), beside the chain.
+    let summary: serde_json::Value = serde_json::from_str(&warnseed(&[
+        "report",
+        "summary",
+        "--data",
+        node.data_arg(),
+        "--json",
+    ]))
+    .unwrap();
+    assert!(
+        summary["dht_interest"]["queries"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    assert_eq!(summary["dht_interest"]["decoys"], 1, "{summary}");
+    let rows: i64 = rusqlite::Connection::open(node.data.join("ledger.sqlite"))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM dht_interest WHERE remote_ip = ?1 AND query = 'get_peers' AND hex(info_hash) = upper(?2)",
+            rusqlite::params![bind.to_string(), info_hash],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(rows >= 1, "the downloader's get_peers is in the ledger");
+    assert!(warnseed(&["ledger", "verify", "--data", node.data_arg()]).starts_with("ledger ok"));
     // The routing table is kept for the next start: both libtorrent nodes.
     let saved = std::fs::read_to_string(node.data.join("dht-nodes.txt")).unwrap();
     for n in [format!("{a}:{pa}"), format!("{b}:{pb}")] {
