@@ -420,14 +420,13 @@ impl<D: DecoyIndex> Node<D> {
 
     /// Builds the reply to one query (a closure over the transaction id,
     /// so the reply borrows nothing from the datagram).
-    #[allow(clippy::type_complexity)]
     fn answer(
         &mut self,
         from: SocketAddr,
         querier: NodeId,
         query: &Query<'_>,
         now: Instant,
-    ) -> Result<Box<dyn FnOnce(&[u8]) -> Vec<u8>>, (i64, &'static str)> {
+    ) -> Result<ReplyBuilder, (i64, &'static str)> {
         let id = self.id();
         let closest = |table: &RoutingTable, target: &NodeId| table.closest(target, K);
         let interest = |events: &mut VecDeque<Event>, query: &'static str, info_hash: [u8; 20]| {
@@ -439,16 +438,7 @@ impl<D: DecoyIndex> Node<D> {
             })
         };
         match query {
-            Query::Ping => Ok(Box::new(move |tid| {
-                krpc::encode_reply(
-                    tid,
-                    &ReplyOut {
-                        id,
-                        ..Default::default()
-                    },
-                    Some(&from),
-                )
-            })),
+            Query::Ping => Ok(id_only(id, from)),
             Query::FindNode { target, .. } => {
                 let nodes = closest(&self.table, target);
                 Ok(Box::new(move |tid| {
@@ -514,16 +504,7 @@ impl<D: DecoyIndex> Node<D> {
                 if self.decoys.contains(info_hash) {
                     interest(&mut self.events, "announce_peer", *info_hash);
                 }
-                Ok(Box::new(move |tid| {
-                    krpc::encode_reply(
-                        tid,
-                        &ReplyOut {
-                            id,
-                            ..Default::default()
-                        },
-                        Some(&from),
-                    )
-                }))
+                Ok(id_only(id, from))
             }
             Query::SampleInfohashes { target } => {
                 let samples = self.decoys.sample(target, 20);
@@ -663,6 +644,24 @@ impl<D: DecoyIndex> Node<D> {
         self.last_query_to
             .retain(|_, t| now.saturating_duration_since(*t) < interval);
     }
+}
+
+/// Builds a reply once the transaction id is known (so a reply borrows
+/// nothing from the datagram it answers).
+type ReplyBuilder = Box<dyn FnOnce(&[u8]) -> Vec<u8>>;
+
+/// A reply that carries only our id (ping, announce_peer).
+fn id_only(id: NodeId, from: SocketAddr) -> ReplyBuilder {
+    Box::new(move |tid| {
+        krpc::encode_reply(
+            tid,
+            &ReplyOut {
+                id,
+                ..Default::default()
+            },
+            Some(&from),
+        )
+    })
 }
 
 fn lookup_kind(lookups: &HashMap<u64, Lookup>, id: u64) -> Option<LookupKind> {

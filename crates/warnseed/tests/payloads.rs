@@ -211,16 +211,21 @@ fn check_decoy(variant: &str, path: &Path, size: u64, work: &Path) {
     }
 }
 
-/// The variants a node serves: (name, language, smallest decoy size).
-fn variants(data: &Path) -> Vec<(String, String, u64)> {
-    let v: Value = serde_json::from_str(&warnseed(&[
+/// `warnseed payload list --json` of a node.
+fn payload_list(data: &Path) -> Value {
+    serde_json::from_str(&warnseed(&[
         "payload",
         "list",
         "--data",
         data.to_str().unwrap(),
         "--json",
     ]))
-    .unwrap();
+    .unwrap()
+}
+
+/// The variants a node serves: (name, language, smallest decoy size).
+fn variants(data: &Path) -> Vec<(String, String, u64)> {
+    let v = payload_list(data);
     v["variants"]
         .as_array()
         .unwrap()
@@ -466,14 +471,7 @@ fn payload_build_writes_every_variant_and_takes_scripts_images_and_videos() {
         text.contains("https://help.example.org/") && !text.contains("https://example.org/uk"),
         "{text}"
     );
-    let list: Value = serde_json::from_str(&warnseed(&[
-        "payload",
-        "list",
-        "--data",
-        data.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
+    let list: Value = payload_list(&data);
     assert_eq!(list["languages"], serde_json::json!(["uk", "en"]));
 
     // A cached file that changed on disk is rendered again, to the same
@@ -489,14 +487,7 @@ fn payload_build_writes_every_variant_and_takes_scripts_images_and_videos() {
     };
     let before = sha_of(&list, "mp4");
     std::fs::write(served.join("warning.mp4"), b"not a video").unwrap();
-    let list: Value = serde_json::from_str(&warnseed(&[
-        "payload",
-        "list",
-        "--data",
-        data.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
+    let list: Value = payload_list(&data);
     assert_eq!(sha_of(&list, "mp4"), before);
     check_video(&served.join("warning.mp4"), false);
 
@@ -527,14 +518,7 @@ fn payload_build_writes_every_variant_and_takes_scripts_images_and_videos() {
     // A finished video, used as-is for every video title.
     std::fs::copy(out.join("warning-mp4.mp4"), data.join("operator.mp4")).unwrap();
     set_payload_config(&data, "video = \"operator.mp4\"");
-    let list: Value = serde_json::from_str(&warnseed(&[
-        "payload",
-        "list",
-        "--data",
-        data.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
+    let list: Value = payload_list(&data);
     let sha = |name: &str| {
         list["variants"]
             .as_array()
