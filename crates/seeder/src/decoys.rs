@@ -681,17 +681,28 @@ mod tests {
         assert!(table.lookup_req2(&[0xee; 20]).is_none());
     }
 
-    fn catalogue(dir: &Path) -> CatalogStore {
+    /// A catalogue in `dir` of four titles numbered from `first`: one of
+    /// each kind and size the tests need.
+    fn catalogue_from(dir: &Path, first: u32) -> CatalogStore {
         let csv = dir.join("t.csv");
-        std::fs::write(
-            &csv,
-            "title,size_bytes\nsample-title-000001.mp4,5000000\nsample-title-000002.mkv,\n\
-             sample-title-000003.zip,3000007\nsample-title-000004.mkv,3000007\n",
-        )
-        .unwrap();
+        let kinds = [
+            ("mp4", "5000000"),
+            ("mkv", ""),
+            ("zip", "3000007"),
+            ("mkv", "3000007"),
+        ];
+        let mut text = String::from("title,size_bytes\n");
+        for (i, (ext, size)) in kinds.iter().enumerate() {
+            text.push_str(&format!("sample-title-{:06}.{ext},{size}\n", first + i as u32));
+        }
+        std::fs::write(&csv, text).unwrap();
         let mut store = CatalogStore::open(&dir.join("catalog.sqlite")).unwrap();
         warnseed_catalog::import_file(&mut store, &csv, |_| {}).unwrap();
         store
+    }
+
+    fn catalogue(dir: &Path) -> CatalogStore {
+        catalogue_from(dir, 1)
     }
 
     #[test]
@@ -767,15 +778,7 @@ mod tests {
         // the piece file must not hand them the old titles' hashes.
         let other = dir.path().join("other");
         std::fs::create_dir(&other).unwrap();
-        let csv = other.join("t.csv");
-        std::fs::write(
-            &csv,
-            "title,size_bytes\nsample-title-000777.mp4,5000000\nsample-title-000778.mkv,\n\
-             sample-title-000779.zip,3000007\nsample-title-000780.mkv,3000007\n",
-        )
-        .unwrap();
-        let mut other_store = CatalogStore::open(&other.join("catalog.sqlite")).unwrap();
-        warnseed_catalog::import_file(&mut other_store, &csv, |_| {}).unwrap();
+        let mut other_store = catalogue_from(&other, 777);
         let recreated =
             Arc::new(DecoyTable::load(&mut other_store, set.clone(), Some(&pieces), &mut ()).unwrap());
         for d in recreated.iter() {

@@ -223,6 +223,17 @@ fn payload_list(data: &Path) -> Value {
     .unwrap()
 }
 
+/// The SHA-256 `payload list --json` gives the first variant named `name`.
+fn variant_sha(list: &Value, name: &str) -> Value {
+    list["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["variant"] == name)
+        .unwrap()["sha256"]
+        .clone()
+}
+
 /// The variants a node serves: (name, language, smallest decoy size).
 fn variants(data: &Path) -> Vec<(String, String, u64)> {
     let v = payload_list(data);
@@ -476,19 +487,10 @@ fn payload_build_writes_every_variant_and_takes_scripts_images_and_videos() {
 
     // A cached file that changed on disk is rendered again, to the same
     // bytes: what a node serves does not drift.
-    let sha_of = |list: &Value, name: &str| {
-        list["variants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["variant"] == name)
-            .unwrap()["sha256"]
-            .clone()
-    };
-    let before = sha_of(&list, "mp4");
+    let before = variant_sha(&list, "mp4");
     std::fs::write(served.join("warning.mp4"), b"not a video").unwrap();
     let list: Value = payload_list(&data);
-    assert_eq!(sha_of(&list, "mp4"), before);
+    assert_eq!(variant_sha(&list, "mp4"), before);
     check_video(&served.join("warning.mp4"), false);
 
     // Bad operator input is refused with a reason.
@@ -519,17 +521,8 @@ fn payload_build_writes_every_variant_and_takes_scripts_images_and_videos() {
     std::fs::copy(out.join("warning-mp4.mp4"), data.join("operator.mp4")).unwrap();
     set_payload_config(&data, "video = \"operator.mp4\"");
     let list: Value = payload_list(&data);
-    let sha = |name: &str| {
-        list["variants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["variant"] == name)
-            .unwrap()["sha256"]
-            .clone()
-    };
-    assert_eq!(sha("mp4"), sha("mkv"));
-    assert_eq!(sha("mp4"), sha("avi"));
+    assert_eq!(variant_sha(&list, "mp4"), variant_sha(&list, "mkv"));
+    assert_eq!(variant_sha(&list, "mp4"), variant_sha(&list, "avi"));
     let operator = std::fs::read(data.join("operator.mp4")).unwrap();
     let csv = work.path().join("op.csv");
     std::fs::write(
