@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-const COLUMNS: [&str; 4] = ["title", "size_bytes", "campaign", "language"];
+const COLUMNS: [&str; 5] = ["title", "size_bytes", "campaign", "language", "priority"];
 
 /// A rejected row: where it is and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,11 +109,11 @@ pub fn import_file(
     let mut errors = Vec::new();
     {
         let mut insert = tx.prepare(
-            "INSERT INTO titles (title, size_bytes, campaign, language, import_id, source_line)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(title) DO NOTHING",
+            "INSERT INTO titles (title, size_bytes, campaign, language, import_id, source_line, priority)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(title) DO NOTHING",
         )?;
         let mut existing = tx.prepare(
-            "SELECT size_bytes, campaign, language, import_id, source_line FROM titles WHERE title = ?1",
+            "SELECT size_bytes, campaign, language, import_id, source_line, priority FROM titles WHERE title = ?1",
         )?;
         let mut accept = |line: u64, row: TitleRow, errors: &mut Vec<RowError>| -> Result<(), CatalogError> {
             outcome.rows += 1;
@@ -124,28 +124,35 @@ pub fn import_file(
                 row.campaign,
                 row.language,
                 import_id,
-                line as i64
+                line as i64,
+                row.priority
             ])? == 1
             {
                 outcome.added += 1;
                 return Ok(());
             }
-            let (old_size, old_campaign, old_language, old_import, old_line): (
+            let (old_size, old_campaign, old_language, old_import, old_line, old_priority): (
                 Option<i64>,
                 Option<String>,
                 Option<String>,
                 i64,
                 i64,
+                Option<i64>,
             ) = existing
                 .query_row([&row.title], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
                 })
                 .optional()?
                 .expect("conflicting row exists");
             let reason = if old_import == import_id {
                 Some(format!("duplicate title (first at line {old_line})"))
-            } else if (old_size, &old_campaign, &old_language) != (size, &row.campaign, &row.language) {
-                Some("title is already in the catalogue with a different size, campaign or language".into())
+            } else if (old_size, &old_campaign, &old_language, old_priority)
+                != (size, &row.campaign, &row.language, row.priority)
+            {
+                Some(
+                    "title is already in the catalogue with a different size, campaign, language or priority"
+                        .into(),
+                )
             } else {
                 None
             };
@@ -212,7 +219,7 @@ fn read_csv(
             return Ok(());
         }
     };
-    let mut index = [None; 4];
+    let mut index = [None; COLUMNS.len()];
     for (i, name) in headers.iter().enumerate() {
         let name = name.trim().trim_start_matches('\u{feff}');
         match COLUMNS.iter().position(|c| *c == name) {
@@ -251,7 +258,7 @@ fn read_csv(
         }
         let line = record.position().map(|p| p.line()).unwrap_or(line);
         let field = |c: usize| index[c].and_then(|i| record.get(i)).unwrap_or("");
-        match row_from_fields(field(0), field(1), field(2), field(3)) {
+        match row_from_fields(field(0), field(1), field(2), field(3), field(4)) {
             Ok(row) => accept(line, row, errors)?,
             Err(reason) => push(errors, line, reason),
         }
@@ -259,14 +266,31 @@ fn read_csv(
     Ok(())
 }
 
-fn row_from_fields(title: &str, size: &str, campaign: &str, language: &str) -> Result<TitleRow, String> {
+fn row_from_fields(
+    title: &str,
+    size: &str,
+    campaign: &str,
+    language: &str,
+    priority: &str,
+) -> Result<TitleRow, String> {
     validate_title(title)?;
     Ok(TitleRow {
         title: title.to_string(),
         size_bytes: parse_size(size)?,
         campaign: check_campaign(campaign)?,
         language: check_language(language)?,
+        priority: parse_priority(priority)?,
     })
+}
+
+fn parse_priority(raw: &str) -> Result<Option<i64>, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse()
+        .map(Some)
+        .map_err(|_| format!("priority {raw:?} is not a whole number"))
 }
 
 fn read_json_lines(
@@ -337,11 +361,21 @@ fn row_from_json(text: &str) -> Result<TitleRow, String> {
         Some(serde_json::Value::String(s)) => parse_size(s)?,
         Some(_) => return Err("size_bytes must be a number".into()),
     };
+    let priority = match obj.get("priority") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => Some(
+            n.as_i64()
+                .ok_or_else(|| format!("priority {n} is not a whole number"))?,
+        ),
+        Some(serde_json::Value::String(s)) => parse_priority(s)?,
+        Some(_) => return Err("priority must be a number".into()),
+    };
     Ok(TitleRow {
         title: title.to_string(),
         size_bytes,
         campaign: check_campaign(text_field("campaign")?)?,
         language: check_language(text_field("language")?)?,
+        priority,
     })
 }
 

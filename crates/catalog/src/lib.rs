@@ -12,10 +12,13 @@
 #![forbid(unsafe_code)]
 
 mod import;
+mod schedule;
 mod store;
 mod title;
+pub mod utc;
 
 pub use import::{import_file, ImportOutcome, RowError};
+pub use schedule::{NextRelease, ReleaseOrder, SchedulePolicy, ScheduleStatus, Tick};
 pub use store::{CatalogStore, TitleRecord};
 pub use title::{validate_title, TitleRow, MAX_SIZE_BYTES, MAX_TITLE_BYTES};
 

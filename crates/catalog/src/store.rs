@@ -43,18 +43,35 @@ CREATE TABLE IF NOT EXISTS titles (
 );
 ";
 
+/// Columns added after the first schema, with their definitions: added to
+/// an older catalogue when it is opened.
+const ADDED_COLUMNS: [(&str, &str); 1] = [("priority", "INTEGER")];
+
 impl CatalogStore {
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn })
+        Self::prepare(conn)
     }
 
     pub fn open_in_memory() -> Result<Self, CatalogError> {
-        let conn = Connection::open_in_memory()?;
+        Self::prepare(Connection::open_in_memory()?)
+    }
+
+    fn prepare(conn: Connection) -> Result<Self, CatalogError> {
         conn.execute_batch(SCHEMA)?;
+        for (column, definition) in ADDED_COLUMNS {
+            let present: bool = conn.query_row(
+                "SELECT count(*) FROM pragma_table_info('titles') WHERE name = ?1",
+                [column],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE titles ADD COLUMN {column} {definition}"))?;
+            }
+        }
+        conn.execute_batch(crate::schedule::SCHEMA)?;
         Ok(Self { conn })
     }
 

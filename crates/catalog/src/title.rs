@@ -17,6 +17,8 @@ pub struct TitleRow {
     pub size_bytes: Option<u64>,
     pub campaign: Option<String>,
     pub language: Option<String>,
+    /// Release order under `order = "priority"`: higher first.
+    pub priority: Option<i64>,
 }
 
 /// Why a title cannot be a file name on a peer's disk, if it cannot.

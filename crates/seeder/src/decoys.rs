@@ -9,7 +9,8 @@
 use crate::piece_file::{DecoyKey, PieceHashFile, PieceRecord};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use warnseed_bittorrent::metainfo::{self, InfoFields, InfoHash};
 use warnseed_bittorrent::mse;
 use warnseed_bittorrent::session::SeedContent;
@@ -67,6 +68,13 @@ pub struct DecoyTable {
     req2_prefix: Vec<u64>,
     req2_entry: Vec<u32>,
     keyed: Option<KeyedPieces>,
+    /// Per entry: released and not retired (the campaign schedule sets
+    /// these; every decoy starts active). An inactive decoy is neither
+    /// served nor announced.
+    active: Vec<AtomicBool>,
+    active_count: AtomicUsize,
+    /// `(catalogue id, entry)` sorted by id, built on first use.
+    by_id: OnceLock<Vec<(i64, u32)>>,
 }
 
 /// Reports load phases to the caller (the CLI draws progress bars).
@@ -186,6 +194,9 @@ impl DecoyTable {
             req2_prefix: Vec::new(),
             req2_entry: Vec::new(),
             keyed,
+            active: Vec::new(),
+            active_count: AtomicUsize::new(0),
+            by_id: OnceLock::new(),
         }
     }
 
@@ -274,6 +285,69 @@ impl DecoyTable {
         pairs.sort_unstable();
         self.req2_prefix = pairs.iter().map(|p| p.0).collect();
         self.req2_entry = pairs.iter().map(|p| p.1).collect();
+        self.active = (0..self.entries.len()).map(|_| AtomicBool::new(true)).collect();
+        self.active_count = AtomicUsize::new(self.entries.len());
+    }
+
+    fn index_of_id(&self, id: i64) -> Option<usize> {
+        let by_id = self.by_id.get_or_init(|| {
+            let mut v: Vec<(i64, u32)> = self
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.id, i as u32))
+                .collect();
+            v.sort_unstable();
+            v
+        });
+        by_id
+            .binary_search_by_key(&id, |p| p.0)
+            .ok()
+            .map(|i| by_id[i].1 as usize)
+    }
+
+    fn is_active_index(&self, index: usize) -> bool {
+        self.active[index].load(Ordering::Relaxed)
+    }
+
+    fn set_active_index(&self, index: usize, active: bool) {
+        if self.active[index].swap(active, Ordering::Relaxed) != active {
+            if active {
+                self.active_count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.active_count.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Releases (`true`) or retires (`false`) the decoy with catalogue id
+    /// `id`; returns whether the table holds it.
+    pub fn set_active(&self, id: i64, active: bool) -> bool {
+        match self.index_of_id(id) {
+            Some(i) => {
+                self.set_active_index(i, active);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes exactly the decoys whose id satisfies `keep` active.
+    pub fn retain_active(&self, keep: impl Fn(i64) -> bool) {
+        for (i, e) in self.entries.iter().enumerate() {
+            self.set_active_index(i, keep(e.id));
+        }
+    }
+
+    /// The highest catalogue id loaded (titles imported later wait for a
+    /// restart), or `None` for an empty table.
+    pub fn max_id(&self) -> Option<i64> {
+        self.entries.iter().map(|e| e.id).max()
+    }
+
+    /// Decoys currently released and not retired.
+    pub fn active_len(&self) -> usize {
+        self.active_count.load(Ordering::Relaxed)
     }
 
     /// The decoy an MSE peer names by HASH('req2', info hash).
@@ -286,6 +360,7 @@ impl DecoyTable {
             .zip(&self.req2_entry[start..])
             .map(|(_, &i)| i)
             .find(|&i| mse::req2_hash(&self.entries[i as usize].info_hash) == *req2)
+            .filter(|&i| self.is_active_index(i as usize))
             .map(|index| Decoy {
                 table: Arc::clone(self),
                 index,
@@ -463,6 +538,8 @@ impl DecoyTable {
     /// Heap bytes the table holds (entries and titles), for capacity reports.
     pub fn heap_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.active.capacity()
+            + self.by_id.get().map_or(0, |v| v.capacity() * 16)
             + self.titles.capacity()
             + self.req2_prefix.capacity() * 8
             + self.req2_entry.capacity() * 4
@@ -472,32 +549,52 @@ impl DecoyTable {
                 .map_or(0, |k| k.records.capacity() * std::mem::size_of::<PieceRecord>())
     }
 
+    /// The active decoy with this info hash.
     pub fn lookup(self: &Arc<Self>, info_hash: &InfoHash) -> Option<Decoy> {
         self.entries
             .binary_search_by(|e| e.info_hash.cmp(info_hash))
             .ok()
+            .filter(|&index| self.is_active_index(index))
             .map(|index| Decoy {
                 table: Arc::clone(self),
                 index: index as u32,
             })
     }
 
-    /// Up to `n` info hashes from `target` on in info-hash order (wrapping
-    /// round): a BEP 51 sample near the keyspace an indexer asks about.
+    /// Up to `n` active info hashes from `target` on in info-hash order
+    /// (wrapping round): a BEP 51 sample near the keyspace an indexer asks
+    /// about.
     pub fn info_hashes_from(&self, target: &InfoHash, n: usize) -> Vec<InfoHash> {
+        let len = self.entries.len();
         let start = self.entries.partition_point(|e| e.info_hash < *target);
-        (0..n.min(self.entries.len()))
-            .map(|i| self.entries[(start + i) % self.entries.len()].info_hash)
+        (0..len)
+            .map(|i| (start + i) % len)
+            .filter(|&i| self.is_active_index(i))
+            .take(n)
+            .map(|i| self.entries[i].info_hash)
             .collect()
     }
 
-    /// The info hash of entry `i` (info-hash order).
+    /// The info hash of entry `i` (info-hash order), if that decoy is active.
     pub fn info_hash_at(&self, i: usize) -> Option<InfoHash> {
-        self.entries.get(i).map(|e| e.info_hash)
+        self.entries
+            .get(i)
+            .filter(|_| self.is_active_index(i))
+            .map(|e| e.info_hash)
     }
 
-    /// Every decoy, in info-hash order.
+    /// Whether entry `i` (info-hash order) is active.
+    pub fn is_active_at(&self, i: usize) -> bool {
+        i < self.entries.len() && self.is_active_index(i)
+    }
+
+    /// Every active decoy, in info-hash order.
     pub fn iter(self: &Arc<Self>) -> impl Iterator<Item = Decoy> + '_ {
+        self.iter_all().filter(|d| d.is_active())
+    }
+
+    /// Every decoy, released or not, in info-hash order.
+    pub fn iter_all(self: &Arc<Self>) -> impl Iterator<Item = Decoy> + '_ {
         (0..self.entries.len() as u32).map(move |index| Decoy {
             table: Arc::clone(self),
             index,
@@ -537,6 +634,14 @@ pub struct Decoy {
 impl Decoy {
     fn entry(&self) -> &Entry {
         &self.table.entries[self.index as usize]
+    }
+    /// Released and not retired.
+    pub fn is_active(&self) -> bool {
+        self.table.is_active_index(self.index as usize)
+    }
+    /// Position in the table (info-hash order).
+    pub fn index(&self) -> usize {
+        self.index as usize
     }
     pub fn id(&self) -> i64 {
         self.entry().id

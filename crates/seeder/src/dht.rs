@@ -89,7 +89,7 @@ impl DecoyIndex for TableIndex {
         self.0.info_hashes_from(&target.0, n)
     }
     fn count(&self) -> u64 {
-        self.0.len() as u64
+        self.0.active_len() as u64
     }
 }
 
@@ -187,7 +187,10 @@ pub async fn run_dht(
             }
         }
         if now >= next_announce && !table.is_empty() && node.active_lookups() < MAX_ANNOUNCES_IN_FLIGHT {
-            node.announce(table.info_hash_at(cursor).expect("cursor below len"));
+            // Retired and unreleased decoys keep their slot but are skipped.
+            if let Some(info_hash) = table.info_hash_at(cursor) {
+                node.announce(info_hash);
+            }
             cursor = (cursor + 1) % table.len();
             next_announce = now + spacing;
             continue;

@@ -312,10 +312,19 @@ pub fn run(args: RunArgs) -> Result<()> {
         .map(|t| TrackerUrl::parse(t))
         .collect::<Result<Vec<_>, _>>()?;
     let dht = dir.config.node.dht && !args.no_dht;
+    let policy = dir.config.schedule.policy()?;
 
     let payload = load_payload(&dir)?;
     let started = std::time::Instant::now();
     let table = load_table(&dir, Arc::clone(&payload))?;
+    let (schedule, first_step) =
+        warnseed::schedule::ScheduleRunner::start(&dir.catalog_path(), policy, Arc::clone(&table))?;
+    tracing::info!(
+        released = first_step.released.len(),
+        retired = first_step.retired.len(),
+        active = table.active_len(),
+        "campaign schedule brought up to date"
+    );
     tracing::info!(
         decoys = table.len(),
         variants = payload.variants().len(),
@@ -355,6 +364,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = PeerServer::new(Arc::clone(&table), server_config, writer.sender());
         let serving = tokio::spawn(server.serve(listeners, stop_rx.clone()));
+        let scheduling = tokio::spawn(schedule.run(stop_rx.clone()));
         let board = Arc::new(StatusBoard::new());
         let mut announcers = Vec::new();
         for url in trackers {
@@ -400,18 +410,24 @@ pub fn run(args: RunArgs) -> Result<()> {
             pid: std::process::id(),
             started_at_ms: now_ms(),
             listen: addrs.clone(),
-            decoys: table.len(),
+            table: Arc::clone(&table),
             board: Arc::clone(&board),
         };
         status.write("running")?;
         let publisher = tokio::spawn(status.clone().publish(stop_rx.clone()));
-        println!("ready listen={} decoys={}", addrs.join(","), table.len());
+        println!(
+            "ready listen={} decoys={} active={}",
+            addrs.join(","),
+            table.len(),
+            table.active_len()
+        );
         std::io::stdout().flush()?;
 
         wait_for_signal(signals).await;
         tracing::info!("stopping: closing sessions and flushing the ledger");
         let _ = stop_tx.send(true);
         serving.await?;
+        let _ = scheduling.await;
         for a in announcers {
             let _ = a.await;
         }
@@ -455,7 +471,7 @@ struct NodeStatusWriter {
     pid: u32,
     started_at_ms: i64,
     listen: Vec<String>,
-    decoys: usize,
+    table: Arc<DecoyTable>,
     board: Arc<StatusBoard>,
 }
 
@@ -467,7 +483,8 @@ impl NodeStatusWriter {
             "started_at_ms": self.started_at_ms,
             "updated_at_ms": now_ms(),
             "listen": self.listen,
-            "decoys_active": self.decoys,
+            "decoys_loaded": self.table.len(),
+            "decoys_active": self.table.active_len(),
             "trackers": self.board.trackers(),
         });
         // Write then rename, so a reader never sees half a file.
@@ -522,7 +539,10 @@ pub fn status(data: &Path, json: bool) -> Result<()> {
         .filter_map(|a| a.as_str())
         .collect();
     println!("listen        {}", listen.join(", "));
-    println!("decoys active {}", v["decoys_active"]);
+    println!(
+        "decoys active {} of {} loaded",
+        v["decoys_active"], v["decoys_loaded"]
+    );
     let trackers = v["trackers"].as_array().cloned().unwrap_or_default();
     if trackers.is_empty() {
         println!("trackers      none");
@@ -572,12 +592,16 @@ pub fn ledger_verify(data: &Path, json: bool) -> Result<()> {
 
 pub fn report_summary(data: &Path, json: bool) -> Result<()> {
     let dir = DataDir::open(data)?;
-    let decoys = CatalogStore::open(&dir.catalog_path())?.count()?;
+    let catalog = CatalogStore::open(&dir.catalog_path())?;
+    let titles = catalog.count()?;
+    let (released, decoys) = catalog.release_counts()?;
     let store = LedgerStore::open(&dir.ledger_path())?;
     let s = store.summary()?;
     let (dht_queries, dht_ips, dht_decoys) = store.interest_totals()?;
     if json {
         let v = serde_json::json!({
+            "titles": titles,
+            "decoys_released": released,
             "decoys_active": decoys,
             "sessions": s.sessions,
             "unterminated": s.unterminated,
@@ -590,6 +614,8 @@ pub fn report_summary(data: &Path, json: bool) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        println!("catalogue titles    {titles}");
+        println!("decoys released     {released}");
         println!("decoys active       {decoys}");
         println!("sessions            {}", s.sessions);
         if s.unterminated > 0 {
@@ -695,6 +721,71 @@ pub fn payload_list(data: &Path, json: bool) -> Result<()> {
             &r["sha256"].as_str().unwrap_or_default()[..16],
             r["extensions"].as_str().unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+pub fn schedule_status(data: &Path, json: bool, next: usize) -> Result<()> {
+    use warnseed_catalog::utc::{format_date, format_time};
+    let dir = DataDir::open(data)?;
+    let cfg = &dir.config.schedule;
+    let policy = cfg.policy()?;
+    let mut store = CatalogStore::open(&dir.catalog_path())?;
+    let s = store.schedule_status(&policy, now_ms(), next)?;
+    let next_list: Vec<serde_json::Value> = s
+        .next
+        .iter()
+        .map(|n| serde_json::json!({"at": format_time(n.at_ms), "at_ms": n.at_ms, "id": n.id, "title": n.title}))
+        .collect();
+    if json {
+        let v = serde_json::json!({
+            "state": s.state,
+            "now": format_time(s.now_ms),
+            "daily_quota": policy.daily_quota,
+            "lifetime": cfg.lifetime,
+            "order": policy.order.as_str(),
+            "start": policy.start_ms.map(format_time),
+            "stop": policy.stop_ms.map(format_time),
+            "released_today": s.released_today,
+            "released_total": s.released_total,
+            "active": s.active,
+            "retired": s.retired,
+            "unreleased": s.unreleased,
+            "next_retirement": s.next_retirement_ms.map(format_time),
+            "next": next_list,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let or_none = |t: Option<i64>| t.map(format_time).unwrap_or_else(|| "-".into());
+    println!("campaign        {} (times in UTC)", s.state);
+    println!(
+        "policy          {} a day, lifetime {}, order {}, start {}, stop {}",
+        policy.daily_quota,
+        cfg.lifetime,
+        policy.order.as_str(),
+        or_none(policy.start_ms),
+        or_none(policy.stop_ms)
+    );
+    println!("released today  {} ({})", s.released_today, format_date(s.now_ms));
+    println!("released        {}", s.released_total);
+    println!("active          {}", s.active);
+    println!("retired         {}", s.retired);
+    println!("unreleased      {}", s.unreleased);
+    println!("next retirement {}", or_none(s.next_retirement_ms));
+    if s.next.is_empty() {
+        println!("next releases   none");
+    } else {
+        println!("next releases");
+        for n in &s.next {
+            // Due now means: the running node releases it at its next check.
+            let at = if n.at_ms <= s.now_ms {
+                "now".to_string()
+            } else {
+                format_time(n.at_ms)
+            };
+            println!("  {at:<20}  {:>8}  {}", n.id, n.title);
+        }
     }
     Ok(())
 }

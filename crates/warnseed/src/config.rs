@@ -19,6 +19,8 @@ pub struct Config {
     pub peer: PeerConfig,
     #[serde(default)]
     pub ledger: LedgerConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -159,6 +161,67 @@ pub struct LedgerConfig {
 impl Default for LedgerConfig {
     fn default() -> Self {
         Self { batch_window_ms: 100 }
+    }
+}
+
+/// The campaign schedule: how many decoys are released a day, in what
+/// order, and how long each stays published.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// New decoys released per UTC day.
+    pub daily_quota: u64,
+    /// How long a decoy stays published (`90d`, `12h`, `30m`, `45s`), or
+    /// `never`.
+    pub lifetime: String,
+    /// `catalogue` (import order), `priority` (the catalogue's priority
+    /// column, highest first) or `random` (a fixed shuffle).
+    pub order: String,
+    /// UTC time of the first release (`2026-12-01` or
+    /// `2026-12-01T06:00:00Z`); none: at once.
+    pub start: Option<String>,
+    /// UTC time the campaign ends: every decoy retires.
+    pub stop: Option<String>,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            daily_quota: 20_000,
+            lifetime: "90d".into(),
+            order: "catalogue".into(),
+            start: None,
+            stop: None,
+        }
+    }
+}
+
+impl ScheduleConfig {
+    pub fn policy(&self) -> Result<warnseed_catalog::SchedulePolicy> {
+        use warnseed_catalog::utc::{parse_duration, parse_time};
+        let err = |key: &str, e: String| anyhow::anyhow!("schedule.{key} in {CONFIG_FILE}: {e}");
+        let lifetime_ms = match self.lifetime.trim() {
+            "never" => None,
+            l => Some(parse_duration(l).map_err(|e| err("lifetime", e))?),
+        };
+        let time = |key: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|t| parse_time(t).map_err(|e| err(key, e)))
+                .transpose()
+        };
+        let policy = warnseed_catalog::SchedulePolicy {
+            daily_quota: self.daily_quota,
+            lifetime_ms,
+            order: self.order.parse().map_err(|e| err("order", e))?,
+            start_ms: time("start", &self.start)?,
+            stop_ms: time("stop", &self.stop)?,
+        };
+        if let (Some(start), Some(stop)) = (policy.start_ms, policy.stop_ms) {
+            if stop <= start {
+                anyhow::bail!("schedule.stop in {CONFIG_FILE} is not after schedule.start");
+            }
+        }
+        Ok(policy)
     }
 }
 

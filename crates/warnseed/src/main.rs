@@ -53,6 +53,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The campaign schedule: releases, retirements, what comes next.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// Check the ledger's hash chain.
     Ledger {
         #[command(subcommand)]
@@ -154,6 +159,20 @@ pub struct RunArgs {
 }
 
 #[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Released today, active, retired, unreleased, and the next releases.
+    Status {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// How many upcoming releases to list.
+        #[arg(long, default_value_t = 10)]
+        next: usize,
+    },
+}
+
+#[derive(Subcommand)]
 enum LedgerCommand {
     /// Walk the whole hash chain; name the first missing, altered or
     /// inserted record. Exits 1 if there is one.
@@ -215,6 +234,9 @@ fn dispatch(command: Command) -> Result<()> {
         } => commands::payload_list(&data, json),
         Command::Run(args) => commands::run(args),
         Command::Status { data, json } => commands::status(&data, json),
+        Command::Schedule {
+            command: ScheduleCommand::Status { data, json, next },
+        } => commands::schedule_status(&data, json, next),
         Command::Ledger {
             command: LedgerCommand::Verify { data, json },
         } => commands::ledger_verify(&data, json),
