@@ -20,7 +20,7 @@ def main():
     ap.add_argument("--bootstrap", default="", help="host:port,... of local DHT nodes")
     a = ap.parse_args()
     settings = {
-        "listen_interfaces": f"{a.bind}:{a.port}",
+        "listen_interfaces": f"[{a.bind}]:{a.port}" if ":" in a.bind else f"{a.bind}:{a.port}",
         "outgoing_interfaces": a.bind,
         "enable_dht": True,
         "dht_bootstrap_nodes": a.bootstrap,

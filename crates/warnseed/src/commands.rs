@@ -253,6 +253,22 @@ fn bind_listener(addr: &str) -> Result<tokio::net::TcpListener> {
     Ok(tokio::net::TcpListener::from_std(socket.into())?)
 }
 
+/// A UDP socket on `addr`; an IPv6 one takes IPv6 only, so `0.0.0.0:P`
+/// and `[::]:P` can both be bound.
+fn bind_udp(addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(tokio::net::UdpSocket::from_std(socket.into())?)
+}
+
 pub fn run(args: RunArgs) -> Result<()> {
     let (dir, created) = DataDir::init(&args.data)?;
     if created {
@@ -379,31 +395,53 @@ pub fn run(args: RunArgs) -> Result<()> {
                 stop_rx.clone(),
             )));
         }
-        let dht_task = if dht {
+        let mut dht_tasks = Vec::new();
+        if dht {
             let node = &dir.config.node;
-            let listen: SocketAddr = node
-                .dht_listen
-                .parse()
-                .with_context(|| format!("node.dht_listen {:?} is not an address", node.dht_listen))?;
-            let socket = tokio::net::UdpSocket::bind(listen)
-                .await
-                .with_context(|| format!("binding the DHT node to UDP {listen}"))?;
-            let settings = warnseed_seeder::DhtSettings {
-                bootstrap: node.dht_bootstrap.clone(),
-                peer_addr: bound[0],
-                announce_interval: Duration::from_secs(node.dht_announce_interval_secs.max(1)),
-                nodes_file: Some(dir.root.join("dht-nodes.txt")),
-                ledger: Some(dir.ledger_path()),
-            };
-            Some(tokio::spawn(warnseed_seeder::run_dht(
-                Arc::clone(&table),
-                socket,
-                settings,
-                stop_rx.clone(),
-            )))
-        } else {
-            None
-        };
+            // BEP 32: IPv6 runs a second node on its own socket, with its
+            // own routing table and saved nodes.
+            let families = [
+                (node.dht_listen.as_str(), "node.dht_listen", "dht-nodes.txt"),
+                (node.dht_listen6.as_str(), "node.dht_listen6", "dht-nodes6.txt"),
+            ];
+            for (listen, key, nodes_file) in families {
+                if listen.is_empty() {
+                    continue;
+                }
+                let listen: SocketAddr = listen
+                    .parse()
+                    .with_context(|| format!("{key} {listen:?} is not an address"))?;
+                let socket = match bind_udp(listen) {
+                    Ok(s) => s,
+                    // A host without IPv6 still runs the IPv4 node.
+                    Err(e) if listen.is_ipv6() && key == "node.dht_listen6" => {
+                        tracing::warn!(listen = %listen, error = %e, "no IPv6 DHT node (set node.dht_listen6 = \"\" to silence)");
+                        continue;
+                    }
+                    Err(e) => return Err(e.context(format!("binding the DHT node to UDP {listen}"))),
+                };
+                // Peers learn our address per family: a v6 listener for the
+                // v6 DHT if there is one, else only our port.
+                let peer_addr = bound
+                    .iter()
+                    .find(|a| a.is_ipv6() == listen.is_ipv6())
+                    .copied()
+                    .unwrap_or_else(|| SocketAddr::new(listen.ip(), port));
+                let settings = warnseed_seeder::DhtSettings {
+                    bootstrap: node.dht_bootstrap.clone(),
+                    peer_addr,
+                    announce_interval: Duration::from_secs(node.dht_announce_interval_secs.max(1)),
+                    nodes_file: Some(dir.root.join(nodes_file)),
+                    ledger: Some(dir.ledger_path()),
+                };
+                dht_tasks.push(tokio::spawn(warnseed_seeder::run_dht(
+                    Arc::clone(&table),
+                    socket,
+                    settings,
+                    stop_rx.clone(),
+                )));
+            }
+        }
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
         let status = NodeStatusWriter {
             path: dir.root.join(STATUS_FILE),
@@ -431,7 +469,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         for a in announcers {
             let _ = a.await;
         }
-        if let Some(task) = dht_task {
+        for task in dht_tasks {
             match task.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "DHT node failed"),
                 Err(e) => tracing::error!(error = %e, "DHT task failed"),

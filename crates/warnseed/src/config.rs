@@ -35,6 +35,9 @@ pub struct NodeConfig {
     /// UDP address of the DHT node.
     #[serde(default = "default_dht_listen")]
     pub dht_listen: String,
+    /// UDP address of the IPv6 DHT node (BEP 32); `""`: none.
+    #[serde(default = "default_dht_listen6")]
+    pub dht_listen6: String,
     /// `host:port` of DHT nodes to join through. The default is the usual
     /// public routers, used only when `dht = true`.
     #[serde(default = "default_dht_bootstrap")]
@@ -47,6 +50,10 @@ pub struct NodeConfig {
 
 fn default_dht_listen() -> String {
     "0.0.0.0:6881".into()
+}
+
+fn default_dht_listen6() -> String {
+    "[::]:6881".into()
 }
 
 fn default_dht_bootstrap() -> Vec<String> {
@@ -70,6 +77,7 @@ impl Default for NodeConfig {
             trackers: Vec::new(),
             dht: false,
             dht_listen: default_dht_listen(),
+            dht_listen6: default_dht_listen6(),
             dht_bootstrap: default_dht_bootstrap(),
             dht_announce_interval_secs: default_dht_announce_interval(),
         }

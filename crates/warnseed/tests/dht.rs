@@ -66,7 +66,7 @@ fn libtorrent_finds_the_node_through_a_local_dht_and_downloads_by_info_hash_alon
         &node.data,
         "node",
         &format!(
-            "dht = true\ndht_listen = \"{ip}:{dht_port}\"\ndht_bootstrap = [\"{a}:{pa}\", \"{b}:{pb}\"]\n\
+            "dht = true\ndht_listen = \"{ip}:{dht_port}\"\ndht_listen6 = \"\"\ndht_bootstrap = [\"{a}:{pa}\", \"{b}:{pb}\"]\n\
              dht_announce_interval_secs = 5"
         ),
     );
