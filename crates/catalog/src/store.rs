@@ -92,6 +92,14 @@ impl CatalogStore {
             .optional()?)
     }
 
+    /// The title with catalogue id `id`.
+    pub fn title_of(&self, id: i64) -> Result<Option<String>, CatalogError> {
+        Ok(self
+            .conn
+            .query_row("SELECT title FROM titles WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?)
+    }
+
     /// Calls `f` for every title in catalogue order, streaming.
     pub fn for_each(&self, mut f: impl FnMut(TitleRecord)) -> Result<(), CatalogError> {
         let mut stmt = self.conn.prepare(

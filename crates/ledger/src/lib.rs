@@ -9,8 +9,11 @@
 //! Every row is chained to the one before by SHA-256 ([`chain`]);
 //! [`LedgerStore::verify`] walks the chain and names the first bad record.
 //!
-//! Not here yet: seal records, retention and PostgreSQL (a later issue).
-#![forbid(unsafe_code)]
+//! Seals ([`seal`]) summarise the chain every minute with a Merkle root
+//! and the clock's state, so truncation is detected and single records
+//! can be proven to a third party.
+// Only `clock` reads the kernel's clock state through one syscall.
+#![deny(unsafe_code)]
 
 /// Now, in UTC milliseconds since the Unix epoch: the ledger's timestamps.
 pub fn unix_ms() -> i64 {
@@ -21,13 +24,25 @@ pub fn unix_ms() -> i64 {
 }
 
 pub mod chain;
+pub mod clock;
+mod evidence;
 mod interest;
+pub mod merkle;
 mod record;
+mod retention;
+mod seal;
 mod store;
 mod writer;
 
+pub use clock::ClockState;
+pub use evidence::{
+    verify_evidence, Evidence, EvidenceCheck, EvidenceRecord, EvidenceSeal, InclusionProof, IpRange,
+    EVIDENCE_FORMAT,
+};
 pub use interest::{InterestAggregator, InterestRow};
 pub use record::{RecordKind, SessionRecord, Transport};
+pub use retention::{hmac_sha256, pseudonym, Retention, RetentionOutcome};
+pub use seal::Seal;
 pub use store::{BadRecord, LedgerStore, LedgerSummary, StoredSession, Verification};
 pub use writer::{LedgerWriter, WriterConfig};
 
@@ -35,6 +50,8 @@ pub use writer::{LedgerWriter, WriterConfig};
 pub enum LedgerError {
     #[error("ledger database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("record {0} is not sealed yet; export again in a minute")]
+    Unsealed(i64),
     #[error("ledger writer thread stopped")]
     WriterGone,
     #[error("ledger database has no column {0:?}: it was written by an older warnseed; move it aside")]

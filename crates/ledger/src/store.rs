@@ -1,4 +1,7 @@
 use crate::chain::{self, ChainedFields, GENESIS};
+use crate::clock::ClockState;
+use crate::merkle::Hash;
+use crate::seal::{row_to_seal, Seal, StreamingRoot, SEAL_COLUMNS};
 use crate::{LedgerError, SessionRecord};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::net::IpAddr;
@@ -120,9 +123,16 @@ pub struct BadRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Verification {
+    pub node_id: String,
     pub records: u64,
     pub last_seq: i64,
     pub last_hash: String,
+    pub seals: u64,
+    /// The newest seal's hash: keep it elsewhere to anchor the ledger.
+    pub last_seal_hash: Option<String>,
+    /// Records after the newest seal (sealed within a minute by a running
+    /// node, or at its next start).
+    pub unsealed: u64,
     pub first_bad: Option<BadRecord>,
 }
 
@@ -151,7 +161,104 @@ impl LedgerStore {
         }
         conn.execute_batch(INDEXES)?;
         conn.execute_batch(crate::interest::SCHEMA)?;
+        conn.execute_batch(crate::seal::SCHEMA)?;
+        // The node's identity in seals, exports and a fleet's store: drawn
+        // once, with the ledger.
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).expect("the operating system provides randomness");
+        conn.execute(
+            "INSERT OR IGNORE INTO ledger_meta (key, value) VALUES ('node_id', ?1)",
+            [hex(&id)],
+        )?;
         Ok(Self { conn })
+    }
+
+    /// This ledger's node id (32 hex digits).
+    pub fn node_id(&self) -> Result<String, LedgerError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM ledger_meta WHERE key = 'node_id'", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Seals the records since the last seal, if there are any, and returns
+    /// the new seal.
+    pub fn seal(&mut self, clock: &ClockState, now_ms: i64) -> Result<Option<Seal>, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let last = tx
+            .query_row(
+                &format!("SELECT {SEAL_COLUMNS} FROM seals ORDER BY id DESC LIMIT 1"),
+                [],
+                row_to_seal,
+            )
+            .optional()?;
+        let first_seq = last.as_ref().map_or(1, |s| s.last_seq + 1);
+        let mut root = StreamingRoot::default();
+        let mut head = None;
+        {
+            let mut stmt = tx.prepare("SELECT id, record_hash FROM sessions WHERE id >= ?1 ORDER BY id")?;
+            let mut rows = stmt.query([first_seq])?;
+            while let Some(r) = rows.next()? {
+                let seq: i64 = r.get(0)?;
+                let hash: Hash = r.get::<_, Vec<u8>>(1)?.try_into().unwrap_or([0xff; 32]);
+                root.push(&hash);
+                head = Some((seq, hash));
+            }
+        }
+        let Some((last_seq, head_hash)) = head else {
+            return Ok(None);
+        };
+        let node_id: String =
+            tx.query_row("SELECT value FROM ledger_meta WHERE key = 'node_id'", [], |r| {
+                r.get(0)
+            })?;
+        let mut seal = Seal {
+            id: last.as_ref().map_or(1, |s| s.id + 1),
+            sealed_at_ms: now_ms,
+            first_seq,
+            last_seq,
+            head_hash,
+            merkle_root: root.finish(),
+            node_id,
+            clock: clock.clone(),
+            prev_seal_hash: last.map_or(GENESIS, |s| s.seal_hash),
+            seal_hash: [0; 32],
+        };
+        seal.seal_hash = seal.compute_hash();
+        tx.execute(
+            &format!(
+                "INSERT INTO seals ({SEAL_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+            ),
+            params![
+                seal.id,
+                seal.sealed_at_ms,
+                seal.first_seq,
+                seal.last_seq,
+                &seal.head_hash[..],
+                &seal.merkle_root[..],
+                seal.node_id,
+                seal.clock.source,
+                seal.clock.synced,
+                seal.clock.max_error_us,
+                seal.clock.est_error_us,
+                &seal.prev_seal_hash[..],
+                &seal.seal_hash[..],
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Some(seal))
+    }
+
+    /// Every seal, oldest first.
+    pub fn seals(&self) -> Result<Vec<Seal>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {SEAL_COLUMNS} FROM seals ORDER BY id"))?;
+        let rows = stmt.query_map([], row_to_seal)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Appends records in one transaction, each chained to the one before.
@@ -256,6 +363,8 @@ impl LedgerStore {
         let mut expected_seq = 1i64;
         let mut records = 0u64;
         let mut first_bad = None;
+        let seals = self.seals()?;
+        let mut sealing = SealCheck::new(&seals);
         while let Some(r) = rows.next()? {
             let seq: i64 = r.get(0)?;
             let problem = match check_row(r, seq, expected_seq, &prev) {
@@ -270,13 +379,26 @@ impl LedgerStore {
                 break;
             }
             prev = stored_hash.try_into().unwrap_or([0xff; 32]);
+            if let Some(reason) = sealing.record(seq, &prev) {
+                first_bad = Some(BadRecord { seq, reason });
+                break;
+            }
             expected_seq += 1;
             records += 1;
         }
+        let last_seq = expected_seq - 1;
+        if first_bad.is_none() {
+            first_bad = sealing.finish(last_seq);
+        }
+        let sealed_to = seals.last().map_or(0, |s| s.last_seq);
         Ok(Verification {
+            node_id: self.node_id()?,
             records,
-            last_seq: expected_seq - 1,
+            last_seq,
             last_hash: hex(&prev),
+            seals: seals.len() as u64,
+            last_seal_hash: seals.last().map(|s| hex(&s.seal_hash)),
+            unsealed: (last_seq - sealed_to).max(0) as u64,
             first_bad,
         })
     }
@@ -342,6 +464,109 @@ impl LedgerStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Checks seals against the records as `verify` walks them.
+struct SealCheck<'a> {
+    seals: &'a [Seal],
+    /// The seal whose range the walk is in.
+    current: usize,
+    root: StreamingRoot,
+}
+
+impl<'a> SealCheck<'a> {
+    fn new(seals: &'a [Seal]) -> Self {
+        Self {
+            seals,
+            current: 0,
+            root: StreamingRoot::default(),
+        }
+    }
+
+    /// Checks one seal's own fields and its link to the one before.
+    fn check_seal(&self, i: usize) -> Option<String> {
+        let s = &self.seals[i];
+        let (prev_hash, expected_first) = match i {
+            0 => (GENESIS, 1),
+            _ => (self.seals[i - 1].seal_hash, self.seals[i - 1].last_seq + 1),
+        };
+        if s.id != i as i64 + 1 {
+            Some(format!(
+                "seal {} found where seal {} belongs: seals deleted or inserted",
+                s.id,
+                i + 1
+            ))
+        } else if s.prev_seal_hash != prev_hash {
+            Some(format!(
+                "seal {}: prev_seal_hash does not match the seal before",
+                s.id
+            ))
+        } else if s.compute_hash() != s.seal_hash {
+            Some(format!(
+                "seal {}: seal_hash does not match its fields: altered",
+                s.id
+            ))
+        } else if s.first_seq != expected_first || s.last_seq < s.first_seq {
+            Some(format!(
+                "seal {} covers records {}..={}, expected to start at {expected_first}",
+                s.id, s.first_seq, s.last_seq
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Feeds the next verified record; a reason if a seal ends here and
+    /// disagrees.
+    fn record(&mut self, seq: i64, hash: &Hash) -> Option<String> {
+        let s = self.seals.get(self.current)?;
+        if seq == s.first_seq {
+            if let Some(reason) = self.check_seal(self.current) {
+                return Some(reason);
+            }
+        }
+        self.root.push(hash);
+        if seq < s.last_seq {
+            return None;
+        }
+        let root = std::mem::take(&mut self.root).finish();
+        self.current += 1;
+        if *hash != s.head_hash {
+            Some(format!(
+                "seal {}: the record it ends with has another hash: altered",
+                s.id
+            ))
+        } else if root != s.merkle_root {
+            Some(format!(
+                "seal {}: Merkle root does not match records {}..={}",
+                s.id, s.first_seq, s.last_seq
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// After the walk: seals that name records past the end mean the
+    /// newest records were deleted.
+    fn finish(self, last_seq: i64) -> Option<BadRecord> {
+        let s = self.seals.get(self.current)?;
+        if let Some(reason) = self.check_seal(self.current) {
+            return Some(BadRecord {
+                seq: s.first_seq,
+                reason,
+            });
+        }
+        let newest = self.seals.last().expect("non-empty");
+        Some(BadRecord {
+            seq: last_seq + 1,
+            reason: format!(
+                "records {}..={} are sealed (seal {}) but missing: deleted",
+                last_seq + 1,
+                newest.last_seq,
+                s.id
+            ),
+        })
     }
 }
 

@@ -12,6 +12,9 @@ pub struct WriterConfig {
     /// Records queued beyond this make `record` block the caller briefly
     /// rather than grow memory without bound.
     pub queue: usize,
+    /// Records are sealed this long after they commit, at the latest (and
+    /// when the writer opens and closes).
+    pub seal_every: Duration,
 }
 
 impl Default for WriterConfig {
@@ -20,6 +23,7 @@ impl Default for WriterConfig {
             max_delay: Duration::from_millis(100),
             max_batch: 10_000,
             queue: 100_000,
+            seal_every: Duration::from_secs(60),
         }
     }
 }
@@ -40,20 +44,55 @@ pub struct LedgerWriter {
     thread: Option<JoinHandle<Result<u64, LedgerError>>>,
 }
 
+/// Seals what is unsealed; a failure is logged and retried at the next
+/// seal (sealing is a summary: the records are already committed).
+fn seal(store: &mut LedgerStore) {
+    let clock = crate::clock::read();
+    match store.seal(&clock, crate::unix_ms()) {
+        Ok(Some(s)) => tracing::info!(
+            seal = s.id,
+            records = s.len(),
+            last_record = s.last_seq,
+            seal_hash = %s.seal_hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            clock = %clock.describe(),
+            "ledger sealed"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "cannot seal the ledger"),
+    }
+}
+
 impl LedgerWriter {
     pub fn open(path: &Path, config: WriterConfig) -> Result<Self, LedgerError> {
         let mut store = LedgerStore::open(path)?;
+        // Records left unsealed by a node that died are sealed now.
+        seal(&mut store);
         let (tx, rx) = mpsc::sync_channel::<SessionRecord>(config.queue);
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || -> Result<u64, LedgerError> {
                 let mut written = 0u64;
                 let mut batch = Vec::with_capacity(1024);
+                // When the oldest unsealed commit must be sealed.
+                let mut seal_due: Option<Instant> = None;
                 loop {
-                    // Block for the first record, then gather until the window closes.
-                    match rx.recv() {
+                    // Wait for the first record (or the seal that is due),
+                    // then gather until the window closes.
+                    let first = match seal_due {
+                        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        Some(due) => rx.recv_timeout(due.saturating_duration_since(Instant::now())),
+                    };
+                    match first {
                         Ok(r) => batch.push(r),
-                        Err(_) => return Ok(written),
+                        Err(RecvTimeoutError::Timeout) => {
+                            seal(&mut store);
+                            seal_due = None;
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => {
+                            seal(&mut store);
+                            return Ok(written);
+                        }
                     }
                     let deadline = Instant::now() + config.max_delay;
                     let mut disconnected = false;
@@ -84,6 +123,11 @@ impl LedgerWriter {
                     written += batch.len() as u64;
                     tracing::debug!(records = batch.len(), "ledger batch committed");
                     batch.clear();
+                    let due = *seal_due.get_or_insert_with(|| Instant::now() + config.seal_every);
+                    if disconnected || Instant::now() >= due {
+                        seal(&mut store);
+                        seal_due = None;
+                    }
                     if disconnected {
                         return Ok(written);
                     }

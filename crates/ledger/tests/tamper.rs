@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 use std::path::Path;
-use warnseed_ledger::{LedgerStore, RecordKind, SessionRecord, Transport};
+use warnseed_ledger::{ClockState, LedgerStore, RecordKind, SessionRecord, Transport};
 
 fn record(i: u32) -> SessionRecord {
     SessionRecord {
@@ -30,14 +30,26 @@ fn record(i: u32) -> SessionRecord {
     }
 }
 
-/// A ledger of 50 records written in three batches, as the writer does.
+fn clock() -> ClockState {
+    warnseed_ledger::clock::read()
+}
+
+/// A ledger of 50 records written in three batches, as the writer does,
+/// sealed after record 11 (seal 1) and 50 (seal 2); record 51 is unsealed.
 fn ledger(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("ledger.sqlite");
     let mut store = LedgerStore::open(&path).unwrap();
     let all: Vec<SessionRecord> = (1..=50).map(record).collect();
     for batch in [&all[..10], &all[10..11], &all[11..]] {
         store.append(batch).unwrap();
+        if batch.len() != 10 {
+            store.seal(&clock(), 1_790_000_100_000).unwrap().unwrap();
+        }
     }
+    assert!(
+        store.seal(&clock(), 1_790_000_200_000).unwrap().is_none(),
+        "nothing new to seal"
+    );
     drop(store);
     // Reopening continues the chain from the stored head.
     let mut store = LedgerStore::open(&path).unwrap();
@@ -80,6 +92,68 @@ fn an_untouched_ledger_verifies() {
     let v = LedgerStore::open(&path).unwrap().verify().unwrap();
     assert_eq!((v.records, v.last_seq, v.first_bad), (51, 51, None));
     assert_eq!(v.last_hash.len(), 64);
+    assert_eq!((v.seals, v.unsealed), (2, 1));
+    assert_eq!(v.node_id.len(), 32);
+    let seals = LedgerStore::open(&path).unwrap().seals().unwrap();
+    assert_eq!(
+        seals
+            .iter()
+            .map(|s| (s.first_seq, s.last_seq))
+            .collect::<Vec<_>>(),
+        vec![(1, 11), (12, 50)]
+    );
+    assert_eq!(seals[1].clock.source, "adjtimex");
+}
+
+#[test]
+fn deleting_the_newest_sealed_records_is_detected() {
+    let (seq, why) = tampered("DELETE FROM sessions WHERE id >= 45").unwrap();
+    assert_eq!(seq, 45);
+    assert!(why.contains("45..=50") && why.contains("missing"), "{why}");
+}
+
+#[test]
+fn tampering_with_seals_is_detected() {
+    let (seq, why) = tampered("UPDATE seals SET sealed_at_ms = sealed_at_ms + 1 WHERE id = 2").unwrap();
+    assert_eq!(seq, 12);
+    assert!(why.contains("seal 2") && why.contains("altered"), "{why}");
+    let (_, why) = tampered("DELETE FROM seals WHERE id = 1").unwrap();
+    assert!(why.contains("seal 2 found where seal 1 belongs"), "{why}");
+    // Re-pointing seal 2 at an earlier record, with its hash recomputed
+    // by someone without the records' hashes, still fails on its hash.
+    let (_, why) = tampered("UPDATE seals SET last_seq = 49 WHERE id = 2").unwrap();
+    assert!(why.contains("seal 2"), "{why}");
+}
+
+#[test]
+fn a_rewritten_chain_is_caught_by_the_seal() {
+    // The forger knows the algorithm: record 20 is changed and every record
+    // after it re-chained, so each record checks against the one before.
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger(dir.path());
+    let forged = dir.path().join("forged.sqlite");
+    std::fs::copy(&path, &forged).unwrap();
+    let conn = Connection::open(&forged).unwrap();
+    conn.execute_batch("DELETE FROM sessions WHERE id >= 20; DELETE FROM seals;")
+        .unwrap();
+    drop(conn);
+    let mut store = LedgerStore::open(&forged).unwrap();
+    let mut rewritten: Vec<SessionRecord> = (20..=51).map(record).collect();
+    rewritten[0].bytes_sent += 1;
+    store.append(&rewritten).unwrap();
+    drop(store);
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("ATTACH DATABASE ?1 AS forged", [forged.to_str().unwrap()])
+        .unwrap();
+    conn.execute_batch(
+        "DELETE FROM sessions WHERE id >= 20;
+         INSERT INTO sessions SELECT * FROM forged.sessions WHERE id >= 20;",
+    )
+    .unwrap();
+    drop(conn);
+    let (seq, why) = first_bad(&path).unwrap();
+    assert_eq!(seq, 50, "the end of seal 2");
+    assert!(why.contains("seal 2"), "{why}");
 }
 
 #[test]
@@ -156,4 +230,53 @@ fn erasing_an_ip_and_its_salt_keeps_the_chain_valid() {
     let pseudonym = format!("pseudonym:{}", "ab".repeat(32));
     let sql = format!("UPDATE sessions SET remote_ip = '{pseudonym}', ip_salt = NULL WHERE id = 9");
     assert_eq!(tampered(&sql), None);
+}
+
+#[test]
+fn retention_replaces_old_addresses_and_the_ledger_still_verifies() {
+    use warnseed_ledger::Retention;
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger(dir.path());
+    let mut store = LedgerStore::open(&path).unwrap();
+    let before: Vec<String> = store
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.remote_ip)
+        .collect();
+    // Records 1..=20 started before this.
+    let cutoff = 1_790_000_000_000 + 21 * 1000;
+    let key = b"operator key, 32 bytes or so....".to_vec();
+    let out = store
+        .retain(cutoff, &Retention::Pseudonym { key: key.clone() })
+        .unwrap();
+    assert_eq!(out.sessions, 20);
+    let after: Vec<String> = store
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.remote_ip)
+        .collect();
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        if i < 20 {
+            assert_eq!(a, &warnseed_ledger::pseudonym(&key, b), "record {}", i + 1);
+        } else {
+            assert_eq!(a, b);
+        }
+    }
+    // Distinct addresses stay distinct: counts of downloaders survive.
+    let distinct = |v: &[String]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert_eq!(distinct(&before), distinct(&after));
+    assert_eq!(store.verify().unwrap().first_bad, None);
+    // Running it again changes nothing; erasing the rest keeps it valid.
+    assert_eq!(
+        store
+            .retain(cutoff, &Retention::Pseudonym { key })
+            .unwrap()
+            .sessions,
+        0
+    );
+    assert_eq!(store.retain(i64::MAX, &Retention::Erase).unwrap().sessions, 31);
+    assert_eq!(store.verify().unwrap().first_bad, None);
+    assert!(store.sessions().unwrap()[30].remote_ip == "erased");
 }

@@ -1,0 +1,469 @@
+//! Evidence exports: every record of one address (or range) in a time
+//! window, each with what proves it part of the ledger, checkable offline.
+//!
+//! A record's proof is: its fields and `prev_hash`, which give its
+//! `record_hash` by the chain's rule; its salt, which ties the address to
+//! the hashed commitment; and a Merkle path from the record hash to the root
+//! of the seal that covers it. Seals are chained, so the export carries every
+//! seal from the first that covers an exported record to the newest; a
+//! reader who holds a seal hash from elsewhere (a printout, a hash handed to
+//! the court earlier) compares it with the one in the export.
+
+use crate::chain::{self, ChainedFields};
+use crate::clock::ClockState;
+use crate::merkle::{self, Hash};
+use crate::seal::{row_to_seal, Seal, SEAL_COLUMNS};
+use crate::{LedgerError, LedgerStore};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+pub const EVIDENCE_FORMAT: &str = "warnseed-evidence-1";
+
+/// An address or a CIDR range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpRange {
+    pub base: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpRange {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.base, ip) {
+            (IpAddr::V4(b), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(b), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+
+    pub fn is_single(&self) -> bool {
+        self.prefix == if self.base.is_ipv4() { 32 } else { 128 }
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an IP address or CIDR range like 203.0.113.0/24");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let base: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+        let base = crate::store::canonical_ip(base);
+        let max = if base.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Self { base, prefix })
+    }
+}
+
+impl std::fmt::Display for IpRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_single() {
+            write!(f, "{}", self.base)
+        } else {
+            write!(f, "{}/{}", self.base, self.prefix)
+        }
+    }
+}
+
+/// A Merkle path from a record to its seal's root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    pub seal: i64,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub path: Vec<String>,
+}
+
+/// One record, every field the chain covers, and its proof.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRecord {
+    pub seq: i64,
+    pub kind: String,
+    pub session_key: i64,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    pub network: String,
+    pub decoy_id: i64,
+    pub info_hash: String,
+    pub remote_ip: Option<String>,
+    pub ip_salt: Option<String>,
+    pub ip_commitment: String,
+    pub remote_port: u16,
+    pub peer_id: Option<String>,
+    pub client_name: Option<String>,
+    pub client_version: Option<String>,
+    pub transport: String,
+    pub bytes_sent: i64,
+    pub pieces_sent: i64,
+    pub piece_count: i64,
+    pub peer_pieces_initial: Option<i64>,
+    pub peer_pieces_final: i64,
+    pub completed: bool,
+    pub close_reason: String,
+    pub prev_hash: String,
+    pub record_hash: String,
+    pub proof: InclusionProof,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceSeal {
+    pub id: i64,
+    pub sealed_at_ms: i64,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub head_hash: String,
+    pub merkle_root: String,
+    pub node_id: String,
+    pub clock_source: String,
+    pub clock_synced: Option<bool>,
+    pub clock_max_error_us: Option<i64>,
+    pub clock_est_error_us: Option<i64>,
+    pub prev_seal_hash: String,
+    pub seal_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub format: String,
+    pub node_id: String,
+    pub generated_at_ms: i64,
+    pub ip: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub records: Vec<EvidenceRecord>,
+    /// From the first seal an exported record needs to the newest.
+    pub seals: Vec<EvidenceSeal>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str, what: &str) -> Result<[u8; N], String> {
+    let bytes = unhex_vec(s, what)?;
+    bytes
+        .try_into()
+        .map_err(|_| format!("{what} is not {N} bytes of hex"))
+}
+
+fn unhex_vec(s: &str, what: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{what} is not hex"));
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| format!("{what} is not hex")))
+        .collect()
+}
+
+impl From<&Seal> for EvidenceSeal {
+    fn from(s: &Seal) -> Self {
+        Self {
+            id: s.id,
+            sealed_at_ms: s.sealed_at_ms,
+            first_seq: s.first_seq,
+            last_seq: s.last_seq,
+            head_hash: hex(&s.head_hash),
+            merkle_root: hex(&s.merkle_root),
+            node_id: s.node_id.clone(),
+            clock_source: s.clock.source.clone(),
+            clock_synced: s.clock.synced,
+            clock_max_error_us: s.clock.max_error_us,
+            clock_est_error_us: s.clock.est_error_us,
+            prev_seal_hash: hex(&s.prev_seal_hash),
+            seal_hash: hex(&s.seal_hash),
+        }
+    }
+}
+
+impl EvidenceSeal {
+    fn to_seal(&self) -> Result<Seal, String> {
+        let what = |f: &str| format!("seal {} {f}", self.id);
+        Ok(Seal {
+            id: self.id,
+            sealed_at_ms: self.sealed_at_ms,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            head_hash: unhex(&self.head_hash, &what("head_hash"))?,
+            merkle_root: unhex(&self.merkle_root, &what("merkle_root"))?,
+            node_id: self.node_id.clone(),
+            clock: ClockState {
+                source: self.clock_source.clone(),
+                synced: self.clock_synced,
+                max_error_us: self.clock_max_error_us,
+                est_error_us: self.clock_est_error_us,
+            },
+            prev_seal_hash: unhex(&self.prev_seal_hash, &what("prev_seal_hash"))?,
+            seal_hash: unhex(&self.seal_hash, &what("seal_hash"))?,
+        })
+    }
+}
+
+const RECORD_COLUMNS: &str = "id, kind, session_key, started_at_ms, ended_at_ms, network, decoy_id, info_hash,
+    remote_ip, ip_salt, ip_commitment, remote_port, peer_id, client_name, client_version, transport, bytes_sent,
+    pieces_sent, piece_count, peer_pieces_initial, peer_pieces_final, completed, close_reason, prev_hash,
+    record_hash";
+
+impl LedgerStore {
+    /// Every record from `ip` that started in `[from_ms, to_ms]`, with
+    /// proofs. Unsealed records are sealed first (with `clock`), so every
+    /// record exported has a proof.
+    pub fn evidence(
+        &mut self,
+        ip: IpRange,
+        from_ms: i64,
+        to_ms: i64,
+        clock: &ClockState,
+        now_ms: i64,
+    ) -> Result<Evidence, LedgerError> {
+        self.seal(clock, now_ms)?;
+        let node_id = self.node_id()?;
+        let mut records = Vec::new();
+        {
+            // One address uses the address index; a range reads the window.
+            let (sql, single) = if ip.is_single() {
+                (
+                    format!(
+                        "SELECT {RECORD_COLUMNS} FROM sessions WHERE remote_ip = ?3
+                         AND started_at_ms >= ?1 AND started_at_ms <= ?2 ORDER BY id"
+                    ),
+                    true,
+                )
+            } else {
+                (
+                    format!(
+                        "SELECT {RECORD_COLUMNS} FROM sessions WHERE started_at_ms >= ?1 AND started_at_ms <= ?2
+                         ORDER BY id"
+                    ),
+                    false,
+                )
+            };
+            let mut stmt = self.conn.prepare(&sql)?;
+            let mut rows = if single {
+                stmt.query(rusqlite::params![from_ms, to_ms, ip.base.to_string()])?
+            } else {
+                stmt.query(rusqlite::params![from_ms, to_ms])?
+            };
+            while let Some(r) = rows.next()? {
+                let remote_ip: Option<String> = r.get(8)?;
+                let matches = remote_ip
+                    .as_deref()
+                    .and_then(|s| s.parse::<IpAddr>().ok())
+                    .is_some_and(|a| ip.contains(a));
+                if !matches {
+                    continue;
+                }
+                let blob = |i: usize| -> rusqlite::Result<String> { Ok(hex(&r.get::<_, Vec<u8>>(i)?)) };
+                records.push(EvidenceRecord {
+                    seq: r.get(0)?,
+                    kind: r.get(1)?,
+                    session_key: r.get(2)?,
+                    started_at_ms: r.get(3)?,
+                    ended_at_ms: r.get(4)?,
+                    network: r.get(5)?,
+                    decoy_id: r.get(6)?,
+                    info_hash: blob(7)?,
+                    remote_ip,
+                    ip_salt: r.get::<_, Option<Vec<u8>>>(9)?.map(|s| hex(&s)),
+                    ip_commitment: blob(10)?,
+                    remote_port: r.get(11)?,
+                    peer_id: r.get::<_, Option<Vec<u8>>>(12)?.map(|s| hex(&s)),
+                    client_name: r.get(13)?,
+                    client_version: r.get(14)?,
+                    transport: r.get(15)?,
+                    bytes_sent: r.get(16)?,
+                    pieces_sent: r.get(17)?,
+                    piece_count: r.get(18)?,
+                    peer_pieces_initial: r.get(19)?,
+                    peer_pieces_final: r.get(20)?,
+                    completed: r.get(21)?,
+                    close_reason: r.get(22)?,
+                    prev_hash: blob(23)?,
+                    record_hash: blob(24)?,
+                    proof: InclusionProof {
+                        seal: 0,
+                        leaf_index: 0,
+                        tree_size: 0,
+                        path: Vec::new(),
+                    },
+                });
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {SEAL_COLUMNS} FROM seals ORDER BY id"))?;
+        let all_seals: Vec<Seal> = stmt.query_map([], row_to_seal)?.collect::<Result<_, _>>()?;
+        // Proofs, one seal's tree at a time.
+        let mut first_needed = None;
+        let mut i = 0;
+        while i < records.len() {
+            let seq = records[i].seq;
+            let Some(seal) = all_seals.iter().find(|s| s.first_seq <= seq && seq <= s.last_seq) else {
+                // Sealed just above; only a concurrent writer's newest
+                // records could be past it, and those are after the window.
+                return Err(LedgerError::Unsealed(seq));
+            };
+            first_needed.get_or_insert(seal.id);
+            let leaves: Vec<Hash> = self
+                .conn
+                .prepare("SELECT record_hash FROM sessions WHERE id >= ?1 AND id <= ?2 ORDER BY id")?
+                .query_map([seal.first_seq, seal.last_seq], |r| {
+                    Ok(r.get::<_, Vec<u8>>(0)?.try_into().unwrap_or([0xff; 32]))
+                })?
+                .collect::<Result<_, _>>()?;
+            while i < records.len() && records[i].seq <= seal.last_seq {
+                let index = (records[i].seq - seal.first_seq) as usize;
+                records[i].proof = InclusionProof {
+                    seal: seal.id,
+                    leaf_index: index as u64,
+                    tree_size: leaves.len() as u64,
+                    path: merkle::proof(&leaves, index).iter().map(|h| hex(h)).collect(),
+                };
+                i += 1;
+            }
+        }
+        let seals = match first_needed {
+            Some(first) => all_seals
+                .iter()
+                .filter(|s| s.id >= first)
+                .map(EvidenceSeal::from)
+                .collect(),
+            // No record: the newest seal still shows the ledger's state.
+            None => all_seals.last().map(EvidenceSeal::from).into_iter().collect(),
+        };
+        Ok(Evidence {
+            format: EVIDENCE_FORMAT.into(),
+            node_id,
+            generated_at_ms: now_ms,
+            ip: ip.to_string(),
+            from_ms,
+            to_ms,
+            records,
+            seals,
+        })
+    }
+}
+
+/// What an offline check of an export established.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EvidenceCheck {
+    pub records: usize,
+    pub seals: usize,
+    /// The newest seal's hash: compare it with one held elsewhere.
+    pub newest_seal_hash: Option<String>,
+    pub newest_seal_at_ms: Option<i64>,
+}
+
+/// Checks an export without the database: every record's hash, address
+/// commitment and Merkle path, and the seals' own hashes and links.
+pub fn verify_evidence(e: &Evidence) -> Result<EvidenceCheck, String> {
+    if e.format != EVIDENCE_FORMAT {
+        return Err(format!("format {:?} is not {EVIDENCE_FORMAT}", e.format));
+    }
+    let seals: Vec<Seal> = e.seals.iter().map(|s| s.to_seal()).collect::<Result<_, _>>()?;
+    for (i, s) in seals.iter().enumerate() {
+        if s.compute_hash() != s.seal_hash {
+            return Err(format!("seal {}: seal_hash does not match its fields", s.id));
+        }
+        if s.node_id != e.node_id {
+            return Err(format!(
+                "seal {} is from node {}, not {}",
+                s.id, s.node_id, e.node_id
+            ));
+        }
+        if i > 0 {
+            let prev = &seals[i - 1];
+            if s.id != prev.id + 1 || s.prev_seal_hash != prev.seal_hash || s.first_seq != prev.last_seq + 1 {
+                return Err(format!("seal {} does not follow seal {}", s.id, prev.id));
+            }
+        }
+    }
+    for r in &e.records {
+        let at = |what: &str| format!("record {}: {what}", r.seq);
+        let prev: Hash = unhex(&r.prev_hash, &at("prev_hash"))?;
+        let info_hash = unhex_vec(&r.info_hash, &at("info_hash"))?;
+        let commitment = unhex_vec(&r.ip_commitment, &at("ip_commitment"))?;
+        let peer_id = r
+            .peer_id
+            .as_deref()
+            .map(|p| unhex_vec(p, &at("peer_id")))
+            .transpose()?;
+        let fields = ChainedFields {
+            seq: r.seq,
+            kind: &r.kind,
+            session_key: r.session_key,
+            started_at_ms: r.started_at_ms,
+            ended_at_ms: r.ended_at_ms,
+            network: &r.network,
+            decoy_id: r.decoy_id,
+            info_hash: &info_hash,
+            ip_commitment: &commitment,
+            remote_port: r.remote_port,
+            peer_id: peer_id.as_deref(),
+            client_name: r.client_name.as_deref(),
+            client_version: r.client_version.as_deref(),
+            transport: &r.transport,
+            bytes_sent: r.bytes_sent,
+            pieces_sent: r.pieces_sent,
+            piece_count: r.piece_count,
+            peer_pieces_initial: r.peer_pieces_initial,
+            peer_pieces_final: r.peer_pieces_final,
+            completed: r.completed,
+            close_reason: &r.close_reason,
+        };
+        let hash = chain::record_hash(&prev, &fields);
+        if hex(&hash) != r.record_hash {
+            return Err(at("its fields do not give its record_hash: altered"));
+        }
+        match (&r.remote_ip, &r.ip_salt) {
+            (Some(ip), Some(salt)) => {
+                let salt = unhex_vec(salt, &at("ip_salt"))?;
+                if chain::ip_commitment(&salt, ip)[..] != commitment[..] {
+                    return Err(at("remote_ip does not match its commitment: altered"));
+                }
+            }
+            (Some(ip), None) if chain::is_erased_ip(ip) => {}
+            _ => return Err(at("the address cannot be checked (no salt)")),
+        }
+        let seal = seals
+            .iter()
+            .find(|s| s.id == r.proof.seal)
+            .ok_or_else(|| at(&format!("seal {} is not in the export", r.proof.seal)))?;
+        if r.seq < seal.first_seq
+            || r.seq > seal.last_seq
+            || r.proof.leaf_index != (r.seq - seal.first_seq) as u64
+            || r.proof.tree_size != seal.len()
+        {
+            return Err(at(&format!("its position does not fit seal {}", seal.id)));
+        }
+        let path: Vec<Hash> = r
+            .proof
+            .path
+            .iter()
+            .map(|h| unhex(h, &at("proof path")))
+            .collect::<Result<_, _>>()?;
+        if merkle::root_from_proof(&hash, r.proof.leaf_index, r.proof.tree_size, &path)
+            != Some(seal.merkle_root)
+        {
+            return Err(at(&format!(
+                "its Merkle path does not lead to seal {}'s root",
+                seal.id
+            )));
+        }
+    }
+    Ok(EvidenceCheck {
+        records: e.records.len(),
+        seals: seals.len(),
+        newest_seal_hash: seals.last().map(|s| hex(&s.seal_hash)),
+        newest_seal_at_ms: seals.last().map(|s| s.sealed_at_ms),
+    })
+}

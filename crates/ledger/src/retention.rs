@@ -1,0 +1,154 @@
+//! Data protection: raw addresses are kept only as long as configured.
+//! Older ones are erased or replaced by a keyed pseudonym, HMAC-SHA256 of
+//! the address under a key the operator holds: the same address always
+//! gets the same pseudonym (so counts of distinct downloaders and repeat
+//! downloads survive), and without the key nobody can test a guess.
+//!
+//! The chain commits to an address only through its salted commitment
+//! ([`crate::chain`]), so dropping the address and its salt leaves every
+//! record verifiable.
+
+use crate::{LedgerError, LedgerStore};
+use sha2::{Digest, Sha256};
+
+/// What replaces an address past its retention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Retention {
+    Erase,
+    Pseudonym { key: Vec<u8> },
+}
+
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| block.map(|k| k ^ b);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// `pseudonym:` and 64 hex digits.
+pub fn pseudonym(key: &[u8], ip: &str) -> String {
+    let mac = hmac_sha256(key, ip.as_bytes());
+    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    format!("pseudonym:{hex}")
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RetentionOutcome {
+    pub sessions: u64,
+    pub interest_rows: u64,
+}
+
+impl LedgerStore {
+    /// Replaces every address of records that started before `before_ms`
+    /// (sessions and DHT interest), in batches so the writer is never held
+    /// up for long.
+    pub fn retain(&mut self, before_ms: i64, how: &Retention) -> Result<RetentionOutcome, LedgerError> {
+        const BATCH: usize = 10_000;
+        let replacement = |ip: &str| match how {
+            Retention::Erase => crate::chain::ERASED_IP.to_string(),
+            Retention::Pseudonym { key } => pseudonym(key, ip),
+        };
+        let mut outcome = RetentionOutcome::default();
+        loop {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let rows: Vec<(i64, String)> = tx
+                .prepare(
+                    "SELECT id, remote_ip FROM sessions
+                     WHERE started_at_ms < ?1 AND ip_salt IS NOT NULL ORDER BY id LIMIT ?2",
+                )?
+                .query_map(rusqlite::params![before_ms, BATCH as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            {
+                let mut update =
+                    tx.prepare("UPDATE sessions SET remote_ip = ?2, ip_salt = NULL WHERE id = ?1")?;
+                for (id, ip) in &rows {
+                    update.execute(rusqlite::params![id, replacement(ip)])?;
+                }
+            }
+            tx.commit()?;
+            outcome.sessions += rows.len() as u64;
+            if rows.len() < BATCH {
+                break;
+            }
+        }
+        // Interest rows are statistics beside the chain: same rule. Erased
+        // addresses of one minute, info hash and query fold into one row.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        type InterestKey = (i64, Vec<u8>, String, String);
+        let rows: Vec<InterestKey> = tx
+            .prepare(
+                "SELECT minute, info_hash, remote_ip, query FROM dht_interest WHERE minute < ?1
+                 AND remote_ip != '*' AND remote_ip != 'erased' AND remote_ip NOT LIKE 'pseudonym:%'",
+            )?
+            .query_map([before_ms.div_euclid(60_000)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        {
+            let mut fold = tx.prepare(
+                "INSERT INTO dht_interest (minute, info_hash, remote_ip, query, remote_port, node_id, first_ms, last_ms, count)
+                 SELECT minute, info_hash, ?5, query, remote_port, node_id, first_ms, last_ms, count FROM dht_interest
+                 WHERE minute = ?1 AND info_hash = ?2 AND remote_ip = ?3 AND query = ?4 AND true
+                 ON CONFLICT (minute, info_hash, remote_ip, query) DO UPDATE SET
+                    count = count + excluded.count,
+                    first_ms = min(first_ms, excluded.first_ms),
+                    last_ms = max(last_ms, excluded.last_ms)",
+            )?;
+            let mut delete = tx.prepare(
+                "DELETE FROM dht_interest WHERE minute = ?1 AND info_hash = ?2 AND remote_ip = ?3 AND query = ?4",
+            )?;
+            for (minute, info_hash, ip, query) in &rows {
+                fold.execute(rusqlite::params![minute, info_hash, ip, query, replacement(ip)])?;
+                delete.execute(rusqlite::params![minute, info_hash, ip, query])?;
+            }
+        }
+        tx.commit()?;
+        outcome.interest_rows = rows.len() as u64;
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test case 2: key "Jefe", data "what do ya want for nothing?".
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block.
+        let mac = hmac_sha256(
+            &[0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+        );
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+}

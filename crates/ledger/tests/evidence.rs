@@ -1,0 +1,143 @@
+//! Evidence exports check out offline, and any change to one is caught.
+
+use warnseed_ledger::{
+    verify_evidence, Evidence, IpRange, LedgerStore, RecordKind, SessionRecord, Transport,
+};
+
+fn record(i: u32, ip: &str) -> SessionRecord {
+    SessionRecord {
+        kind: if i.is_multiple_of(2) {
+            RecordKind::Close
+        } else {
+            RecordKind::Open
+        },
+        session_key: i64::from(i / 2),
+        started_at_ms: 1_790_000_000_000 + i64::from(i) * 60_000,
+        ended_at_ms: 1_790_000_000_500 + i64::from(i) * 60_000,
+        network: "bittorrent",
+        decoy_id: i64::from(i % 5),
+        info_hash: [i as u8; 20],
+        remote_ip: ip.parse().unwrap(),
+        remote_port: 50_000 + i as u16,
+        peer_id: (!i.is_multiple_of(3)).then_some(*b"-TR3000-bbbbbbbbbbbb"),
+        client_name: Some("Transmission 3.00".into()),
+        client_version: None,
+        transport: Transport::TcpMsePlain,
+        bytes_sent: 5000 * u64::from(i),
+        pieces_sent: i,
+        piece_count: 9,
+        peer_pieces_initial: None,
+        peer_pieces_final: 9,
+        completed: i.is_multiple_of(4),
+        close_reason: "peer_complete".into(),
+    }
+}
+
+/// 120 records from four addresses, sealed in three uneven seals plus an
+/// unsealed tail that the export seals itself.
+fn export(ip: &str, from: i64, to: i64) -> (tempfile::TempDir, Evidence) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LedgerStore::open(&dir.path().join("ledger.sqlite")).unwrap();
+    let ips = ["198.51.100.7", "198.51.100.200", "2001:db8::5", "203.0.113.9"];
+    let all: Vec<SessionRecord> = (0..120).map(|i| record(i, ips[i as usize % 4])).collect();
+    let clock = warnseed_ledger::clock::read();
+    for chunk in [&all[..7], &all[7..50], &all[50..100]] {
+        store.append(chunk).unwrap();
+        store.seal(&clock, 1_790_010_000_000).unwrap();
+    }
+    store.append(&all[100..]).unwrap();
+    let e = store
+        .evidence(
+            ip.parse::<IpRange>().unwrap(),
+            from,
+            to,
+            &clock,
+            1_790_020_000_000,
+        )
+        .unwrap();
+    (dir, e)
+}
+
+#[test]
+fn an_export_for_one_address_verifies_offline() {
+    let (_dir, e) = export("198.51.100.7", 0, i64::MAX);
+    assert_eq!(e.records.len(), 30);
+    assert!(e
+        .records
+        .iter()
+        .all(|r| r.remote_ip.as_deref() == Some("198.51.100.7")));
+    // Records span every seal, including the one the export made.
+    let seals: std::collections::BTreeSet<i64> = e.records.iter().map(|r| r.proof.seal).collect();
+    assert_eq!(seals.into_iter().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    let check = verify_evidence(&e).unwrap();
+    assert_eq!((check.records, check.seals), (30, 4));
+    // It survives JSON, as the CLI writes and reads it.
+    let text = serde_json::to_string(&e).unwrap();
+    let back: Evidence = serde_json::from_str(&text).unwrap();
+    assert_eq!(verify_evidence(&back).unwrap(), check);
+}
+
+#[test]
+fn ranges_and_windows_select_records() {
+    let (_dir, e) = export("198.51.100.0/24", 0, i64::MAX);
+    assert_eq!(e.records.len(), 60);
+    let (_dir, e) = export("2001:db8::/32", 0, i64::MAX);
+    assert_eq!(e.records.len(), 30);
+    // Records 10..=19 by start time: 198.51.100.7 has 12 and 16.
+    let from = 1_790_000_000_000 + 10 * 60_000;
+    let (_dir, e) = export("198.51.100.7", from, from + 9 * 60_000);
+    assert_eq!(e.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![13, 17]);
+    verify_evidence(&e).unwrap();
+    let (_dir, e) = export("192.0.2.1", 0, i64::MAX);
+    assert!(e.records.is_empty());
+    assert_eq!(e.seals.len(), 1, "the newest seal still shows the ledger's state");
+    assert!("10.0.0.0/33".parse::<IpRange>().is_err());
+}
+
+#[test]
+fn any_change_to_an_export_is_caught() {
+    let (_dir, e) = export("198.51.100.7", 0, i64::MAX);
+    type Change = Box<dyn Fn(&mut Evidence)>;
+    let cases: Vec<(&str, Change)> = vec![
+        ("bytes", Box::new(|e| e.records[3].bytes_sent += 1)),
+        (
+            "address",
+            Box::new(|e| e.records[3].remote_ip = Some("198.51.100.8".into())),
+        ),
+        ("time", Box::new(|e| e.records[0].started_at_ms -= 1000)),
+        (
+            "client",
+            Box::new(|e| e.records[5].client_name = Some("other".into())),
+        ),
+        (
+            "completed",
+            Box::new(|e| e.records[5].completed = !e.records[5].completed),
+        ),
+        ("path", Box::new(|e| e.records[4].proof.path[0] = "00".repeat(32))),
+        ("position", Box::new(|e| e.records[4].proof.leaf_index += 1)),
+        (
+            "seal clock",
+            Box::new(|e| {
+                e.seals[0].clock_synced = Some(true).filter(|_| e.seals[0].clock_synced != Some(true))
+            }),
+        ),
+        (
+            "seal root",
+            Box::new(|e| e.seals[1].merkle_root = "11".repeat(32)),
+        ),
+        (
+            "dropped seal",
+            Box::new(|e| {
+                e.seals.remove(1);
+            }),
+        ),
+        ("salt gone", Box::new(|e| e.records[2].ip_salt = None)),
+        ("format", Box::new(|e| e.format = "something else".into())),
+    ];
+    for (what, change) in cases {
+        let mut forged = e.clone();
+        change(&mut forged);
+        assert_ne!(forged, e, "{what}: the change changed nothing");
+        assert!(verify_evidence(&forged).is_err(), "{what} went unnoticed");
+    }
+}
