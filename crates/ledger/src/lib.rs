@@ -26,10 +26,13 @@ pub fn unix_ms() -> i64 {
 pub mod chain;
 pub mod clock;
 mod evidence;
+pub mod geo;
 mod interest;
 pub mod merkle;
 mod record;
+pub mod report;
 mod retention;
+pub mod rollup;
 mod seal;
 mod store;
 mod writer;
@@ -39,6 +42,7 @@ pub use evidence::{
     verify_evidence, Evidence, EvidenceCheck, EvidenceRecord, EvidenceSeal, InclusionProof, IpRange,
     EVIDENCE_FORMAT,
 };
+pub use geo::{Enricher, GeoFields};
 pub use interest::{InterestAggregator, InterestRow};
 pub use record::{RecordKind, SessionRecord, Transport};
 pub use retention::{hmac_sha256, pseudonym, Retention, RetentionOutcome};

@@ -1,6 +1,8 @@
 use crate::chain::{self, ChainedFields, GENESIS};
 use crate::clock::ClockState;
+use crate::geo::{Enricher, GeoFields};
 use crate::merkle::Hash;
+use crate::rollup::{Plan, RollupRow};
 use crate::seal::{row_to_seal, Seal, StreamingRoot, SEAL_COLUMNS};
 use crate::{LedgerError, SessionRecord};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -112,6 +114,9 @@ pub struct LedgerSummary {
 
 pub struct LedgerStore {
     pub(crate) conn: Connection,
+    /// Keys addresses in the aggregates (HMAC, first 16 bytes).
+    ip_key_secret: Vec<u8>,
+    enricher: Option<Box<dyn Enricher>>,
 }
 
 /// The first record that fails verification, and why.
@@ -162,6 +167,8 @@ impl LedgerStore {
         conn.execute_batch(INDEXES)?;
         conn.execute_batch(crate::interest::SCHEMA)?;
         conn.execute_batch(crate::seal::SCHEMA)?;
+        conn.execute_batch(crate::geo::SCHEMA)?;
+        conn.execute_batch(crate::rollup::SQLITE_SCHEMA)?;
         // The node's identity in seals, exports and a fleet's store: drawn
         // once, with the ledger.
         let mut id = [0u8; 16];
@@ -170,7 +177,117 @@ impl LedgerStore {
             "INSERT OR IGNORE INTO ledger_meta (key, value) VALUES ('node_id', ?1)",
             [hex(&id)],
         )?;
-        Ok(Self { conn })
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the operating system provides randomness");
+        conn.execute(
+            "INSERT OR IGNORE INTO ledger_meta (key, value) VALUES ('ip_key_secret', ?1)",
+            [hex(&secret)],
+        )?;
+        let secret: String = conn.query_row(
+            "SELECT value FROM ledger_meta WHERE key = 'ip_key_secret'",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut store = Self {
+            conn,
+            ip_key_secret: secret.into_bytes(),
+            enricher: None,
+        };
+        store.catch_up_rollups()?;
+        Ok(store)
+    }
+
+    /// Keys addresses in the aggregates with `secret` instead of this
+    /// ledger's own (nodes of a fleet share one, so a downloader seen by
+    /// two nodes counts once). Aggregates already written keep their keys.
+    pub fn set_ip_key_secret(&mut self, secret: &[u8]) {
+        self.ip_key_secret = secret.to_vec();
+    }
+
+    /// Looks up every new record's address (geolocation) as it is written.
+    pub fn set_enricher(&mut self, enricher: Box<dyn Enricher>) {
+        self.enricher = Some(enricher);
+    }
+
+    /// The aggregates' key of an address.
+    pub fn ip_key(&self, ip: &str) -> [u8; 16] {
+        ip_key(&self.ip_key_secret, ip)
+    }
+
+    /// Brings the aggregates up to the newest record: they are written with
+    /// each batch, so this only runs for a ledger written before they
+    /// existed (records with erased addresses count as one address).
+    fn catch_up_rollups(&mut self) -> Result<(), LedgerError> {
+        let through: i64 = self
+            .conn
+            .query_row(
+                "SELECT value FROM ledger_meta WHERE key = 'rollups_through'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let last: i64 = self
+            .conn
+            .query_row("SELECT coalesce(max(id), 0) FROM sessions", [], |r| r.get(0))?;
+        let mut from = through + 1;
+        while from <= last {
+            let to = (from + 50_000).min(last);
+            let tx = self.conn.transaction()?;
+            type Row = (String, i64, i64, String, i64, String, Option<String>, bool, i64);
+            let rows: Vec<Row> = tx
+                .prepare(
+                    "SELECT kind, started_at_ms, ended_at_ms, network, decoy_id, remote_ip, client_name,
+                            completed, bytes_sent FROM sessions WHERE id >= ?1 AND id <= ?2 ORDER BY id",
+                )?
+                .query_map([from, to], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
+                })?
+                .collect::<Result<_, _>>()?;
+            let geo: std::collections::HashMap<i64, (Option<String>, Option<String>)> = tx
+                .prepare("SELECT seq, country, kommune FROM session_geo WHERE seq >= ?1 AND seq <= ?2")?
+                .query_map([from, to], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+                .collect::<Result<_, _>>()?;
+            let inputs: Vec<RollupRow<'_>> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let g = geo.get(&(from + i as i64));
+                    RollupRow {
+                        is_open: r.0 == "open",
+                        started_at_ms: r.1,
+                        ended_at_ms: r.2,
+                        network: &r.3,
+                        decoy_id: r.4,
+                        ip_key: ip_key(&self.ip_key_secret, &r.5),
+                        client: r.6.as_deref(),
+                        completed: r.7,
+                        bytes_sent: r.8 as u64,
+                        country: g.and_then(|g| g.0.as_deref()),
+                        kommune: g.and_then(|g| g.1.as_deref()),
+                    }
+                })
+                .collect();
+            crate::rollup::apply_sqlite(&tx, &Plan::new(&inputs))?;
+            tx.execute(
+                "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('rollups_through', ?1)",
+                [to.to_string()],
+            )?;
+            tx.commit()?;
+            from = to + 1;
+        }
+        Ok(())
     }
 
     /// This ledger's node id (32 hex digits).
@@ -285,9 +402,35 @@ impl LedgerStore {
                  ip_salt, ip_commitment, prev_hash, record_hash, kind, session_key)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25)",
             )?;
+            let mut geo_insert = tx.prepare_cached(
+                "INSERT INTO session_geo (seq, country, country_name, region, city, latitude, longitude,
+                 accuracy_km, kommune, kommune_name, kommune_confidence)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+            )?;
+            let mut geos = Vec::with_capacity(batch.len());
             for r in batch {
                 let seq = head.0 + 1;
                 let ip = canonical_ip(r.remote_ip).to_string();
+                let geo = match &self.enricher {
+                    Some(e) => e.enrich(canonical_ip(r.remote_ip)),
+                    None => GeoFields::default(),
+                };
+                if !geo.is_empty() {
+                    geo_insert.execute(params![
+                        seq,
+                        geo.country,
+                        geo.country_name,
+                        geo.region,
+                        geo.city,
+                        geo.latitude,
+                        geo.longitude,
+                        geo.accuracy_km,
+                        geo.kommune,
+                        geo.kommune_name,
+                        geo.kommune_confidence,
+                    ])?;
+                }
+                geos.push((ip_key(&self.ip_key_secret, &ip), geo));
                 let salt = chain::new_salt();
                 let commitment = chain::ip_commitment(&salt, &ip);
                 let fields = ChainedFields {
@@ -343,7 +486,29 @@ impl LedgerStore {
                 ])?;
                 head = (seq, hash);
             }
+            let inputs: Vec<RollupRow<'_>> = batch
+                .iter()
+                .zip(&geos)
+                .map(|(r, (ip_key, geo))| RollupRow {
+                    is_open: r.kind == crate::RecordKind::Open,
+                    started_at_ms: r.started_at_ms,
+                    ended_at_ms: r.ended_at_ms,
+                    network: r.network,
+                    decoy_id: r.decoy_id,
+                    ip_key: *ip_key,
+                    client: r.client_name.as_deref(),
+                    completed: r.completed,
+                    bytes_sent: r.bytes_sent,
+                    country: geo.country.as_deref(),
+                    kommune: geo.kommune.as_deref(),
+                })
+                .collect();
+            crate::rollup::apply_sqlite(&tx, &Plan::new(&inputs))?;
         }
+        tx.execute(
+            "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('rollups_through', ?1)",
+            [head.0.to_string()],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -644,6 +809,12 @@ fn check_row(
             _ => None,
         }
     })
+}
+
+fn ip_key(secret: &[u8], ip: &str) -> [u8; 16] {
+    crate::retention::hmac_sha256(secret, ip.as_bytes())[..16]
+        .try_into()
+        .expect("16 bytes")
 }
 
 /// IPv4-mapped IPv6 addresses are stored as plain IPv4 so one downloader

@@ -1,0 +1,353 @@
+//! Reports from the aggregates ([`crate::rollup`]): per period (day, ISO
+//! week, month, year or the whole window) and per dimension key, downloads
+//! started, files delivered, bytes sent, distinct addresses and repeat
+//! downloaders. The arithmetic is here; a store answers three narrow
+//! questions ([`RollupSource`]), so SQLite and PostgreSQL give the same
+//! report.
+
+use crate::rollup::{iso_week, periods};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    Day,
+    Week,
+    Month,
+    Year,
+    /// One row per key for the whole window.
+    Total,
+}
+
+impl std::str::FromStr for Granularity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "day" => Granularity::Day,
+            "week" => Granularity::Week,
+            "month" => Granularity::Month,
+            "year" => Granularity::Year,
+            "total" => Granularity::Total,
+            _ => return Err(format!("{s:?}: use day, week, month, year or total")),
+        })
+    }
+}
+
+/// Which distinct-address rows to count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeriodSelection {
+    /// One stored period (`d2026-11-29`, `w2026-48`, `m2026-11`, `y2026`).
+    Exact(String),
+    /// The days from..=to (labels `dYYYY-MM-DD`).
+    Days { from: String, to: String },
+}
+
+/// What a store answers for reports.
+pub trait RollupSource {
+    /// `(day, key, [started, closed, completed, bytes])` of one dimension.
+    fn daily(
+        &mut self,
+        dim: &str,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<(i64, String, [i64; 4])>, String>;
+    /// Distinct address keys per dimension key.
+    fn uniques(&mut self, dim: &str, periods: &PeriodSelection) -> Result<Vec<(String, i64)>, String>;
+    /// Distinct address keys that started a download after receiving the
+    /// warning, on days from..=to.
+    fn repeats(&mut self, from_day: i64, to_day: i64) -> Result<i64, String>;
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReportRow {
+    /// `2026-11-29`, `2026-W48`, `2026-11`, `2026`, or `FROM..TO`.
+    pub period: String,
+    pub key: String,
+    pub downloads_started: i64,
+    pub sessions_closed: i64,
+    pub files_delivered: i64,
+    pub bytes_sent: i64,
+    /// For the dimensions distinct addresses are kept for (all, country,
+    /// kommune).
+    pub unique_ips: Option<i64>,
+    /// Only for the total (`all`).
+    pub repeat_ips: Option<i64>,
+}
+
+fn label_day(day: i64) -> String {
+    periods(day)[0][1..].to_string()
+}
+
+/// The bucket a day falls in, its label, and the bucket's full day range.
+fn bucket(day: i64, by: Granularity, from: i64, to: i64) -> (String, i64, i64) {
+    let [d, _, m, y] = periods(day);
+    match by {
+        Granularity::Day => (d[1..].to_string(), day, day),
+        Granularity::Week => {
+            let (wy, w) = iso_week(day);
+            let monday = day - (day + 3).rem_euclid(7);
+            (format!("{wy:04}-W{w:02}"), monday, monday + 6)
+        }
+        Granularity::Month => {
+            let first = (day - d[9..11].parse::<i64>().unwrap_or(1)) + 1;
+            let mut last = first + 27;
+            while periods(last + 1)[2] == m {
+                last += 1;
+            }
+            (m[1..].to_string(), first, last)
+        }
+        Granularity::Year => {
+            let mut first = day;
+            while periods(first - 1)[3] == y {
+                first -= 1;
+            }
+            let mut last = day;
+            while periods(last + 1)[3] == y {
+                last += 1;
+            }
+            (y[1..].to_string(), first, last)
+        }
+        Granularity::Total => (format!("{}..{}", label_day(from), label_day(to)), from, to),
+    }
+}
+
+/// The report of `dim` over UTC days `from_day..=to_day`, by `by`.
+pub fn report(
+    src: &mut dyn RollupSource,
+    dim: &str,
+    from_day: i64,
+    to_day: i64,
+    by: Granularity,
+) -> Result<Vec<ReportRow>, String> {
+    if !crate::rollup::DIMENSIONS.contains(&dim) {
+        return Err(format!(
+            "unknown dimension {dim:?}: use {}",
+            crate::rollup::DIMENSIONS.join(", ")
+        ));
+    }
+    let mut rows: BTreeMap<(i64, String), ReportRow> = BTreeMap::new();
+    let mut buckets: BTreeMap<i64, (String, i64, i64)> = BTreeMap::new();
+    for (day, key, [started, closed, completed, bytes]) in src.daily(dim, from_day, to_day)? {
+        let (label, first, last) = bucket(day, by, from_day, to_day);
+        buckets.insert(first, (label.clone(), first, last));
+        let row = rows.entry((first, key.clone())).or_insert_with(|| ReportRow {
+            period: label,
+            key,
+            ..Default::default()
+        });
+        row.downloads_started += started;
+        row.sessions_closed += closed;
+        row.files_delivered += completed;
+        row.bytes_sent += bytes;
+    }
+    let with_uniques = crate::rollup::UNIQUE_DIMENSIONS.contains(&dim);
+    for (first, (_, bfirst, blast)) in &buckets {
+        // A bucket wholly inside the window has its own stored period; a
+        // cut one is counted over its days.
+        let (lo, hi) = ((*bfirst).max(from_day), (*blast).min(to_day));
+        let whole = lo == *bfirst && hi == *blast && by != Granularity::Total;
+        if with_uniques {
+            let selection = if whole {
+                let [d, w, m, y] = periods(lo);
+                PeriodSelection::Exact(match by {
+                    Granularity::Day => d,
+                    Granularity::Week => w,
+                    Granularity::Month => m,
+                    _ => y,
+                })
+            } else {
+                PeriodSelection::Days {
+                    from: periods(lo)[0].clone(),
+                    to: periods(hi)[0].clone(),
+                }
+            };
+            for (key, n) in src.uniques(dim, &selection)? {
+                if let Some(row) = rows.get_mut(&(*first, key)) {
+                    row.unique_ips = Some(n);
+                }
+            }
+        }
+        if dim == "all" {
+            let repeats = src.repeats(lo, hi)?;
+            if let Some(row) = rows.get_mut(&(*first, String::new())) {
+                row.repeat_ips = Some(repeats);
+            }
+        }
+    }
+    Ok(rows.into_values().collect())
+}
+
+/// The campaign's figures for a window, and a sentence in its own words.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CampaignSummary {
+    pub from: String,
+    pub to: String,
+    pub downloads_started: i64,
+    pub files_delivered: i64,
+    pub bytes_sent: i64,
+    pub unique_ips: i64,
+    pub repeat_ips: i64,
+    /// Countries with at least one download (addresses the database could
+    /// not place are not a country).
+    pub countries: i64,
+    /// Norwegian municipalities with at least one download.
+    pub kommuner: i64,
+    pub kommuner_total: i64,
+    pub sentence: String,
+}
+
+/// Groups digits in threes: 9012345 → 9,012,345.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+pub fn campaign_summary(
+    src: &mut dyn RollupSource,
+    from_day: i64,
+    to_day: i64,
+    kommuner_total: i64,
+) -> Result<CampaignSummary, String> {
+    let total = report(src, "all", from_day, to_day, Granularity::Total)?;
+    let t = total.first().cloned().unwrap_or_default();
+    let countries = report(src, "country", from_day, to_day, Granularity::Total)?
+        .iter()
+        .filter(|r| r.key != "unknown" && r.downloads_started > 0)
+        .count() as i64;
+    let kommuner = report(src, "kommune", from_day, to_day, Granularity::Total)?
+        .iter()
+        .filter(|r| r.downloads_started > 0)
+        .count() as i64;
+    let from = label_day(from_day);
+    let to = label_day(to_day);
+    let sentence = format!(
+        "Since {from}: {} files delivered to {} IP addresses in {} {}, incl. {} of {} Norwegian municipalities.",
+        thousands(t.files_delivered),
+        thousands(t.unique_ips.unwrap_or(0)),
+        thousands(countries),
+        if countries == 1 { "country" } else { "countries" },
+        thousands(kommuner),
+        thousands(kommuner_total),
+    );
+    Ok(CampaignSummary {
+        from,
+        to,
+        downloads_started: t.downloads_started,
+        files_delivered: t.files_delivered,
+        bytes_sent: t.bytes_sent,
+        unique_ips: t.unique_ips.unwrap_or(0),
+        repeat_ips: t.repeat_ips.unwrap_or(0),
+        countries,
+        kommuner,
+        kommuner_total,
+        sentence,
+    })
+}
+
+/// UTC day number of a Unix millisecond time.
+pub fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(MS_PER_DAY)
+}
+
+impl RollupSource for crate::LedgerStore {
+    fn daily(
+        &mut self,
+        dim: &str,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<(i64, String, [i64; 4])>, String> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT day, key, started, closed, completed, bytes FROM rollup_daily
+                 WHERE day >= ?1 AND day <= ?2 AND dim = ?3",
+            )
+            .map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map(rusqlite::params![from_day, to_day, dim], |r| {
+                Ok((r.get(0)?, r.get(1)?, [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?]))
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    }
+
+    fn uniques(&mut self, dim: &str, periods: &PeriodSelection) -> Result<Vec<(String, i64)>, String> {
+        let (sql, params): (&str, Vec<String>) = match periods {
+            PeriodSelection::Exact(p) => (
+                "SELECT key, count(*) FROM rollup_uniques WHERE period = ?1 AND dim = ?2 GROUP BY key",
+                vec![p.clone(), dim.to_string()],
+            ),
+            PeriodSelection::Days { from, to } => (
+                "SELECT key, count(DISTINCT ip_key) FROM rollup_uniques
+                 WHERE period >= ?1 AND period <= ?2 AND dim = ?3 GROUP BY key",
+                vec![from.clone(), to.clone(), dim.to_string()],
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    }
+
+    fn repeats(&mut self, from_day: i64, to_day: i64) -> Result<i64, String> {
+        self.conn
+            .query_row(
+                "SELECT count(DISTINCT ip_key) FROM rollup_repeat WHERE day >= ?1 AND day <= ?2",
+                [from_day, to_day],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped() {
+        assert_eq!(thousands(9_012_345), "9,012,345");
+        assert_eq!(thousands(357), "357");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(0), "0");
+    }
+
+    #[test]
+    fn buckets_cover_whole_calendar_periods() {
+        // 2026-11-29 is day 20_786.
+        let day = 20_786;
+        assert_eq!(label_day(day), "2026-11-29");
+        let (label, first, last) = bucket(day, Granularity::Month, 0, day);
+        assert_eq!(
+            (label.as_str(), label_day(first), label_day(last)),
+            ("2026-11", "2026-11-01".into(), "2026-11-30".into())
+        );
+        let (label, first, last) = bucket(day, Granularity::Week, 0, day);
+        assert_eq!(
+            (label.as_str(), label_day(first), label_day(last)),
+            ("2026-W48", "2026-11-23".into(), "2026-11-29".into())
+        );
+        let (label, first, last) = bucket(day, Granularity::Year, 0, day);
+        assert_eq!(
+            (label.as_str(), label_day(first), label_day(last)),
+            ("2026", "2026-01-01".into(), "2026-12-31".into())
+        );
+    }
+}
