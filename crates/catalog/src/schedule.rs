@@ -169,6 +169,19 @@ impl CatalogStore {
         )?)
     }
 
+    /// Decoys released in `[from_ms, to_ms)`, and those active at `to_ms`
+    /// (released before it, not retired by it).
+    pub fn releases_between(&self, from_ms: i64, to_ms: i64) -> Result<(u64, u64), CatalogError> {
+        Ok(self.conn.query_row(
+            "SELECT
+                (SELECT count(*) FROM releases WHERE released_at_ms >= ?1 AND released_at_ms < ?2),
+                (SELECT count(*) FROM releases WHERE released_at_ms < ?2
+                    AND (retired_at_ms IS NULL OR retired_at_ms >= ?2))",
+            [from_ms, to_ms],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
     /// Catalogue ids of released decoys that have not retired.
     pub fn active_ids(&self) -> Result<Vec<i64>, CatalogError> {
         let mut stmt = self

@@ -54,6 +54,8 @@ pub use writer::{LedgerWriter, WriterConfig};
 pub enum LedgerError {
     #[error("ledger database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Io(String),
     #[error("record {0} is not sealed yet; export again in a minute")]
     Unsealed(i64),
     #[error("ledger writer thread stopped")]

@@ -234,12 +234,13 @@ pub fn campaign_summary(
         .count() as i64;
     let from = label_day(from_day);
     let to = label_day(to_day);
+    let plural =
+        |n: i64, one: &str, many: &str| format!("{} {}", thousands(n), if n == 1 { one } else { many });
     let sentence = format!(
-        "Since {from}: {} files delivered to {} IP addresses in {} {}, incl. {} of {} Norwegian municipalities.",
-        thousands(t.files_delivered),
-        thousands(t.unique_ips.unwrap_or(0)),
-        thousands(countries),
-        if countries == 1 { "country" } else { "countries" },
+        "Since {from}: {} delivered to {} in {}, incl. {} of {} Norwegian municipalities.",
+        plural(t.files_delivered, "file", "files"),
+        plural(t.unique_ips.unwrap_or(0), "IP address", "IP addresses"),
+        plural(countries, "country", "countries"),
         thousands(kommuner),
         thousands(kommuner_total),
     );
@@ -261,6 +262,17 @@ pub fn campaign_summary(
 /// UTC day number of a Unix millisecond time.
 pub fn day_of(ms: i64) -> i64 {
     ms.div_euclid(MS_PER_DAY)
+}
+
+impl crate::LedgerStore {
+    /// The first UTC day with a download, if any.
+    pub fn first_day(&self) -> Result<Option<i64>, crate::LedgerError> {
+        Ok(self
+            .conn
+            .query_row("SELECT min(day) FROM rollup_daily WHERE dim = 'all'", [], |r| {
+                r.get(0)
+            })?)
+    }
 }
 
 impl RollupSource for crate::LedgerStore {

@@ -598,6 +598,34 @@ impl LedgerStore {
         )?)
     }
 
+    /// Calls `f` with every ended session (close record) that started in
+    /// `[from_ms, to_ms)`, and its (country, kommune), in order, streaming.
+    pub fn for_each_closed<E>(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        mut f: impl FnMut(StoredSession, (Option<String>, Option<String>)) -> Result<(), E>,
+    ) -> Result<(), LedgerError>
+    where
+        E: std::fmt::Display,
+    {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.id, s.started_at_ms, s.ended_at_ms, s.network, s.decoy_id, s.info_hash, s.remote_ip,
+                    s.remote_port, s.client_name, s.client_version, s.transport, s.bytes_sent, s.pieces_sent,
+                    s.piece_count, s.peer_pieces_initial, s.peer_pieces_final, s.completed, s.close_reason,
+                    g.country, g.kommune
+             FROM sessions s LEFT JOIN session_geo g ON g.seq = s.id
+             WHERE s.kind = 'close' AND s.started_at_ms >= ?1 AND s.started_at_ms < ?2 ORDER BY s.id",
+        )?;
+        let mut rows = stmt.query([from_ms, to_ms])?;
+        while let Some(r) = rows.next()? {
+            let s = row_to_session(r)?;
+            let geo = (r.get(18)?, r.get(19)?);
+            f(s, geo).map_err(|e| LedgerError::Io(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Every ended session (close records), in order.
     pub fn sessions(&self) -> Result<Vec<StoredSession>, LedgerError> {
         let mut stmt = self.conn.prepare(
@@ -606,28 +634,7 @@ impl LedgerStore {
                     peer_pieces_initial, peer_pieces_final, completed, close_reason
              FROM sessions WHERE kind = 'close' ORDER BY id",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(StoredSession {
-                id: r.get(0)?,
-                started_at_ms: r.get(1)?,
-                ended_at_ms: r.get(2)?,
-                network: r.get(3)?,
-                decoy_id: r.get(4)?,
-                info_hash: hex(&r.get::<_, Vec<u8>>(5)?),
-                remote_ip: r.get(6)?,
-                remote_port: r.get(7)?,
-                client_name: r.get(8)?,
-                client_version: r.get(9)?,
-                transport: r.get(10)?,
-                bytes_sent: r.get::<_, i64>(11)? as u64,
-                pieces_sent: r.get(12)?,
-                piece_count: r.get(13)?,
-                peer_pieces_initial: r.get(14)?,
-                peer_pieces_final: r.get(15)?,
-                completed: r.get(16)?,
-                close_reason: r.get(17)?,
-            })
-        })?;
+        let rows = stmt.query_map([], row_to_session)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
@@ -808,6 +815,29 @@ fn check_row(
             (Some(_), None) => Some("remote_ip is missing but its salt is not: altered".into()),
             _ => None,
         }
+    })
+}
+
+fn row_to_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSession> {
+    Ok(StoredSession {
+        id: r.get(0)?,
+        started_at_ms: r.get(1)?,
+        ended_at_ms: r.get(2)?,
+        network: r.get(3)?,
+        decoy_id: r.get(4)?,
+        info_hash: hex(&r.get::<_, Vec<u8>>(5)?),
+        remote_ip: r.get(6)?,
+        remote_port: r.get(7)?,
+        client_name: r.get(8)?,
+        client_version: r.get(9)?,
+        transport: r.get(10)?,
+        bytes_sent: r.get::<_, i64>(11)? as u64,
+        pieces_sent: r.get(12)?,
+        piece_count: r.get(13)?,
+        peer_pieces_initial: r.get(14)?,
+        peer_pieces_final: r.get(15)?,
+        completed: r.get(16)?,
+        close_reason: r.get(17)?,
     })
 }
 

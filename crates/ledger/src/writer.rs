@@ -64,7 +64,20 @@ fn seal(store: &mut LedgerStore) {
 
 impl LedgerWriter {
     pub fn open(path: &Path, config: WriterConfig) -> Result<Self, LedgerError> {
+        Self::open_with(path, config, None)
+    }
+
+    /// As [`LedgerWriter::open`], looking up every record's address with
+    /// `enricher` as it is written.
+    pub fn open_with(
+        path: &Path,
+        config: WriterConfig,
+        enricher: Option<Box<dyn crate::Enricher>>,
+    ) -> Result<Self, LedgerError> {
         let mut store = LedgerStore::open(path)?;
+        if let Some(e) = enricher {
+            store.set_enricher(e);
+        }
         // Records left unsealed by a node that died are sealed now.
         seal(&mut store);
         let (tx, rx) = mpsc::sync_channel::<SessionRecord>(config.queue);

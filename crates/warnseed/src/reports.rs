@@ -1,0 +1,268 @@
+//! `warnseed report …`: the ledger's aggregates per period and dimension,
+//! with the catalogue's releases, as a table, CSV or JSON.
+
+use anyhow::{anyhow, Result};
+use serde::Serialize;
+use warnseed_catalog::utc::{format_date, parse_time, MS_PER_DAY};
+use warnseed_catalog::CatalogStore;
+use warnseed_ledger::report::{self, Granularity, ReportRow, RollupSource};
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Format::Table),
+            "csv" => Ok(Format::Csv),
+            "json" => Ok(Format::Json),
+            _ => Err(format!("{s:?}: use table, csv or json")),
+        }
+    }
+}
+
+/// The UTC day window of `--from`/`--to` (inclusive; default: from the
+/// first day with data, or today, to today).
+pub fn window(
+    from: Option<&str>,
+    to: Option<&str>,
+    first_day: Option<i64>,
+    now_ms: i64,
+) -> Result<(i64, i64)> {
+    let today = now_ms.div_euclid(MS_PER_DAY);
+    let day = |t: &str, flag: &str| {
+        parse_time(t)
+            .map(|ms| ms.div_euclid(MS_PER_DAY))
+            .map_err(|e| anyhow!("{flag}: {e}"))
+    };
+    let from = match from {
+        Some(t) => day(t, "--from")?,
+        None => first_day.unwrap_or(today).min(today),
+    };
+    let to = match to {
+        Some(t) => day(t, "--to")?,
+        None => today,
+    };
+    if to < from {
+        anyhow::bail!("--to is before --from");
+    }
+    Ok((from, to))
+}
+
+/// One output row: the ledger's figures and, for totals, the catalogue's.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    #[serde(flatten)]
+    pub figures: ReportRow,
+    /// A title's name, or a kommune's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoys_released: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoys_active: Option<u64>,
+}
+
+/// The rows for `dim`, with releases (totals) and names (titles) added.
+pub fn rows(
+    src: &mut dyn RollupSource,
+    catalog: Option<&CatalogStore>,
+    dim: &str,
+    from: i64,
+    to: i64,
+    by: Granularity,
+    name_of: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Row>> {
+    let figures = report::report(src, dim, from, to, by).map_err(|e| anyhow!("report: {e}"))?;
+    let mut out = Vec::with_capacity(figures.len());
+    for f in figures {
+        let (mut released, mut active) = (None, None);
+        if dim == "all" {
+            if let Some(c) = catalog {
+                let (lo, hi) = period_bounds(&f.period, from, to);
+                let (r, a) = c.releases_between(lo * MS_PER_DAY, (hi + 1) * MS_PER_DAY)?;
+                released = Some(r);
+                active = Some(a);
+            }
+        }
+        let name = match dim {
+            "title" => f
+                .key
+                .parse()
+                .ok()
+                .and_then(|id| catalog.and_then(|c| c.title_of(id).ok().flatten())),
+            "kommune" => name_of(&f.key),
+            _ => None,
+        };
+        out.push(Row {
+            figures: f,
+            name,
+            decoys_released: released,
+            decoys_active: active,
+        });
+    }
+    Ok(out)
+}
+
+/// The days a row's period label covers, cut to the window.
+fn period_bounds(label: &str, from: i64, to: i64) -> (i64, i64) {
+    let parse = |s: &str| parse_time(s).ok().map(|ms| ms.div_euclid(MS_PER_DAY));
+    let (lo, hi) = if let Some((a, b)) = label.split_once("..") {
+        (parse(a), parse(b))
+    } else if let Some((y, w)) = label.split_once("-W") {
+        // ISO week: Monday of week 1 is the Monday on or before 4 January.
+        let (y, w): (i64, i64) = (y.parse().unwrap_or(1970), w.parse().unwrap_or(1));
+        let jan4 = parse(&format!("{y:04}-01-04")).unwrap_or(0);
+        let monday = jan4 - (jan4 + 3).rem_euclid(7) + (w - 1) * 7;
+        (Some(monday), Some(monday + 6))
+    } else {
+        match label.len() {
+            10 => (parse(label), parse(label)),
+            7 => {
+                let first = parse(&format!("{label}-01"));
+                let next = first.map(|d| {
+                    let mut n = d + 28;
+                    while format_date(n * MS_PER_DAY)[..7] == label[..] {
+                        n += 1;
+                    }
+                    n - 1
+                });
+                (first, next)
+            }
+            4 => (parse(&format!("{label}-01-01")), parse(&format!("{label}-12-31"))),
+            _ => (None, None),
+        }
+    };
+    (lo.unwrap_or(from).max(from), hi.unwrap_or(to).min(to))
+}
+
+fn columns(dim: &str, rows: &[Row]) -> Vec<&'static str> {
+    let mut c = vec!["period"];
+    if dim != "all" {
+        c.push(match dim {
+            "country" => "country",
+            "kommune" => "kommune",
+            "title" => "decoy",
+            "client" => "client",
+            _ => "network",
+        });
+    }
+    if rows.iter().any(|r| r.name.is_some()) {
+        c.push("name");
+    }
+    c.extend(["downloads_started", "files_delivered", "bytes_sent"]);
+    if rows.iter().any(|r| r.figures.unique_ips.is_some()) {
+        c.push("unique_ips");
+    }
+    if dim == "all" {
+        c.push("repeat_ips");
+        if rows.iter().any(|r| r.decoys_released.is_some()) {
+            c.extend(["decoys_released", "decoys_active"]);
+        }
+    }
+    c
+}
+
+fn cell(r: &Row, column: &str) -> String {
+    let opt = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
+    let optu = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
+    match column {
+        "period" => r.figures.period.clone(),
+        "name" => r.name.clone().unwrap_or_default(),
+        "downloads_started" => r.figures.downloads_started.to_string(),
+        "files_delivered" => r.figures.files_delivered.to_string(),
+        "bytes_sent" => r.figures.bytes_sent.to_string(),
+        "unique_ips" => opt(r.figures.unique_ips),
+        "repeat_ips" => opt(r.figures.repeat_ips),
+        "decoys_released" => optu(r.decoys_released),
+        "decoys_active" => optu(r.decoys_active),
+        _ => r.figures.key.clone(),
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    // Titles are operator data: quote what would break a row, and defuse
+    // what a spreadsheet would run as a formula.
+    let s = if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// Renders rows; `footer` lines go under a table only.
+pub fn render(dim: &str, rows: &[Row], format: Format, footer: &[String]) -> Result<String> {
+    let cols = columns(dim, rows);
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(rows)? + "\n",
+        Format::Csv => {
+            let mut out = cols.join(",") + "\n";
+            for r in rows {
+                let line: Vec<String> = cols.iter().map(|c| csv_field(&cell(r, c))).collect();
+                out.push_str(&line.join(","));
+                out.push('\n');
+            }
+            out
+        }
+        Format::Table => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| cols.iter().map(|c| cell(r, c)).collect())
+                .collect();
+            let width = |i: usize| {
+                cells
+                    .iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([cols[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            };
+            let widths: Vec<usize> = (0..cols.len()).map(width).collect();
+            let numeric = |c: &str| {
+                !matches!(
+                    c,
+                    "period" | "name" | "country" | "kommune" | "client" | "network"
+                )
+            };
+            let line = |vals: Vec<String>| {
+                vals.iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        if numeric(cols[i]) {
+                            format!("{v:>w$}", w = widths[i])
+                        } else {
+                            format!("{v:<w$}", w = widths[i])
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            let mut out = line(cols.iter().map(|c| c.to_string()).collect()) + "\n";
+            for r in cells {
+                out.push_str(&line(r));
+                out.push('\n');
+            }
+            if rows.is_empty() {
+                out.push_str("(no downloads in this window)\n");
+            }
+            for f in footer {
+                out.push_str(f);
+                out.push('\n');
+            }
+            out
+        }
+    })
+}
