@@ -566,8 +566,14 @@ impl DecoyTable {
     /// about.
     pub fn info_hashes_from(&self, target: &InfoHash, n: usize) -> Vec<InfoHash> {
         let len = self.entries.len();
+        if self.active_len() == 0 {
+            return Vec::new();
+        }
         let start = self.entries.partition_point(|e| e.info_hash < *target);
-        (0..len)
+        // A query costs at most this many entries, however few are active
+        // (a sample may then be short).
+        const MAX_SCAN: usize = 100_000;
+        (0..len.min(MAX_SCAN))
             .map(|i| (start + i) % len)
             .filter(|&i| self.is_active_index(i))
             .take(n)
@@ -784,6 +790,32 @@ mod tests {
             assert_eq!(found.id(), d.id());
         }
         assert!(table.lookup_req2(&[0xee; 20]).is_none());
+    }
+
+    #[test]
+    fn inactive_decoys_are_not_found_served_sampled_or_iterated() {
+        let titles: Vec<String> = (0..10).map(|i| format!("sample-title-{i:06}.txt")).collect();
+        let rows = titles.iter().enumerate().map(|(i, t)| (i as i64 + 1, t.as_str(), None));
+        let table = Arc::new(DecoyTable::from_titles(synthetic_set(FillMode::Zeros), rows));
+        assert_eq!((table.active_len(), table.max_id()), (10, Some(10)));
+        let hash_of = |id: i64| *table.iter_all().find(|d| d.id() == id).unwrap().info_hash();
+        let three = hash_of(3);
+        table.retain_active(|id| id != 3);
+        assert!(table.lookup(&three).is_none());
+        assert!(table.lookup_req2(&mse::req2_hash(&three)).is_none());
+        assert_eq!(table.active_len(), 9);
+        assert_eq!(table.iter().count(), 9);
+        assert_eq!(table.iter_all().count(), 10);
+        assert!(!table.info_hashes_from(&[0; 20], 10).contains(&three));
+        let index = table.iter_all().find(|d| d.id() == 3).unwrap().index();
+        assert_eq!(table.info_hash_at(index), None);
+        // Released again; unknown ids are reported.
+        assert!(table.set_active(3, true));
+        assert!(!table.set_active(99, true));
+        assert_eq!(table.lookup(&three).map(|d| d.id()), Some(3));
+        assert_eq!(table.active_len(), 10);
+        table.retain_active(|_| false);
+        assert!(table.info_hashes_from(&[0; 20], 10).is_empty());
     }
 
     /// A catalogue in `dir` of four titles numbered from `first`: one of
