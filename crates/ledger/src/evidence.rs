@@ -22,12 +22,17 @@ pub const EVIDENCE_FORMAT: &str = "warnseed-evidence-1";
 /// An address or a CIDR range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpRange {
-    pub base: IpAddr,
-    pub prefix: u8,
+    base: IpAddr,
+    prefix: u8,
 }
 
 impl IpRange {
+    pub fn base(&self) -> IpAddr {
+        self.base
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = crate::store::canonical_ip(ip);
         match (self.base, ip) {
             (IpAddr::V4(b), IpAddr::V4(a)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
@@ -308,8 +313,9 @@ impl LedgerStore {
         while i < records.len() {
             let seq = records[i].seq;
             let Some(seal) = all_seals.iter().find(|s| s.first_seq <= seq && seq <= s.last_seq) else {
-                // Sealed just above; only a concurrent writer's newest
-                // records could be past it, and those are after the window.
+                // Sealed just above: only records a running node wrote
+                // since (sessions that started in the window and closed
+                // just now) can be past the newest seal.
                 return Err(LedgerError::Unsealed(seq));
             };
             first_needed.get_or_insert(seal.id);
@@ -320,15 +326,31 @@ impl LedgerStore {
                     Ok(r.get::<_, Vec<u8>>(0)?.try_into().unwrap_or([0xff; 32]))
                 })?
                 .collect::<Result<_, _>>()?;
+            if leaves.len() as u64 != seal.len() {
+                // A record under the seal is gone: `ledger verify` says where.
+                return Err(LedgerError::Io(format!(
+                    "seal {} covers {} records but {} are in the ledger: run `ledger verify`",
+                    seal.id,
+                    seal.len(),
+                    leaves.len()
+                )));
+            }
+            let mut mine = Vec::new();
             while i < records.len() && records[i].seq <= seal.last_seq {
-                let index = (records[i].seq - seal.first_seq) as usize;
-                records[i].proof = InclusionProof {
+                mine.push(i);
+                i += 1;
+            }
+            let indices: Vec<usize> = mine
+                .iter()
+                .map(|&r| (records[r].seq - seal.first_seq) as usize)
+                .collect();
+            for ((&r, &index), path) in mine.iter().zip(&indices).zip(merkle::proofs(&leaves, &indices)) {
+                records[r].proof = InclusionProof {
                     seal: seal.id,
                     leaf_index: index as u64,
                     tree_size: leaves.len() as u64,
-                    path: merkle::proof(&leaves, index).iter().map(|h| hex(h)).collect(),
+                    path: path.iter().map(|h| hex(h)).collect(),
                 };
-                i += 1;
             }
         }
         let seals = match first_needed {
@@ -358,6 +380,9 @@ impl LedgerStore {
 pub struct EvidenceCheck {
     pub records: usize,
     pub seals: usize,
+    /// With an anchor (a seal hash held independently): the records that
+    /// seal commits to (every seal before it is chained into it).
+    pub anchored_records: Option<usize>,
     /// The newest seal's hash: compare it with one held elsewhere.
     pub newest_seal_hash: Option<String>,
     pub newest_seal_at_ms: Option<i64>,
@@ -369,7 +394,15 @@ pub fn verify_evidence(e: &Evidence) -> Result<EvidenceCheck, String> {
     if e.format != EVIDENCE_FORMAT {
         return Err(format!("format {:?} is not {EVIDENCE_FORMAT}", e.format));
     }
+    let range: IpRange =
+        e.ip.parse()
+            .map_err(|err| format!("the export's address: {err}"))?;
     let seals: Vec<Seal> = e.seals.iter().map(|s| s.to_seal()).collect::<Result<_, _>>()?;
+    for s in &seals {
+        if s.last_seq < s.first_seq || s.first_seq < 1 {
+            return Err(format!("seal {} has an impossible range", s.id));
+        }
+    }
     for (i, s) in seals.iter().enumerate() {
         if s.compute_hash() != s.seal_hash {
             return Err(format!("seal {}: seal_hash does not match its fields", s.id));
@@ -382,13 +415,33 @@ pub fn verify_evidence(e: &Evidence) -> Result<EvidenceCheck, String> {
         }
         if i > 0 {
             let prev = &seals[i - 1];
-            if s.id != prev.id + 1 || s.prev_seal_hash != prev.seal_hash || s.first_seq != prev.last_seq + 1 {
+            if Some(s.id) != prev.id.checked_add(1)
+                || s.prev_seal_hash != prev.seal_hash
+                || Some(s.first_seq) != prev.last_seq.checked_add(1)
+            {
                 return Err(format!("seal {} does not follow seal {}", s.id, prev.id));
             }
         }
     }
+    let mut last_seq = 0i64;
     for r in &e.records {
         let at = |what: &str| format!("record {}: {what}", r.seq);
+        // The header says what was asked for: every record must fit it.
+        if r.seq <= last_seq {
+            return Err(at("out of order or repeated"));
+        }
+        last_seq = r.seq;
+        let in_range = r
+            .remote_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .is_some_and(|ip| range.contains(ip));
+        if !in_range {
+            return Err(at(&format!("its address is not in {}", e.ip)));
+        }
+        if r.started_at_ms < e.from_ms || r.started_at_ms > e.to_ms {
+            return Err(at("it started outside the export's window"));
+        }
         let prev: Hash = unhex(&r.prev_hash, &at("prev_hash"))?;
         let info_hash = unhex_vec(&r.info_hash, &at("info_hash"))?;
         let commitment = unhex_vec(&r.ip_commitment, &at("ip_commitment"))?;
@@ -431,7 +484,6 @@ pub fn verify_evidence(e: &Evidence) -> Result<EvidenceCheck, String> {
                     return Err(at("remote_ip does not match its commitment: altered"));
                 }
             }
-            (Some(ip), None) if chain::is_erased_ip(ip) => {}
             _ => return Err(at("the address cannot be checked (no salt)")),
         }
         let seal = seals
@@ -440,7 +492,7 @@ pub fn verify_evidence(e: &Evidence) -> Result<EvidenceCheck, String> {
             .ok_or_else(|| at(&format!("seal {} is not in the export", r.proof.seal)))?;
         if r.seq < seal.first_seq
             || r.seq > seal.last_seq
-            || r.proof.leaf_index != (r.seq - seal.first_seq) as u64
+            || Some(r.proof.leaf_index) != r.seq.checked_sub(seal.first_seq).map(|n| n as u64)
             || r.proof.tree_size != seal.len()
         {
             return Err(at(&format!("its position does not fit seal {}", seal.id)));
@@ -463,7 +515,25 @@ pub fn verify_evidence(e: &Evidence) -> Result<EvidenceCheck, String> {
     Ok(EvidenceCheck {
         records: e.records.len(),
         seals: seals.len(),
+        anchored_records: None,
         newest_seal_hash: seals.last().map(|s| hex(&s.seal_hash)),
         newest_seal_at_ms: seals.last().map(|s| s.sealed_at_ms),
     })
+}
+
+/// As [`verify_evidence`], and checks the export against `anchor`, a seal
+/// hash obtained independently (e.g. logged by the node and handed over
+/// earlier): it must be one of the export's seals, and the records it
+/// covers are counted. Records sealed after the anchor are verified against
+/// the export's own seals only.
+pub fn verify_evidence_anchored(e: &Evidence, anchor: &str) -> Result<EvidenceCheck, String> {
+    let mut check = verify_evidence(e)?;
+    let anchor = anchor.trim().to_ascii_lowercase();
+    let seal = e
+        .seals
+        .iter()
+        .find(|s| s.seal_hash == anchor)
+        .ok_or_else(|| format!("the anchor {anchor} is not one of the export's seals"))?;
+    check.anchored_records = Some(e.records.iter().filter(|r| r.seq <= seal.last_seq).count());
+    Ok(check)
 }

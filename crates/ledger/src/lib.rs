@@ -39,8 +39,8 @@ mod writer;
 
 pub use clock::ClockState;
 pub use evidence::{
-    verify_evidence, Evidence, EvidenceCheck, EvidenceRecord, EvidenceSeal, InclusionProof, IpRange,
-    EVIDENCE_FORMAT,
+    verify_evidence, verify_evidence_anchored, Evidence, EvidenceCheck, EvidenceRecord, EvidenceSeal,
+    InclusionProof, IpRange, EVIDENCE_FORMAT,
 };
 pub use geo::{Enricher, GeoFields};
 pub use interest::{InterestAggregator, InterestRow};

@@ -70,6 +70,50 @@ pub fn proof(leaves: &[Hash], index: usize) -> Vec<Hash> {
     path
 }
 
+/// Audit paths for several leaves at once, each subtree hashed once:
+/// O(n) for any number of leaves (one `proof` per leaf is O(n) each).
+/// `indices` must be inside the tree; paths come back in their order.
+pub fn proofs(leaves: &[Hash], indices: &[usize]) -> Vec<Vec<Hash>> {
+    let mut paths: Vec<Vec<Hash>> = vec![Vec::new(); indices.len()];
+    // Paths are built leaf-up, so collect siblings top-down, then reverse.
+    fn walk(
+        leaves: &[Hash],
+        lo: usize,
+        hi: usize,
+        wanted: &[(usize, usize)],
+        paths: &mut [Vec<Hash>],
+    ) -> Hash {
+        if wanted.is_empty() {
+            return root(&leaves[lo..hi]);
+        }
+        if hi - lo == 1 {
+            return root(&leaves[lo..hi]);
+        }
+        let k = lo + split(hi - lo);
+        // (leaf index, slot in `paths`) on each side of the split.
+        type Wanted = Vec<(usize, usize)>;
+        let (left, right): (Wanted, Wanted) = wanted.iter().partition(|w| w.0 < k);
+        let l = walk(leaves, lo, k, &left, paths);
+        let r = walk(leaves, k, hi, &right, paths);
+        for &(_, slot) in &left {
+            paths[slot].push(r);
+        }
+        for &(_, slot) in &right {
+            paths[slot].push(l);
+        }
+        node(&l, &r)
+    }
+    let wanted: Vec<(usize, usize)> = indices.iter().enumerate().map(|(slot, &i)| (i, slot)).collect();
+    assert!(
+        indices.iter().all(|&i| i < leaves.len()),
+        "indices inside the tree"
+    );
+    if !leaves.is_empty() {
+        walk(leaves, 0, leaves.len(), &wanted, &mut paths);
+    }
+    paths
+}
+
 /// Recomputes the root from one record hash, its index, the tree size and
 /// its audit path (RFC 9162 §2.1.3.2), or `None` if the path does not fit.
 pub fn root_from_proof(record_hash: &Hash, index: u64, size: u64, path: &[Hash]) -> Option<Hash> {
@@ -128,6 +172,18 @@ mod tests {
                         "n={n} i={i}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_proofs_equal_single_proofs() {
+        for n in [1usize, 2, 3, 7, 8, 9, 33] {
+            let l = leaves(n);
+            let all: Vec<usize> = (0..n).rev().collect();
+            let batch = proofs(&l, &all);
+            for (k, &i) in all.iter().enumerate() {
+                assert_eq!(batch[k], proof(&l, i), "n={n} i={i}");
             }
         }
     }

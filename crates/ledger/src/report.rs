@@ -73,6 +73,8 @@ pub struct ReportRow {
     /// For the dimensions distinct addresses are kept for (all, country,
     /// kommune).
     pub unique_ips: Option<i64>,
+    /// Only for the total (`all`): addresses that received a whole file.
+    pub delivered_ips: Option<i64>,
     /// Only for the total (`all`).
     pub repeat_ips: Option<i64>,
 }
@@ -172,8 +174,14 @@ pub fn report(
         }
         if dim == "all" {
             let repeats = src.repeats(lo, hi)?;
+            let selection = PeriodSelection::Days {
+                from: periods(lo)[0].clone(),
+                to: periods(hi)[0].clone(),
+            };
+            let delivered = src.uniques("delivered", &selection)?.first().map_or(0, |d| d.1);
             if let Some(row) = rows.get_mut(&(*first, String::new())) {
                 row.repeat_ips = Some(repeats);
+                row.delivered_ips = Some(delivered);
             }
         }
     }
@@ -189,6 +197,8 @@ pub struct CampaignSummary {
     pub files_delivered: i64,
     pub bytes_sent: i64,
     pub unique_ips: i64,
+    /// Addresses that received at least one whole file.
+    pub delivered_ips: i64,
     pub repeat_ips: i64,
     /// Countries with at least one download (addresses the database could
     /// not place are not a country).
@@ -239,7 +249,7 @@ pub fn campaign_summary(
     let sentence = format!(
         "Since {from}: {} delivered to {} in {}, incl. {} of {} Norwegian municipalities.",
         plural(t.files_delivered, "file", "files"),
-        plural(t.unique_ips.unwrap_or(0), "IP address", "IP addresses"),
+        plural(t.delivered_ips.unwrap_or(0), "IP address", "IP addresses"),
         plural(countries, "country", "countries"),
         thousands(kommuner),
         thousands(kommuner_total),
@@ -251,6 +261,7 @@ pub fn campaign_summary(
         files_delivered: t.files_delivered,
         bytes_sent: t.bytes_sent,
         unique_ips: t.unique_ips.unwrap_or(0),
+        delivered_ips: t.delivered_ips.unwrap_or(0),
         repeat_ips: t.repeat_ips.unwrap_or(0),
         countries,
         kommuner,

@@ -52,9 +52,10 @@ pub struct RetentionOutcome {
 }
 
 impl LedgerStore {
-    /// Replaces every address of records that started before `before_ms`
-    /// (sessions and DHT interest), in batches so the writer is never held
-    /// up for long.
+    /// Replaces every address of records that started before `before_ms`:
+    /// in sessions (in batches, so the writer is never held up for long;
+    /// their city and coordinates go too) and in DHT interest (with its
+    /// port and node id: a BEP 42 node id is derived from the address).
     pub fn retain(&mut self, before_ms: i64, how: &Retention) -> Result<RetentionOutcome, LedgerError> {
         const BATCH: usize = 10_000;
         let replacement = |ip: &str| match how {
@@ -78,8 +79,15 @@ impl LedgerStore {
             {
                 let mut update =
                     tx.prepare("UPDATE sessions SET remote_ip = ?2, ip_salt = NULL WHERE id = ?1")?;
+                // The place goes down to country and kommune: a city and
+                // coordinates could point back to a subscriber.
+                let mut geo = tx.prepare(
+                    "UPDATE session_geo SET city = NULL, latitude = NULL, longitude = NULL, accuracy_km = NULL
+                     WHERE seq = ?1",
+                )?;
                 for (id, ip) in &rows {
                     update.execute(rusqlite::params![id, replacement(ip)])?;
+                    geo.execute([id])?;
                 }
             }
             tx.commit()?;
@@ -106,7 +114,7 @@ impl LedgerStore {
         {
             let mut fold = tx.prepare(
                 "INSERT INTO dht_interest (minute, info_hash, remote_ip, query, remote_port, node_id, first_ms, last_ms, count)
-                 SELECT minute, info_hash, ?5, query, remote_port, node_id, first_ms, last_ms, count FROM dht_interest
+                 SELECT minute, info_hash, ?5, query, 0, NULL, first_ms, last_ms, count FROM dht_interest
                  WHERE minute = ?1 AND info_hash = ?2 AND remote_ip = ?3 AND query = ?4 AND true
                  ON CONFLICT (minute, info_hash, remote_ip, query) DO UPDATE SET
                     count = count + excluded.count,

@@ -3,13 +3,21 @@
 //! addresses (they never hold one: addresses enter as a keyed hash).
 //!
 //! Every committed batch of records updates, in the same transaction:
-//! - `rollup_daily`: per UTC day and dimension key, downloads started (open
-//!   records), files delivered (completed close records) and bytes sent;
+//! - `rollup_daily`: per UTC day (the session's start) and dimension key,
+//!   downloads (sessions whose peer lacked pieces at the start; counted
+//!   when they end), sessions ended, files delivered (downloads that ended
+//!   complete) and bytes sent;
 //! - `rollup_uniques`: per period (day, ISO week, month, year) and
-//!   dimension key, each distinct address key once;
+//!   dimension key, each distinct address key once: every address that
+//!   asked for a decoy, and (dimension `delivered`) every address that
+//!   received a whole file;
 //! - `rollup_ip`: per address key, when it first received the whole file;
-//! - `rollup_repeat`: per day, address keys that started a download after
+//! - `rollup_repeat`: per day, address keys whose download started after
 //!   they had received the warning (the repeat downloaders).
+//!
+//! Address keys are HMAC-SHA256 of the address under a secret kept in the
+//! ledger: pseudonyms, not anonymous. Whoever holds the ledger file holds
+//! the secret too.
 //!
 //! The statements are plain SQL that SQLite and PostgreSQL both run
 //! (`$n` parameters, `ON CONFLICT`), so a fleet's PostgreSQL store applies
@@ -72,6 +80,9 @@ pub struct RollupRow<'a> {
     pub ip_key: [u8; 16],
     pub client: Option<&'a str>,
     pub completed: bool,
+    /// (Close records) the peer lacked pieces when the session began: a
+    /// download, not a seed reconnecting.
+    pub downloading: bool,
     pub bytes_sent: u64,
     pub country: Option<&'a str>,
     /// Norwegian municipality number, for Norwegian addresses placed with
@@ -167,14 +178,14 @@ impl Plan {
                 if dim == "kommune" && key.is_empty() {
                     continue;
                 }
-                let e = plan.daily.entry((day, dim, key)).or_default();
                 if r.is_open {
-                    e[0] += 1;
-                } else {
-                    e[1] += 1;
-                    e[2] += i64::from(r.completed);
-                    e[3] += r.bytes_sent as i64;
+                    continue;
                 }
+                let e = plan.daily.entry((day, dim, key)).or_default();
+                e[0] += i64::from(r.downloading);
+                e[1] += 1;
+                e[2] += i64::from(r.completed && r.downloading);
+                e[3] += r.bytes_sent as i64;
             }
             if r.is_open {
                 for period in periods(day) {
@@ -190,11 +201,17 @@ impl Plan {
                         plan.uniques.insert((period, "kommune", k.to_string(), r.ip_key));
                     }
                 }
+            } else if r.downloading {
                 plan.starts.insert((day, r.ip_key, r.started_at_ms));
-            } else if r.completed {
-                // The warning is delivered by the session's end.
-                let first = plan.firsts.entry(r.ip_key).or_insert(i64::MAX);
-                *first = (*first).min(r.ended_at_ms);
+                if r.completed {
+                    // The warning is delivered by the session's end.
+                    let first = plan.firsts.entry(r.ip_key).or_insert(i64::MAX);
+                    *first = (*first).min(r.ended_at_ms);
+                    for period in periods(day) {
+                        plan.uniques
+                            .insert((period, "delivered", String::new(), r.ip_key));
+                    }
+                }
             }
         }
         plan

@@ -218,85 +218,71 @@ impl LedgerStore {
     /// each batch, so this only runs for a ledger written before they
     /// existed (records with erased addresses count as one address).
     fn catch_up_rollups(&mut self) -> Result<(), LedgerError> {
-        let through: i64 = self
-            .conn
-            .query_row(
-                "SELECT value FROM ledger_meta WHERE key = 'rollups_through'",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let last: i64 = self
-            .conn
-            .query_row("SELECT coalesce(max(id), 0) FROM sessions", [], |r| r.get(0))?;
-        let mut from = through + 1;
-        while from <= last {
-            let to = (from + 50_000).min(last);
-            let tx = self.conn.transaction()?;
-            type Row = (String, i64, i64, String, i64, String, Option<String>, bool, i64);
-            let rows: Vec<Row> = tx
-                .prepare(
-                    "SELECT kind, started_at_ms, ended_at_ms, network, decoy_id, remote_ip, client_name,
-                            completed, bytes_sent FROM sessions WHERE id >= ?1 AND id <= ?2 ORDER BY id",
-                )?
-                .query_map([from, to], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                    ))
-                })?
-                .collect::<Result<_, _>>()?;
-            let geo: std::collections::HashMap<i64, (Option<String>, Option<String>)> = tx
-                .prepare("SELECT seq, country, kommune FROM session_geo WHERE seq >= ?1 AND seq <= ?2")?
-                .query_map([from, to], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
-                .collect::<Result<_, _>>()?;
-            let inputs: Vec<RollupRow<'_>> = rows
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let g = geo.get(&(from + i as i64));
-                    RollupRow {
-                        is_open: r.0 == "open",
-                        started_at_ms: r.1,
-                        ended_at_ms: r.2,
-                        network: &r.3,
-                        decoy_id: r.4,
-                        ip_key: ip_key(&self.ip_key_secret, &r.5),
-                        client: r.6.as_deref(),
-                        completed: r.7,
-                        bytes_sent: r.8 as u64,
-                        country: g.and_then(|g| g.0.as_deref()),
-                        kommune: g.and_then(|g| g.1.as_deref()),
-                    }
-                })
-                .collect();
-            crate::rollup::apply_sqlite(&tx, &Plan::new(&inputs))?;
-            tx.execute(
-                "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('rollups_through', ?1)",
-                [to.to_string()],
-            )?;
+        loop {
+            // Read and advance the mark inside one write transaction, so a
+            // writer (or another reader catching up) cannot slip records
+            // in between and have them counted twice.
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let through = rollups_through(&tx)?;
+            let last: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM sessions", [], |r| r.get(0))?;
+            if through >= last {
+                return Ok(());
+            }
+            let to = (through + 50_000).min(last);
+            roll_up_range(&tx, &self.ip_key_secret, through + 1, to)?;
             tx.commit()?;
-            from = to + 1;
         }
-        Ok(())
     }
 
-    /// This ledger's node id (32 hex digits).
+    /// Opens a ledger without writing anything to it (no schema, no
+    /// aggregates, WAL mode as found), for checking a copy handed over as
+    /// evidence: `verify` and the read-only reports work.
+    pub fn open_read_only(path: &Path) -> Result<Self, LedgerError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Self {
+            conn,
+            ip_key_secret: Vec::new(),
+            enricher: None,
+        })
+    }
+
+    fn has_table(&self, name: &str) -> Result<bool, LedgerError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?)
+    }
+
+    /// This ledger's node id (32 hex digits); `unknown` for a ledger from
+    /// before node ids, opened read-only.
     pub fn node_id(&self) -> Result<String, LedgerError> {
+        if !self.has_table("ledger_meta")? {
+            return Ok("unknown".into());
+        }
         Ok(self
             .conn
             .query_row("SELECT value FROM ledger_meta WHERE key = 'node_id'", [], |r| {
                 r.get(0)
-            })?)
+            })
+            .optional()?
+            .unwrap_or_else(|| "unknown".into()))
+    }
+
+    /// Whether any address was replaced by a pseudonym (the key that made
+    /// it must then not be replaced silently).
+    pub fn has_pseudonyms(&self) -> Result<bool, LedgerError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sessions WHERE ip_salt IS NULL AND remote_ip LIKE 'pseudonym:%')",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Seals the records since the last seal, if there are any, and returns
@@ -371,6 +357,9 @@ impl LedgerStore {
 
     /// Every seal, oldest first.
     pub fn seals(&self) -> Result<Vec<Seal>, LedgerError> {
+        if !self.has_table("seals")? {
+            return Ok(Vec::new());
+        }
         let mut stmt = self
             .conn
             .prepare(&format!("SELECT {SEAL_COLUMNS} FROM seals ORDER BY id"))?;
@@ -385,6 +374,9 @@ impl LedgerStore {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Records another process wrote without aggregates (an older
+        // version) are rolled up first, so the mark never skips any.
+        let through = rollups_through(&tx)?;
         let mut head = tx
             .query_row(
                 "SELECT id, record_hash FROM sessions ORDER BY id DESC LIMIT 1",
@@ -394,6 +386,9 @@ impl LedgerStore {
             .optional()?
             .map(|(seq, hash)| (seq, hash.try_into().unwrap_or([0xff; 32])))
             .unwrap_or((0, GENESIS));
+        if through < head.0 {
+            roll_up_range(&tx, &self.ip_key_secret, through + 1, head.0)?;
+        }
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO sessions (id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip,
@@ -498,6 +493,7 @@ impl LedgerStore {
                     ip_key: *ip_key,
                     client: r.client_name.as_deref(),
                     completed: r.completed,
+                    downloading: is_download(r.peer_pieces_initial.map(i64::from), i64::from(r.piece_count)),
                     bytes_sent: r.bytes_sent,
                     country: geo.country.as_deref(),
                     kommune: geo.kommune.as_deref(),
@@ -529,7 +525,8 @@ impl LedgerStore {
         let mut records = 0u64;
         let mut first_bad = None;
         let seals = self.seals()?;
-        let mut sealing = SealCheck::new(&seals);
+        let node_id = self.node_id()?;
+        let (mut sealing, bad_seal) = SealCheck::new(&seals, &node_id);
         while let Some(r) = rows.next()? {
             let seq: i64 = r.get(0)?;
             let problem = match check_row(r, seq, expected_seq, &prev) {
@@ -555,9 +552,16 @@ impl LedgerStore {
         if first_bad.is_none() {
             first_bad = sealing.finish(last_seq);
         }
+        // The earliest problem wins: a bad seal is reported at the first
+        // record of its range.
+        if let Some(seal) = bad_seal {
+            if first_bad.as_ref().is_none_or(|b| seal.seq <= b.seq) {
+                first_bad = Some(seal);
+            }
+        }
         let sealed_to = seals.last().map_or(0, |s| s.last_seq);
         Ok(Verification {
-            node_id: self.node_id()?,
+            node_id,
             records,
             last_seq,
             last_hash: hex(&prev),
@@ -639,7 +643,9 @@ impl LedgerStore {
     }
 }
 
-/// Checks seals against the records as `verify` walks them.
+/// Checks seals against the records as `verify` walks them. Every seal's
+/// own fields and links are checked before the walk ([`SealCheck::new`]),
+/// so the ranges the walk relies on are known to be contiguous from 1.
 struct SealCheck<'a> {
     seals: &'a [Seal],
     /// The seal whose range the walk is in.
@@ -648,55 +654,82 @@ struct SealCheck<'a> {
 }
 
 impl<'a> SealCheck<'a> {
-    fn new(seals: &'a [Seal]) -> Self {
-        Self {
-            seals,
-            current: 0,
-            root: StreamingRoot::default(),
+    /// Checks every seal's id, link, hash, range and node; the first bad
+    /// seal, if any, as the record where its range starts.
+    fn new(seals: &'a [Seal], node_id: &str) -> (Self, Option<BadRecord>) {
+        let mut bad = None;
+        let mut expected_first = 1i64;
+        let mut prev_hash = GENESIS;
+        for (i, s) in seals.iter().enumerate() {
+            let reason = if s.id != i as i64 + 1 {
+                Some(format!(
+                    "seal {} found where seal {} belongs: seals deleted or inserted",
+                    s.id,
+                    i + 1
+                ))
+            } else if s.prev_seal_hash != prev_hash {
+                Some(format!(
+                    "seal {}: prev_seal_hash does not match the seal before",
+                    s.id
+                ))
+            } else if s.compute_hash() != s.seal_hash {
+                Some(format!(
+                    "seal {}: seal_hash does not match its fields: altered",
+                    s.id
+                ))
+            } else if s.first_seq != expected_first || s.last_seq < s.first_seq {
+                Some(format!(
+                    "seal {} covers records {}..={}, expected to start at {expected_first}: altered",
+                    s.id, s.first_seq, s.last_seq
+                ))
+            } else if s.node_id != node_id {
+                Some(format!(
+                    "seal {} names node {}, not this ledger's {node_id}",
+                    s.id, s.node_id
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                bad = Some(BadRecord {
+                    seq: expected_first,
+                    reason,
+                });
+                break;
+            }
+            prev_hash = s.seal_hash;
+            expected_first = match s.last_seq.checked_add(1) {
+                Some(n) => n,
+                None => {
+                    bad = Some(BadRecord {
+                        seq: s.first_seq,
+                        reason: format!("seal {} ends at an impossible record", s.id),
+                    });
+                    break;
+                }
+            };
         }
-    }
-
-    /// Checks one seal's own fields and its link to the one before.
-    fn check_seal(&self, i: usize) -> Option<String> {
-        let s = &self.seals[i];
-        let (prev_hash, expected_first) = match i {
-            0 => (GENESIS, 1),
-            _ => (self.seals[i - 1].seal_hash, self.seals[i - 1].last_seq + 1),
+        let checked = match &bad {
+            // Only the seals before the bad one are walked.
+            Some(_) => &seals[..seals.iter().take_while(|s| s.last_seq < expected_first).count()],
+            None => seals,
         };
-        if s.id != i as i64 + 1 {
-            Some(format!(
-                "seal {} found where seal {} belongs: seals deleted or inserted",
-                s.id,
-                i + 1
-            ))
-        } else if s.prev_seal_hash != prev_hash {
-            Some(format!(
-                "seal {}: prev_seal_hash does not match the seal before",
-                s.id
-            ))
-        } else if s.compute_hash() != s.seal_hash {
-            Some(format!(
-                "seal {}: seal_hash does not match its fields: altered",
-                s.id
-            ))
-        } else if s.first_seq != expected_first || s.last_seq < s.first_seq {
-            Some(format!(
-                "seal {} covers records {}..={}, expected to start at {expected_first}",
-                s.id, s.first_seq, s.last_seq
-            ))
-        } else {
-            None
-        }
+        (
+            Self {
+                seals: checked,
+                current: 0,
+                root: StreamingRoot::default(),
+            },
+            bad,
+        )
     }
 
     /// Feeds the next verified record; a reason if a seal ends here and
     /// disagrees.
     fn record(&mut self, seq: i64, hash: &Hash) -> Option<String> {
         let s = self.seals.get(self.current)?;
-        if seq == s.first_seq {
-            if let Some(reason) = self.check_seal(self.current) {
-                return Some(reason);
-            }
+        if seq < s.first_seq || seq > s.last_seq {
+            return Some(format!("record {seq} is outside seal {}'s range", s.id));
         }
         self.root.push(hash);
         if seq < s.last_seq {
@@ -723,12 +756,6 @@ impl<'a> SealCheck<'a> {
     /// newest records were deleted.
     fn finish(self, last_seq: i64) -> Option<BadRecord> {
         let s = self.seals.get(self.current)?;
-        if let Some(reason) = self.check_seal(self.current) {
-            return Some(BadRecord {
-                seq: s.first_seq,
-                reason,
-            });
-        }
         let newest = self.seals.last().expect("non-empty");
         Some(BadRecord {
             seq: last_seq + 1,
@@ -816,6 +843,103 @@ fn check_row(
             _ => None,
         }
     })
+}
+
+fn rollups_through(tx: &rusqlite::Transaction<'_>) -> Result<i64, LedgerError> {
+    Ok(tx
+        .query_row(
+            "SELECT value FROM ledger_meta WHERE key = 'rollups_through'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Whether a session downloaded: the peer did not have every piece when it
+/// first said (a seed that reconnects is no download, and receives nothing).
+pub(crate) fn is_download(peer_pieces_initial: Option<i64>, piece_count: i64) -> bool {
+    peer_pieces_initial.is_none_or(|p| p < piece_count)
+}
+
+/// Adds records `from..=to` (already in the table) to the aggregates, and
+/// moves the mark to `to`, inside `tx`.
+fn roll_up_range(
+    tx: &rusqlite::Transaction<'_>,
+    secret: &[u8],
+    from: i64,
+    to: i64,
+) -> Result<(), LedgerError> {
+    struct Row {
+        id: i64,
+        kind: String,
+        started: i64,
+        ended: i64,
+        network: String,
+        decoy_id: i64,
+        ip: String,
+        client: Option<String>,
+        completed: bool,
+        bytes: i64,
+        initial: Option<i64>,
+        piece_count: i64,
+        country: Option<String>,
+        kommune: Option<String>,
+    }
+    let rows: Vec<Row> = tx
+        .prepare(
+            "SELECT s.id, s.kind, s.started_at_ms, s.ended_at_ms, s.network, s.decoy_id, s.remote_ip,
+                    s.client_name, s.completed, s.bytes_sent, s.peer_pieces_initial, s.piece_count,
+                    g.country, g.kommune
+             FROM sessions s LEFT JOIN session_geo g ON g.seq = s.id
+             WHERE s.id >= ?1 AND s.id <= ?2 ORDER BY s.id",
+        )?
+        .query_map([from, to], |r| {
+            Ok(Row {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                started: r.get(2)?,
+                ended: r.get(3)?,
+                network: r.get(4)?,
+                decoy_id: r.get(5)?,
+                ip: r.get(6)?,
+                client: r.get(7)?,
+                completed: r.get(8)?,
+                bytes: r.get(9)?,
+                initial: r.get(10)?,
+                piece_count: r.get(11)?,
+                country: r.get(12)?,
+                kommune: r.get(13)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let inputs: Vec<RollupRow<'_>> = rows
+        .iter()
+        .map(|r| {
+            debug_assert!(r.id >= from && r.id <= to);
+            RollupRow {
+                is_open: r.kind == "open",
+                started_at_ms: r.started,
+                ended_at_ms: r.ended,
+                network: &r.network,
+                decoy_id: r.decoy_id,
+                ip_key: ip_key(secret, &r.ip),
+                client: r.client.as_deref(),
+                completed: r.completed,
+                downloading: is_download(r.initial, r.piece_count),
+                bytes_sent: r.bytes as u64,
+                country: r.country.as_deref(),
+                kommune: r.kommune.as_deref(),
+            }
+        })
+        .collect();
+    crate::rollup::apply_sqlite(tx, &Plan::new(&inputs))?;
+    tx.execute(
+        "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('rollups_through', ?1)",
+        [to.to_string()],
+    )?;
+    Ok(())
 }
 
 fn row_to_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSession> {

@@ -1,7 +1,8 @@
 //! Evidence exports check out offline, and any change to one is caught.
 
 use warnseed_ledger::{
-    verify_evidence, Evidence, IpRange, LedgerStore, RecordKind, SessionRecord, Transport,
+    verify_evidence, verify_evidence_anchored, Evidence, IpRange, LedgerStore, RecordKind, SessionRecord,
+    Transport,
 };
 
 fn record(i: u32, ip: &str) -> SessionRecord {
@@ -78,6 +79,19 @@ fn an_export_for_one_address_verifies_offline() {
 }
 
 #[test]
+fn an_anchor_held_elsewhere_covers_the_records_it_seals() {
+    let (_dir, e) = export("198.51.100.7", 0, i64::MAX);
+    // Seal 2 (records up to 50) was "handed over" before the export.
+    let anchor = e.seals.iter().find(|s| s.id == 2).unwrap().seal_hash.clone();
+    let check = verify_evidence_anchored(&e, &anchor).unwrap();
+    assert_eq!(
+        check.anchored_records,
+        Some(e.records.iter().filter(|r| r.seq <= 50).count())
+    );
+    assert!(verify_evidence_anchored(&e, &"ab".repeat(32)).is_err());
+}
+
+#[test]
 fn ranges_and_windows_select_records() {
     let (_dir, e) = export("198.51.100.0/24", 0, i64::MAX);
     assert_eq!(e.records.len(), 60);
@@ -133,6 +147,20 @@ fn any_change_to_an_export_is_caught() {
         ),
         ("salt gone", Box::new(|e| e.records[2].ip_salt = None)),
         ("format", Box::new(|e| e.format = "something else".into())),
+        // The header must describe the records: a narrower address or a
+        // later window than they have is a lie.
+        ("header address", Box::new(|e| e.ip = "198.51.100.8".into())),
+        (
+            "header window",
+            Box::new(|e| e.from_ms = e.records[1].started_at_ms),
+        ),
+        (
+            "duplicate",
+            Box::new(|e| {
+                let r = e.records[0].clone();
+                e.records.insert(1, r);
+            }),
+        ),
     ];
     for (what, change) in cases {
         let mut forged = e.clone();

@@ -208,3 +208,29 @@ fn aggregates_survive_erasure_and_a_rebuild() {
     let rebuilt = report(&mut s, "all", from, to, Granularity::Total).unwrap();
     assert_eq!((rebuilt[0].files_delivered, rebuilt[0].unique_ips), (5, Some(1)));
 }
+
+#[test]
+fn a_seed_that_reconnects_is_neither_a_download_nor_a_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = LedgerStore::open(&dir.path().join("ledger.sqlite")).unwrap();
+    let mut records = Vec::new();
+    records.extend(session(1, "198.51.100.2", MONDAY, true, "libtorrent 2.0.8.0"));
+    // The next day it comes back already holding every piece, and leaves
+    // "complete": a seed, not a second download.
+    let mut seed = session(2, "198.51.100.2", MONDAY + DAY, true, "libtorrent 2.0.8.0");
+    seed[1].peer_pieces_initial = Some(4);
+    seed[1].peer_pieces_final = 4;
+    records.extend(seed);
+    s.append(&records).unwrap();
+    let t = report(&mut s, "all", MONDAY / DAY, MONDAY / DAY + 1, Granularity::Total).unwrap();
+    assert_eq!(
+        (
+            t[0].downloads_started,
+            t[0].sessions_closed,
+            t[0].files_delivered,
+            t[0].repeat_ips,
+            t[0].delivered_ips
+        ),
+        (1, 2, 1, Some(0), Some(1))
+    );
+}

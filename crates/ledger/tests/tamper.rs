@@ -126,6 +126,16 @@ fn tampering_with_seals_is_detected() {
 }
 
 #[test]
+fn a_seal_moved_to_another_range_is_caught_even_when_its_head_and_root_are_forged() {
+    // Moving a seal's start would once skip its own checks.
+    let (seq, why) = tampered("UPDATE seals SET first_seq = 11, clock_synced = 1 WHERE id = 2").unwrap();
+    assert_eq!(seq, 12);
+    assert!(why.contains("seal 2"), "{why}");
+    let (_, why) = tampered("UPDATE seals SET node_id = 'ff' WHERE id = 1").unwrap();
+    assert!(why.contains("seal 1"), "{why}");
+}
+
+#[test]
 fn a_rewritten_chain_is_caught_by_the_seal() {
     // The forger knows the algorithm: record 20 is changed and every record
     // after it re-chained, so each record checks against the one before.

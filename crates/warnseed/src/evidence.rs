@@ -17,7 +17,7 @@ network,decoy_id,title,info_hash,client_name,client_version,peer_id,transport,by
 peer_pieces_initial,peer_pieces_final,completed,close_reason,session_key,ip_salt,ip_commitment,prev_hash,\
 record_hash,seal,leaf_index,tree_size,merkle_path";
 
-fn csv_field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     // Quote everything that could break a row, and neutralise leading
     // characters spreadsheets would run as a formula.
     let s = if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() {
@@ -113,7 +113,10 @@ fn html(e: &Evidence, check: &EvidenceCheck, title: &dyn Fn(i64) -> String) -> S
     let completed = e
         .records
         .iter()
-        .filter(|r| r.kind == "close" && r.completed)
+        // A seed reconnecting ends "complete" too; only downloads deliver.
+        .filter(|r| {
+            r.kind == "close" && r.completed && r.peer_pieces_initial.is_none_or(|p| p < r.piece_count)
+        })
         .count();
     let sent: i64 = e
         .records

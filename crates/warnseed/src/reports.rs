@@ -1,6 +1,7 @@
 //! `warnseed report …`: the ledger's aggregates per period and dimension,
 //! with the catalogue's releases, as a table, CSV or JSON.
 
+use crate::evidence::csv_field;
 use anyhow::{anyhow, Result};
 use serde::Serialize;
 use warnseed_catalog::utc::{format_date, parse_time, MS_PER_DAY};
@@ -161,7 +162,7 @@ fn columns(dim: &str, rows: &[Row]) -> Vec<&'static str> {
         c.push("unique_ips");
     }
     if dim == "all" {
-        c.push("repeat_ips");
+        c.extend(["delivered_ips", "repeat_ips"]);
         if rows.iter().any(|r| r.decoys_released.is_some()) {
             c.extend(["decoys_released", "decoys_active"]);
         }
@@ -180,24 +181,10 @@ fn cell(r: &Row, column: &str) -> String {
         "bytes_sent" => r.figures.bytes_sent.to_string(),
         "unique_ips" => opt(r.figures.unique_ips),
         "repeat_ips" => opt(r.figures.repeat_ips),
+        "delivered_ips" => opt(r.figures.delivered_ips),
         "decoys_released" => optu(r.decoys_released),
         "decoys_active" => optu(r.decoys_active),
         _ => r.figures.key.clone(),
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    // Titles are operator data: quote what would break a row, and defuse
-    // what a spreadsheet would run as a formula.
-    let s = if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
     }
 }
 

@@ -178,6 +178,24 @@ fn a_norwegian_download_is_placed_reported_exported_and_verified_offline() {
     let v = json(&["ledger", "verify", "--json", "--data", data]);
     let seal = v["last_seal_hash"].as_str().unwrap();
     assert!(ok.contains(seal), "{ok} vs {seal}");
+    // The seal the node made at its stop (logged, and held elsewhere)
+    // anchors both records.
+    let stop_seal = node
+        .log()
+        .lines()
+        .filter(|l| l.contains("ledger sealed"))
+        .filter_map(|l| l.split("seal_hash=").nth(1))
+        .map(|h| h.split_whitespace().next().unwrap().to_string())
+        .last()
+        .expect("the node logged its seal");
+    let anchored = warnseed(&[
+        "ledger",
+        "verify-export",
+        file.to_str().unwrap(),
+        "--anchor",
+        &stop_seal,
+    ]);
+    assert!(anchored.contains("anchor ok: 2 of the 2 records"), "{anchored}");
 
     // One byte count changed in the file: the offline check fails.
     let mut forged: serde_json::Value =
