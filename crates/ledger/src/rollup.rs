@@ -92,7 +92,12 @@ pub struct RollupRow<'a> {
 
 /// A client name without its version: `libtorrent 2.0.8.0` → `libtorrent`.
 pub fn client_family(name: Option<&str>) -> String {
-    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+    // An unrecognised peer id is named `unknown` plus its first bytes:
+    // one key for all of them, so made-up ids cannot add keys without end.
+    let Some(name) = name
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && *n != "unknown" && !n.starts_with("unknown "))
+    else {
         return "unknown".into();
     };
     match name.rsplit_once(' ') {
@@ -314,5 +319,6 @@ mod tests {
         assert_eq!(client_family(Some("Transmission 3.00")), "Transmission");
         assert_eq!(client_family(Some("Deluge")), "Deluge");
         assert_eq!(client_family(None), "unknown");
+        assert_eq!(client_family(Some("unknown XyZ.abc-")), "unknown");
     }
 }
