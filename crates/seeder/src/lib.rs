@@ -21,9 +21,10 @@ pub use decoys::{Decoy, DecoyTable, LoadError, LoadProgress};
 pub use dht::{run_dht, DhtSettings};
 pub use piece_file::{PieceHashFile, PieceRecord};
 pub use server::{ConnectionClosed, PeerServer, ServerConfig};
-pub use status::{StatusBoard, TrackerStatus};
+pub use status::{ScrapeStatus, StatusBoard, TrackerStatus};
 pub use tracker::{
-    announce_loop, announce_request, parse_announce_response, AnnounceError, Scheme, TrackerUrl,
+    announce_loop, announce_request, parse_announce_response, parse_scrape_response, scrape_request,
+    AnnounceError, AnnounceSettings, Scheme, ScrapeCounts, TrackerUrl,
 };
 pub use udp_tracker::{parse_response as parse_udp_response, UdpResponse};
 

@@ -14,7 +14,9 @@ use warnseed_bittorrent::session::{LocalIdentity, SeedContent};
 use warnseed_catalog::{CatalogError, CatalogStore};
 use warnseed_ledger::{LedgerStore, LedgerWriter, WriterConfig};
 use warnseed_payload::{FillMode, PayloadSet};
-use warnseed_seeder::{DecoyTable, LoadProgress, PeerServer, ServerConfig, StatusBoard, TrackerUrl};
+use warnseed_seeder::{
+    AnnounceSettings, DecoyTable, LoadProgress, PeerServer, ServerConfig, StatusBoard, TrackerUrl,
+};
 
 /// Files smaller than this import too fast for a progress bar to help.
 const PROGRESS_MIN_BYTES: u64 = 256 * 1024;
@@ -148,8 +150,9 @@ pub fn export(
     whitelist: Option<&Path>,
 ) -> Result<()> {
     let dir = DataDir::open(data)?;
+    // Torrent files get every URL as a tier of its own.
     let trackers = if trackers.is_empty() {
-        dir.config.node.trackers.clone()
+        dir.config.node.trackers.urls()
     } else {
         trackers
     };
@@ -318,14 +321,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         let _guard = runtime.enter();
         (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
     };
-    let trackers_raw = if args.trackers.is_empty() {
+    // BEP 12 tiers; each --tracker is a tier of its own.
+    let tiers = if args.trackers.is_empty() {
         dir.config.node.trackers.clone()
     } else {
-        args.trackers.clone()
+        warnseed::config::TrackerTiers::one_per_tier(&args.trackers).map_err(anyhow::Error::msg)?
     };
-    let trackers = trackers_raw
+    let tiers = tiers
+        .tiers()
         .iter()
-        .map(|t| TrackerUrl::parse(t))
+        .map(|tier| {
+            tier.iter()
+                .map(|t| TrackerUrl::parse(t))
+                .collect::<Result<Vec<_>, _>>()
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let dht = dir.config.node.dht && !args.no_dht;
     let policy = dir.config.schedule.policy()?;
@@ -349,12 +358,35 @@ pub fn run(args: RunArgs) -> Result<()> {
         "decoys loaded"
     );
 
-    let writer = LedgerWriter::open(
+    // A configured database that cannot be read is an error at start, so a
+    // campaign does not run for weeks with every address "unknown".
+    let geo = match dir.geo_path() {
+        Some(path) => Some(Arc::new(warnseed_geo::Geo::open(&path).with_context(|| {
+            format!(
+                "geo.mmdb {}: cannot open the geolocation database",
+                path.display()
+            )
+        })?)),
+        None => None,
+    };
+    if let Some(g) = &geo {
+        tracing::info!(database = %g.describe(), credit = g.attribution().unwrap_or(""), "geolocation on");
+    }
+    let clock = warnseed_ledger::clock::read();
+    tracing::info!(clock = %clock.describe(), "clock state (recorded in every ledger seal)");
+    if clock.synced == Some(false) {
+        tracing::warn!(
+            "the system clock is not synchronised (NTP): ledger times may be off; seals record this"
+        );
+    }
+    let writer = LedgerWriter::open_with(
         &dir.ledger_path(),
         WriterConfig {
             max_delay: Duration::from_millis(dir.config.ledger.batch_window_ms),
+            seal_every: Duration::from_secs(dir.config.ledger.seal_interval_secs.max(1)),
             ..WriterConfig::default()
         },
+        geo.map(|g| Box::new(warnseed::geo::GeoEnricher(g)) as Box<dyn warnseed_ledger::Enricher>),
     )?;
 
     let registered = runtime.block_on(async {
@@ -381,16 +413,19 @@ pub fn run(args: RunArgs) -> Result<()> {
         let server = PeerServer::new(Arc::clone(&table), server_config, writer.sender());
         let serving = tokio::spawn(server.serve(listeners, stop_rx.clone()));
         let scheduling = tokio::spawn(schedule.run(stop_rx.clone()));
+        let retaining = tokio::spawn(retain_periodically(dir.root.clone(), stop_rx.clone()));
         let board = Arc::new(StatusBoard::new());
         let mut announcers = Vec::new();
-        for url in trackers {
-            board.tracker_pending(&url.raw);
+        let announcing = AnnounceSettings::new(Some(bound[0].ip()), peer_id, port);
+        for (i, tier) in tiers.into_iter().enumerate() {
+            for url in &tier {
+                board.tracker_pending(i + 1, &url.raw);
+            }
             announcers.push(tokio::spawn(warnseed_seeder::announce_loop(
-                url,
+                i + 1,
+                tier,
                 Arc::clone(&table),
-                Some(bound[0].ip()),
-                peer_id,
-                port,
+                announcing.clone(),
                 Arc::clone(&board),
                 stop_rx.clone(),
             )));
@@ -466,6 +501,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let _ = stop_tx.send(true);
         serving.await?;
         let _ = scheduling.await;
+        let _ = retaining.await;
         for a in announcers {
             let _ = a.await;
         }
@@ -590,31 +626,74 @@ pub fn status(data: &Path, json: bool) -> Result<()> {
             .as_i64()
             .map(|at| (at - now_ms()).max(0) / 1000);
         println!(
-            "tracker       {}  {}  announced {} failed {} rounds {}{}{}",
+            "tracker       {}  {}  tier {}  announced {} failed {} rounds {}  tracked {} (started {}, stopped {}){}{}",
             t["url"].as_str().unwrap_or("?"),
             t["state"].as_str().unwrap_or("?"),
+            t["tier"],
             t["announced"],
             t["failed"],
             t["rounds"],
+            t["tracked"],
+            t["started"],
+            t["stopped"],
             next.map(|s| format!("  next round in {s} s")).unwrap_or_default(),
             t["last_error"]
                 .as_str()
                 .map(|e| format!("  last error: {e}"))
                 .unwrap_or_default(),
         );
+        println!("              scrape: {}", scrape_line(&t["scrape"]));
     }
     Ok(())
 }
 
+/// A tracker's scrape totals, for `warnseed status`.
+fn scrape_line(s: &serde_json::Value) -> String {
+    if s["supported"] == false {
+        return "not supported (the URL's last path segment is not announce…)".into();
+    }
+    let Some(at) = s["at_ms"].as_i64() else {
+        return "after the first successful round".into();
+    };
+    let mut line = format!(
+        "{} of {} decoys listed, {} seeders, {} leechers, {} downloaded ({} s ago)",
+        s["listed"],
+        s["decoys"],
+        s["seeders"],
+        s["leechers"],
+        s["downloaded"],
+        (now_ms() - at).max(0) / 1000
+    );
+    if s["failed"].as_u64().unwrap_or(0) > 0 {
+        line.push_str(&format!(
+            "; {} requests failed, last: {}",
+            s["failed"],
+            s["last_error"].as_str().unwrap_or("?")
+        ));
+    }
+    line
+}
+
 pub fn ledger_verify(data: &Path, json: bool) -> Result<()> {
     let dir = DataDir::open(data)?;
-    let v = LedgerStore::open(&dir.ledger_path())?.verify()?;
+    // Read-only: checking a ledger must not change it.
+    let v = LedgerStore::open_read_only(&dir.ledger_path())?.verify()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if v.first_bad.is_none() {
         println!(
             "ledger ok: {} records, last record {}, hash {}",
             v.records, v.last_seq, v.last_hash
+        );
+        println!(
+            "seals: {}{}; {} record(s) not yet sealed; node {}",
+            v.seals,
+            v.last_seal_hash
+                .as_deref()
+                .map(|h| format!(", last seal hash {h}"))
+                .unwrap_or_default(),
+            v.unsealed,
+            v.node_id
         );
     }
     if let Some(bad) = v.first_bad {
@@ -628,14 +707,17 @@ pub fn ledger_verify(data: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn report_summary(data: &Path, json: bool) -> Result<()> {
+pub fn report_summary(data: &Path, json: bool, from: Option<&str>) -> Result<()> {
     let dir = DataDir::open(data)?;
     let catalog = CatalogStore::open(&dir.catalog_path())?;
     let titles = catalog.count()?;
     let (released, decoys) = catalog.release_counts()?;
-    let store = LedgerStore::open(&dir.ledger_path())?;
+    let mut store = LedgerStore::open(&dir.ledger_path())?;
     let s = store.summary()?;
     let (dht_queries, dht_ips, dht_decoys) = store.interest_totals()?;
+    let (from_day, to_day) = warnseed::reports::window(from, None, store.first_day()?, now_ms())?;
+    let campaign = warnseed_ledger::report::campaign_summary(&mut store, from_day, to_day, KOMMUNER_TOTAL)
+        .map_err(|e| anyhow::anyhow!("report: {e}"))?;
     if json {
         let v = serde_json::json!({
             "titles": titles,
@@ -644,11 +726,13 @@ pub fn report_summary(data: &Path, json: bool) -> Result<()> {
             "sessions": s.sessions,
             "unterminated": s.unterminated,
             "completed": s.completed,
-            "unique_ips": s.unique_ips,
+            "unique_ips": campaign.unique_ips,
+            "repeat_ips": campaign.repeat_ips,
             "bytes_sent": s.bytes_sent,
             "first_session_ms": s.first_session_ms,
             "last_session_ms": s.last_session_ms,
             "dht_interest": {"queries": dht_queries, "addresses": dht_ips, "decoys": dht_decoys},
+            "campaign": campaign,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -663,12 +747,66 @@ pub fn report_summary(data: &Path, json: bool) -> Result<()> {
             );
         }
         println!("completed downloads {}", s.completed);
-        println!("unique IPs          {}", s.unique_ips);
+        println!("unique IPs          {}", campaign.unique_ips);
+        println!("repeat downloaders  {}", campaign.repeat_ips);
         println!("bytes sent          {}", s.bytes_sent);
         println!(
             "DHT interest        {dht_queries} queries from {dht_ips} addresses for {dht_decoys} decoys"
         );
+        println!("{}", campaign.sentence);
     }
+    Ok(())
+}
+
+/// Norwegian municipalities since 1 January 2024.
+const KOMMUNER_TOTAL: i64 = 357;
+
+pub fn report_figures(
+    data: &Path,
+    dim: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    by: &str,
+    format: &str,
+) -> Result<()> {
+    let by: warnseed_ledger::report::Granularity =
+        by.parse().map_err(|e: String| anyhow::anyhow!("--by: {e}"))?;
+    let format: warnseed::reports::Format = format
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--format: {e}"))?;
+    let dir = DataDir::open(data)?;
+    let catalog = CatalogStore::open(&dir.catalog_path())?;
+    let mut store = LedgerStore::open(&dir.ledger_path())?;
+    let (from_day, to_day) = warnseed::reports::window(from, to, store.first_day()?, now_ms())?;
+    let rows = warnseed::reports::rows(
+        &mut store,
+        Some(&catalog),
+        dim,
+        from_day,
+        to_day,
+        by,
+        &warnseed::geo::kommune_name,
+    )?;
+    let mut footer = Vec::new();
+    if dim == "kommune" {
+        let placed: std::collections::BTreeSet<&str> = rows
+            .iter()
+            .filter(|r| r.figures.downloads_started > 0)
+            .map(|r| r.figures.key.as_str())
+            .collect();
+        footer.push(format!(
+            "{} of {KOMMUNER_TOTAL} Norwegian municipalities had at least one download",
+            placed.len()
+        ));
+    }
+    if matches!(dim, "country" | "kommune") && dir.config.geo.mmdb.is_some() {
+        footer.push(format!(
+            "Locations: {}; {}",
+            warnseed_geo::DBIP_ATTRIBUTION,
+            warnseed_geo::KOMMUNE_DATA_ATTRIBUTION
+        ));
+    }
+    print!("{}", warnseed::reports::render(dim, &rows, format, &footer)?);
     Ok(())
 }
 
@@ -825,5 +963,214 @@ pub fn schedule_status(data: &Path, json: bool, next: usize) -> Result<()> {
             println!("  {at:<20}  {:>8}  {}", n.id, n.title);
         }
     }
+    Ok(())
+}
+
+pub fn ledger_export(data: &Path, ip: &str, from: Option<&str>, to: Option<&str>, out: &Path) -> Result<()> {
+    use warnseed_catalog::utc::parse_time;
+    let dir = DataDir::open(data)?;
+    let range: warnseed_ledger::IpRange = ip.parse().map_err(|e: String| anyhow::anyhow!("--ip: {e}"))?;
+    let from_ms = from
+        .map(|t| parse_time(t).map_err(|e| anyhow::anyhow!("--from: {e}")))
+        .transpose()?
+        .unwrap_or(0);
+    // A date alone means the whole of that day.
+    let to_ms = to
+        .map(|t| {
+            let date_only = !t.trim().contains(['T', ' ']);
+            parse_time(t)
+                .map(|ms| if date_only { ms + 86_400_000 - 1 } else { ms })
+                .map_err(|e| anyhow::anyhow!("--to: {e}"))
+        })
+        .transpose()?
+        .unwrap_or(i64::MAX);
+    if to_ms < from_ms {
+        bail!("--to is before --from");
+    }
+    let mut store = LedgerStore::open(&dir.ledger_path())?;
+    let clock = warnseed_ledger::clock::read();
+    let evidence = store.evidence(range, from_ms, to_ms, &clock, now_ms())?;
+    // Checked before it leaves: an export that does not verify is a bug.
+    let check = warnseed_ledger::verify_evidence(&evidence)
+        .map_err(|e| anyhow::anyhow!("the export does not verify: {e}"))?;
+    let catalog = CatalogStore::open(&dir.catalog_path())?;
+    let mut titles = std::collections::HashMap::new();
+    for r in &evidence.records {
+        if let std::collections::hash_map::Entry::Vacant(slot) = titles.entry(r.decoy_id) {
+            if let Some(t) = catalog.title_of(r.decoy_id)? {
+                slot.insert(t);
+            }
+        }
+    }
+    let files = warnseed::evidence::write(out, &evidence, &check, &titles)?;
+    println!(
+        "{} records for {} written to {}",
+        evidence.records.len(),
+        evidence.ip,
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(h) = &check.newest_seal_hash {
+        println!("newest seal hash {h}");
+    }
+    Ok(())
+}
+
+pub fn ledger_verify_export(file: &Path, json: bool, anchor: Option<&str>) -> Result<()> {
+    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let evidence: warnseed_ledger::Evidence = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not an evidence export", file.display()))?;
+    let checked = match anchor {
+        Some(a) => warnseed_ledger::verify_evidence_anchored(&evidence, a),
+        None => warnseed_ledger::verify_evidence(&evidence),
+    };
+    match checked {
+        Ok(check) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"ok": true, "check": check}))?
+                );
+            } else {
+                println!(
+                    "export ok: {} records for {} from node {}, {} seal(s); newest seal hash {}",
+                    check.records,
+                    evidence.ip,
+                    evidence.node_id,
+                    check.seals,
+                    check.newest_seal_hash.as_deref().unwrap_or("(none)")
+                );
+                if let Some(n) = check.anchored_records {
+                    println!(
+                        "anchor ok: {n} of the {} records are sealed under the anchor seal",
+                        check.records
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"ok": false, "error": e}))?
+                );
+            }
+            bail!("export does not verify: {e}")
+        }
+    }
+}
+
+pub fn ledger_retain(data: &Path, older_than: Option<&str>, mode: Option<&str>) -> Result<()> {
+    let mut dir = DataDir::open(data)?;
+    if let Some(age) = older_than {
+        warnseed_catalog::utc::parse_duration(age).map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+        dir.config.ledger.ip_retention = age.to_string();
+    }
+    if let Some(mode) = mode {
+        dir.config.ledger.ip_retention_mode = mode.to_string();
+    }
+    let Some(age_ms) = dir.config.ledger.retention_ms()? else {
+        bail!("no retention age: give --older-than or set ledger.ip_retention in warnseed.toml");
+    };
+    let how = dir.retention()?;
+    let cutoff = now_ms() - age_ms;
+    let out = LedgerStore::open(&dir.ledger_path())?.retain(cutoff, &how)?;
+    println!(
+        "addresses before {} replaced ({}): {} session records, {} DHT interest rows",
+        warnseed::evidence::format_time_ms(cutoff),
+        dir.config.ledger.ip_retention_mode,
+        out.sessions,
+        out.interest_rows
+    );
+    Ok(())
+}
+
+/// Applies the configured retention every hour while the node runs.
+async fn retain_periodically(dir_root: PathBuf, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let root = dir_root.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
+            let dir = DataDir::open(&root)?;
+            let Some(age) = dir.config.ledger.retention_ms()? else {
+                return Ok(None);
+            };
+            let how = dir.retention()?;
+            let out = LedgerStore::open(&dir.ledger_path())?.retain(now_ms() - age, &how)?;
+            Ok(Some(out.sessions))
+        })
+        .await;
+        match result {
+            Ok(Ok(Some(n))) if n > 0 => tracing::info!(records = n, "retention: old addresses replaced"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "retention failed; retrying in an hour"),
+            Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+use warnseed::evidence::csv_field;
+
+pub fn ledger_export_pseudonymised(
+    data: &Path,
+    out: &Path,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    let key = dir.pseudonym_key()?;
+    let store = LedgerStore::open(&dir.ledger_path())?;
+    let (from_day, to_day) = warnseed::reports::window(from, to, Some(0), now_ms())?;
+    let (from_ms, to_ms) = (from_day * 86_400_000, (to_day + 1) * 86_400_000);
+    let tmp = out.with_extension("tmp");
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    writeln!(
+        w,
+        "started_at_utc,ended_at_utc,pseudonym,network,decoy_id,info_hash,client,transport,bytes_sent,completed,close_reason,country,kommune"
+    )?;
+    let mut n = 0u64;
+    store.for_each_closed(from_ms, to_ms, |s, geo| {
+        // Stored pseudonyms were made with the same key: keep them as they
+        // are; erased addresses stay erased.
+        let pseudonym = if warnseed_ledger::chain::is_erased_ip(&s.remote_ip) {
+            s.remote_ip.clone()
+        } else {
+            warnseed_ledger::pseudonym(&key, &s.remote_ip)
+        };
+        n += 1;
+        writeln!(
+            w,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            warnseed::evidence::format_time_ms(s.started_at_ms),
+            warnseed::evidence::format_time_ms(s.ended_at_ms),
+            pseudonym,
+            s.network,
+            s.decoy_id,
+            s.info_hash,
+            csv_field(&warnseed_ledger::rollup::client_family(s.client_name.as_deref())),
+            s.transport,
+            s.bytes_sent,
+            s.completed,
+            csv_field(&s.close_reason),
+            csv_field(&geo.0.unwrap_or_default()),
+            csv_field(&geo.1.unwrap_or_default()),
+        )
+    })?;
+    w.flush()?;
+    drop(w);
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{n} sessions written to {} with pseudonymised addresses",
+        out.display()
+    );
     Ok(())
 }

@@ -21,6 +21,18 @@ pub struct Config {
     pub ledger: LedgerConfig,
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub geo: GeoConfig,
+}
+
+/// Geolocation of downloaders' addresses.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoConfig {
+    /// A MaxMind-format City database (DB-IP City Lite or GeoLite2-City),
+    /// relative to the data directory or absolute; none: every address is
+    /// "unknown".
+    pub mmdb: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -28,8 +40,9 @@ pub struct Config {
 pub struct NodeConfig {
     /// TCP addresses the peer server listens on.
     pub listen: Vec<String>,
-    /// HTTP trackers every decoy is announced to.
-    pub trackers: Vec<String>,
+    /// http:// and udp:// trackers every active decoy is announced to, in
+    /// BEP 12 tiers (see [`TrackerTiers`]).
+    pub trackers: TrackerTiers,
     /// Run a mainline DHT node and announce every decoy through it.
     pub dht: bool,
     /// UDP address of the DHT node.
@@ -74,13 +87,104 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             listen: vec!["0.0.0.0:6881".into()],
-            trackers: Vec::new(),
+            trackers: TrackerTiers::default(),
             dht: false,
             dht_listen: default_dht_listen(),
             dht_listen6: default_dht_listen6(),
             dht_bootstrap: default_dht_bootstrap(),
             dht_announce_interval_secs: default_dht_announce_interval(),
         }
+    }
+}
+
+/// `node.trackers`: tracker URLs in BEP 12 tiers. Each entry of the list is
+/// a URL (a tier of its own, which is what a flat list of URLs always
+/// meant) or a list of URLs (one tier, whose trackers stand in for each
+/// other); the two may be mixed:
+/// `["udp://a:6969/announce", ["http://b:80/announce", "http://c:80/announce"]]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrackerTiers(Vec<Vec<String>>);
+
+impl TrackerTiers {
+    /// Checks that no tier is empty and no URL appears twice.
+    pub fn from_tiers(tiers: Vec<Vec<String>>) -> Result<Self, String> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, tier) in tiers.iter().enumerate() {
+            if tier.is_empty() {
+                return Err(format!("tracker tier {} is empty", i + 1));
+            }
+            for url in tier {
+                if !seen.insert(url.as_str()) {
+                    return Err(format!("tracker {url:?} is listed twice"));
+                }
+            }
+        }
+        Ok(Self(tiers))
+    }
+
+    /// Every URL its own tier (`run --tracker`).
+    pub fn one_per_tier(urls: &[String]) -> Result<Self, String> {
+        Self::from_tiers(urls.iter().map(|u| vec![u.clone()]).collect())
+    }
+
+    pub fn tiers(&self) -> &[Vec<String>] {
+        &self.0
+    }
+
+    /// Every URL, tier by tier.
+    pub fn urls(&self) -> Vec<String> {
+        self.0.iter().flatten().cloned().collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for TrackerTiers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for tier in &self.0 {
+            match tier.as_slice() {
+                [one] => seq.serialize_element(one)?,
+                many => seq.serialize_element(many)?,
+            }
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for TrackerTiers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// One entry: a URL, or a tier of URLs.
+        struct Tier(Vec<String>);
+
+        impl<'de> Deserialize<'de> for Tier {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct TierVisitor;
+                impl<'de> serde::de::Visitor<'de> for TierVisitor {
+                    type Value = Tier;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a tracker URL or a list of tracker URLs (one BEP 12 tier)")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Tier, E> {
+                        Ok(Tier(vec![v.to_string()]))
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Tier, A::Error> {
+                        let mut urls = Vec::new();
+                        while let Some(url) = seq.next_element::<String>()? {
+                            urls.push(url);
+                        }
+                        Ok(Tier(urls))
+                    }
+                }
+                d.deserialize_any(TierVisitor)
+            }
+        }
+
+        let tiers = Vec::<Tier>::deserialize(d)?;
+        Self::from_tiers(tiers.into_iter().map(|t| t.0).collect()).map_err(serde::de::Error::custom)
     }
 }
 
@@ -164,11 +268,61 @@ fn default_peer_id_prefix() -> String {
 pub struct LedgerConfig {
     /// Longest a finished session waits before its batch is committed.
     pub batch_window_ms: u64,
+    /// Committed records are sealed (Merkle root, clock state) within this
+    /// many seconds.
+    #[serde(default = "default_seal_interval")]
+    pub seal_interval_secs: u64,
+    /// Raw addresses older than this (`400d`, `6h`…) are replaced, by the
+    /// running node every hour or by `ledger retain`; `never` keeps them.
+    #[serde(default = "default_ip_retention")]
+    pub ip_retention: String,
+    /// `pseudonym` (keyed HMAC: repeat downloaders stay countable) or
+    /// `erase`.
+    #[serde(default = "default_ip_retention_mode")]
+    pub ip_retention_mode: String,
+    /// The operator's pseudonym key (created, 32 random bytes, if missing);
+    /// relative to the data directory or absolute.
+    #[serde(default = "default_pseudonym_key_file")]
+    pub pseudonym_key_file: PathBuf,
+}
+
+fn default_ip_retention() -> String {
+    "never".into()
+}
+
+fn default_ip_retention_mode() -> String {
+    "pseudonym".into()
+}
+
+fn default_pseudonym_key_file() -> PathBuf {
+    "pseudonym.key".into()
+}
+
+impl LedgerConfig {
+    /// The configured retention age in milliseconds, if any.
+    pub fn retention_ms(&self) -> Result<Option<i64>> {
+        match self.ip_retention.trim() {
+            "never" => Ok(None),
+            age => warnseed_catalog::utc::parse_duration(age)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("ledger.ip_retention in {CONFIG_FILE}: {e}")),
+        }
+    }
+}
+
+fn default_seal_interval() -> u64 {
+    60
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        Self { batch_window_ms: 100 }
+        Self {
+            batch_window_ms: 100,
+            seal_interval_secs: default_seal_interval(),
+            ip_retention: default_ip_retention(),
+            ip_retention_mode: default_ip_retention_mode(),
+            pseudonym_key_file: default_pseudonym_key_file(),
+        }
     }
 }
 
@@ -286,7 +440,125 @@ impl DataDir {
     pub fn piece_file_path(&self) -> PathBuf {
         self.root.join("piece-hashes.bin")
     }
+    /// The operator's pseudonym key, created (32 random bytes, hex, mode
+    /// 0600) if missing.
+    pub fn pseudonym_key(&self) -> Result<Vec<u8>> {
+        let path = self.root.join(&self.config.ledger.pseudonym_key_file);
+        if !path.exists() {
+            // A new key would make new pseudonyms differ from stored ones.
+            if warnseed_ledger::LedgerStore::open(&self.ledger_path())?.has_pseudonyms()? {
+                anyhow::bail!(
+                    "the pseudonym key {} is missing but the ledger holds pseudonyms made with it: restore the key",
+                    path.display()
+                );
+            }
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating the pseudonym key {}", path.display()))?;
+            f.write_all(hex.as_bytes())?;
+            f.sync_all()?;
+            tracing::info!(path = %path.display(), "created a pseudonym key; keep a copy: pseudonyms depend on it");
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let key = text.trim();
+        if key.len() < 32 {
+            anyhow::bail!("pseudonym key {} is shorter than 32 characters", path.display());
+        }
+        Ok(key.as_bytes().to_vec())
+    }
+
+    pub fn retention(&self) -> Result<warnseed_ledger::Retention> {
+        match self.config.ledger.ip_retention_mode.as_str() {
+            "erase" => Ok(warnseed_ledger::Retention::Erase),
+            "pseudonym" => Ok(warnseed_ledger::Retention::Pseudonym {
+                key: self.pseudonym_key()?,
+            }),
+            other => {
+                anyhow::bail!("ledger.ip_retention_mode {other:?} in {CONFIG_FILE}: use pseudonym or erase")
+            }
+        }
+    }
+
+    pub fn geo_path(&self) -> Option<PathBuf> {
+        self.config.geo.mmdb.as_ref().map(|p| self.root.join(p))
+    }
+
     pub fn payload_path(&self) -> Option<PathBuf> {
         self.config.payload.file.as_ref().map(|p| self.root.join(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(toml_text: &str) -> Result<NodeConfig, String> {
+        let text = format!("[node]\nlisten = []\ndht = false\n{toml_text}\n");
+        toml::from_str::<Config>(&text)
+            .map(|c| c.node)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn trackers_take_a_flat_list_tiers_or_both() {
+        let flat = node(r#"trackers = ["udp://a:1/announce", "http://b:2/announce"]"#).unwrap();
+        assert_eq!(
+            flat.trackers.tiers(),
+            &[
+                vec!["udp://a:1/announce".to_string()],
+                vec!["http://b:2/announce".to_string()]
+            ]
+        );
+        let tiers =
+            node(r#"trackers = [["udp://a:1/announce", "http://b:2/announce"], ["http://c:3/announce"]]"#)
+                .unwrap();
+        assert_eq!(tiers.trackers.tiers().len(), 2);
+        assert_eq!(tiers.trackers.tiers()[0].len(), 2);
+        assert_eq!(
+            tiers.trackers.urls(),
+            ["udp://a:1/announce", "http://b:2/announce", "http://c:3/announce"]
+        );
+        let mixed =
+            node(r#"trackers = ["udp://a:1/announce", ["http://b:2/announce", "http://c:3/announce"]]"#)
+                .unwrap();
+        assert_eq!(mixed.trackers.tiers().len(), 2);
+        assert!(node("trackers = []").unwrap().trackers.is_empty());
+    }
+
+    #[test]
+    fn bad_tracker_lists_are_refused() {
+        let e = node(r#"trackers = [[]]"#).unwrap_err();
+        assert!(e.contains("tier 1 is empty"), "{e}");
+        let e = node(r#"trackers = ["http://a:1/announce", ["http://a:1/announce"]]"#).unwrap_err();
+        assert!(e.contains("listed twice"), "{e}");
+        let e = node(r#"trackers = [1]"#).unwrap_err();
+        assert!(e.contains("a tracker URL or a list of tracker URLs"), "{e}");
+        assert!(node(r#"trackers = [[["http://a:1/announce"]]]"#).is_err());
+        assert!(node(r#"trackers = "http://a:1/announce""#).is_err());
+    }
+
+    #[test]
+    fn trackers_round_trip_through_toml() {
+        for text in [
+            r#"trackers = ["udp://a:1/announce", "http://b:2/announce"]"#,
+            r#"trackers = ["udp://a:1/announce", ["http://b:2/announce", "http://c:3/announce"]]"#,
+        ] {
+            let before = node(text).unwrap();
+            let written = toml::to_string(&Config {
+                node: before.clone(),
+                ..Config::default()
+            })
+            .unwrap();
+            let after: Config = toml::from_str(&written).unwrap();
+            assert_eq!(after.node.trackers, before.trackers, "{written}");
+        }
     }
 }

@@ -3,5 +3,8 @@
 //! same set). The commands themselves live in the binary.
 
 pub mod config;
+pub mod evidence;
+pub mod geo;
 pub mod payloads;
+pub mod reports;
 pub mod schedule;

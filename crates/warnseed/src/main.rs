@@ -174,6 +174,61 @@ enum ScheduleCommand {
 
 #[derive(Subcommand)]
 enum LedgerCommand {
+    /// Every record of one address or range in a time window, with the
+    /// proofs that tie each to the ledger: evidence.json, evidence.csv and a
+    /// printable evidence.html.
+    Export {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+        /// An address (203.0.113.7, 2001:db8::1) or CIDR range.
+        #[arg(long)]
+        ip: String,
+        /// UTC start of the window (2026-11-01 or 2026-11-01T08:00:00Z).
+        #[arg(long)]
+        from: Option<String>,
+        /// UTC end of the window (inclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// Directory the three files go to.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replace raw addresses older than an age by a keyed pseudonym (or
+    /// erase them); the chain still verifies and the figures stay.
+    Retain {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+        /// Age (`400d`, `12h`…); default: ledger.ip_retention.
+        #[arg(long)]
+        older_than: Option<String>,
+        /// `pseudonym` or `erase`; default: ledger.ip_retention_mode.
+        #[arg(long)]
+        mode: Option<String>,
+    },
+    /// Closed sessions as CSV with every address replaced by its keyed
+    /// pseudonym (HMAC-SHA256 under the operator's key), for statistics
+    /// and research.
+    ExportPseudonymised {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Check an evidence.json offline, without the database. Exits 1 if
+    /// anything in it does not check out.
+    VerifyExport {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// A seal hash held independently (logged by the node, handed over
+        /// earlier): it must be in the export; says which records it covers.
+        #[arg(long)]
+        anchor: Option<String>,
+    },
     /// Walk the whole hash chain; name the first missing, altered or
     /// inserted record. Exits 1 if there is one.
     Verify {
@@ -186,13 +241,48 @@ enum LedgerCommand {
 
 #[derive(Subcommand)]
 enum ReportCommand {
-    /// Decoys active, sessions, completed downloads, unique IPs, bytes sent.
+    /// Decoys active, sessions, completed downloads, unique IPs, bytes sent,
+    /// and the campaign's figures in one sentence.
     Summary {
         #[arg(long, default_value = "./node")]
         data: PathBuf,
         #[arg(long)]
         json: bool,
+        /// UTC start of the sentence's window (default: the first download).
+        #[arg(long)]
+        from: Option<String>,
     },
+    /// Per period: downloads started, files delivered, bytes, unique IPs,
+    /// repeat downloaders, decoys released and active.
+    Totals(ReportArgs),
+    /// Per country (ISO code; `unknown` where the database has none).
+    Countries(ReportArgs),
+    /// Per Norwegian municipality, and how many of the 357 had a download.
+    Kommuner(ReportArgs),
+    /// Per decoy title.
+    Titles(ReportArgs),
+    /// Per client software (without its version).
+    Clients(ReportArgs),
+    /// Per network (bittorrent).
+    Networks(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    #[arg(long, default_value = "./node")]
+    data: PathBuf,
+    /// UTC start (2026-01-01 or 2026-01-01T00:00:00Z); default: first download.
+    #[arg(long)]
+    from: Option<String>,
+    /// UTC end, inclusive; default: today.
+    #[arg(long)]
+    to: Option<String>,
+    /// day, week (ISO), month, year or total.
+    #[arg(long, default_value = "total")]
+    by: String,
+    /// table, csv or json.
+    #[arg(long, default_value = "table")]
+    format: String,
 }
 
 fn main() {
@@ -240,8 +330,44 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Ledger {
             command: LedgerCommand::Verify { data, json },
         } => commands::ledger_verify(&data, json),
+        Command::Ledger {
+            command:
+                LedgerCommand::Export {
+                    data,
+                    ip,
+                    from,
+                    to,
+                    out,
+                },
+        } => commands::ledger_export(&data, &ip, from.as_deref(), to.as_deref(), &out),
+        Command::Ledger {
+            command: LedgerCommand::VerifyExport { file, json, anchor },
+        } => commands::ledger_verify_export(&file, json, anchor.as_deref()),
+        Command::Ledger {
+            command:
+                LedgerCommand::Retain {
+                    data,
+                    older_than,
+                    mode,
+                },
+        } => commands::ledger_retain(&data, older_than.as_deref(), mode.as_deref()),
+        Command::Ledger {
+            command: LedgerCommand::ExportPseudonymised { data, out, from, to },
+        } => commands::ledger_export_pseudonymised(&data, &out, from.as_deref(), to.as_deref()),
         Command::Report {
-            command: ReportCommand::Summary { data, json },
-        } => commands::report_summary(&data, json),
+            command: ReportCommand::Summary { data, json, from },
+        } => commands::report_summary(&data, json, from.as_deref()),
+        Command::Report { command } => {
+            let (dim, a) = match command {
+                ReportCommand::Totals(a) => ("all", a),
+                ReportCommand::Countries(a) => ("country", a),
+                ReportCommand::Kommuner(a) => ("kommune", a),
+                ReportCommand::Titles(a) => ("title", a),
+                ReportCommand::Clients(a) => ("client", a),
+                ReportCommand::Networks(a) => ("network", a),
+                ReportCommand::Summary { .. } => unreachable!("matched above"),
+            };
+            commands::report_figures(&a.data, dim, a.from.as_deref(), a.to.as_deref(), &a.by, &a.format)
+        }
     }
 }

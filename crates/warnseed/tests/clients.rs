@@ -215,25 +215,24 @@ fn libtorrent_downloads_over_ipv6() {
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 
-/// A node announcing to opentracker, both inside a fresh namespace.
-struct TrackedNode {
+/// A node and opentracker (whitelisting the node's decoys) inside a fresh
+/// namespace; the node is not started yet.
+struct TrackerSetup {
     node: Node,
     ns: Netns,
-    _tracker: Opentracker,
-    torrents: std::path::PathBuf,
-    index: Vec<(String, i64, u64, String)>,
+    tracker: Opentracker,
+    /// The decoys' info hashes (hex), in catalogue order.
+    hashes: Vec<String>,
 }
 
-/// `udp` picks the tracker's UDP (BEP 15) URL over its HTTP one, for both
-/// the node's announces and the client's.
-fn tracked_node(tag: &str, sizes: &[u64], udp: bool) -> TrackedNode {
+fn tracker_setup(tag: &str, sizes: &[u64]) -> TrackerSetup {
     let ns = Netns::new(tag, &[NODE_IP, CLIENT_IP]);
     let rows: String = sizes
         .iter()
         .enumerate()
         .map(|(i, s)| format!("sample-title-{:06}.mkv,{s}\n", i + 1))
         .collect();
-    let mut node = Node::new(&rows, Some(&test_payload()));
+    let node = Node::new(&rows, Some(&test_payload()));
     let wl = node.dir.path().join("wl.txt");
     warnseed(&[
         "decoys",
@@ -254,6 +253,54 @@ fn tracked_node(tag: &str, sizes: &[u64], udp: bool) -> TrackedNode {
     let tracker_dir = node.dir.path().join("tracker");
     std::fs::create_dir_all(&tracker_dir).unwrap();
     let tracker = Opentracker::start_in(&ns, &tracker_dir, NODE_IP, &hashes);
+    TrackerSetup {
+        node,
+        ns,
+        tracker,
+        hashes,
+    }
+}
+
+fn status_json(node: &Node) -> serde_json::Value {
+    serde_json::from_str(&warnseed(&["status", "--data", node.data_arg(), "--json"])).unwrap_or_default()
+}
+
+/// Polls `warnseed status --json` (rewritten every 2 s) until `ready`.
+fn wait_for_status(node: &Node, what: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let mut v = serde_json::Value::Null;
+    wait_until(what, Duration::from_secs(90), || {
+        v = status_json(node);
+        ready(&v)
+    });
+    v
+}
+
+/// The status entry of the tracker with this URL (`null` if none).
+fn tracker_status<'a>(v: &'a serde_json::Value, url: &str) -> &'a serde_json::Value {
+    v["trackers"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["url"] == url))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// A node announcing to opentracker, both inside a fresh namespace.
+struct TrackedNode {
+    node: Node,
+    ns: Netns,
+    _tracker: Opentracker,
+    torrents: std::path::PathBuf,
+    index: Vec<(String, i64, u64, String)>,
+}
+
+/// `udp` picks the tracker's UDP (BEP 15) URL over its HTTP one, for both
+/// the node's announces and the client's.
+fn tracked_node(tag: &str, sizes: &[u64], udp: bool) -> TrackedNode {
+    let TrackerSetup {
+        mut node,
+        ns,
+        tracker,
+        ..
+    } = tracker_setup(tag, sizes);
     let url = if udp { &tracker.udp_url } else { &tracker.url };
     let torrents = node.export_torrents(std::slice::from_ref(url));
     let index = Node::index(&torrents);
@@ -262,19 +309,12 @@ fn tracked_node(tag: &str, sizes: &[u64], udp: bool) -> TrackedNode {
         node.log().contains("tracker round done")
     });
     assert!(!node.log().contains("announce failed"), "{}", node.log());
-    // status.json is rewritten every 2 s: wait for the round to show.
-    let mut v = serde_json::Value::Null;
-    wait_until(
-        "the tracker round in warnseed status",
-        Duration::from_secs(30),
-        || {
-            let status = warnseed(&["status", "--data", node.data_arg(), "--json"]);
-            v = serde_json::from_str(&status).unwrap_or_default();
-            v["trackers"][0]["rounds"].as_u64().unwrap_or(0) >= 1
-        },
-    );
+    let v = wait_for_status(&node, "the tracker round in warnseed status", |v| {
+        v["trackers"][0]["rounds"].as_u64().unwrap_or(0) >= 1
+    });
     assert_eq!(v["state"], "running", "{v}");
     assert_eq!(v["trackers"][0]["url"], url.as_str());
+    assert_eq!(v["trackers"][0]["tier"], 1, "{v}");
     assert_eq!(v["trackers"][0]["state"], "ok", "{v}");
     assert_eq!(v["trackers"][0]["announced"], sizes.len(), "{v}");
     TrackedNode {
@@ -313,9 +353,20 @@ fn test_payload() -> Vec<u8> {
 
 #[test]
 fn transmission_finds_the_node_through_opentracker_over_udp() {
+    transmission_finds_the_node_through_opentracker("tr", true);
+}
+
+#[test]
+fn transmission_finds_the_node_through_opentracker_over_http() {
+    transmission_finds_the_node_through_opentracker("trh", false);
+}
+
+/// Transmission, requiring encryption, given .torrent files naming only
+/// the tracker (its UDP URL when `udp`, else its HTTP one).
+fn transmission_finds_the_node_through_opentracker(tag: &str, udp: bool) {
     require("transmission-daemon", "transmission-daemon");
     require("transmission-remote", "transmission-cli");
-    let mut t = tracked_node("tr", &[PIECE + 1, BIG], true);
+    let mut t = tracked_node(tag, &[PIECE + 1, BIG], udp);
     let payload = test_payload();
     let tdir = t.node.dir.path().join("transmission");
     let download = tdir.join("downloads");
@@ -420,6 +471,155 @@ fn aria2_finds_the_node_through_opentracker_over_http() {
         assert_port_seen(&s, *size, &watcher.finish());
     }
     t.node.stop();
+}
+
+#[test]
+fn status_shows_scrape_totals_from_opentracker_over_http_and_udp() {
+    let sizes = [PIECE - 1, PIECE, PIECE + 1];
+    let n = sizes.len() as u64;
+    let mut s = tracker_setup("scr", &sizes);
+    let (http, udp) = (s.tracker.url.clone(), s.tracker.udp_url.clone());
+    // Two tiers in warnseed.toml, one per protocol, on the same opentracker.
+    set_config(
+        &s.node.data,
+        "node",
+        &format!("trackers = [[{http:?}], [{udp:?}]]"),
+    );
+    s.node
+        .start_in(Some(&s.ns), SocketAddr::from((NODE_IP, 6881)), &[]);
+    let v = wait_for_status(&s.node, "both trackers' scrapes", |v| {
+        [&http, &udp]
+            .iter()
+            .all(|u| tracker_status(v, u)["scrape"]["at_ms"].is_i64())
+    });
+    for (tier, url) in [(1, &http), (2, &udp)] {
+        let t = tracker_status(&v, url);
+        assert_eq!(t["tier"], tier, "{v}");
+        assert_eq!(t["state"], "ok", "{v}");
+        assert_eq!(
+            (t["announced"].as_u64(), t["failed"].as_u64()),
+            (Some(n), Some(0)),
+            "{v}"
+        );
+        assert_eq!(
+            (t["tracked"].as_u64(), t["started"].as_u64()),
+            (Some(n), Some(n)),
+            "{v}"
+        );
+        let scrape = &t["scrape"];
+        assert_eq!(scrape["supported"], true, "{v}");
+        assert_eq!(scrape["decoys"].as_u64(), Some(n), "{v}");
+        assert_eq!(scrape["listed"].as_u64(), Some(n), "{v}");
+        assert!(scrape["seeders"].as_u64().unwrap() >= n, "{v}");
+        assert_eq!(scrape["failed"].as_u64(), Some(0), "{v}");
+    }
+    // What opentracker itself says, by our own scrape.
+    let seeders = s.tracker.seeders(&s.ns, &s.hashes);
+    assert!(seeders.iter().all(|&c| c >= 1), "{seeders:?}");
+    let text = warnseed(&["status", "--data", s.node.data_arg()]);
+    assert!(
+        text.contains(&format!(
+            "tracker       {http}  ok  tier 1  announced {n} failed 0"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "tracker       {udp}  ok  tier 2  announced {n} failed 0"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("scrape: {n} of {n} decoys listed, {n} seeders")),
+        "{text}"
+    );
+    s.node.stop();
+}
+
+#[test]
+fn a_dead_tracker_in_a_tier_gives_way_to_opentracker() {
+    let sizes = [PIECE, PIECE + 1];
+    let n = sizes.len() as u64;
+    let mut s = tracker_setup("tier", &sizes);
+    let (http, udp) = (s.tracker.url.clone(), s.tracker.udp_url.clone());
+    // Ports nobody listens on in the namespace: refused at once (a TCP
+    // reset, an ICMP port unreachable).
+    let dead_udp = format!("udp://{NODE_IP}:6970/announce");
+    let dead_http = format!("http://{NODE_IP}:6971/announce");
+    set_config(
+        &s.node.data,
+        "node",
+        &format!("trackers = [[{dead_udp:?}, {http:?}], [{dead_http:?}, {udp:?}]]"),
+    );
+    s.node
+        .start_in(Some(&s.ns), SocketAddr::from((NODE_IP, 6881)), &[]);
+    let v = wait_for_status(&s.node, "opentracker's scrapes in both tiers", |v| {
+        [&http, &udp]
+            .iter()
+            .all(|u| tracker_status(v, u)["scrape"]["listed"].as_u64() == Some(n))
+    });
+    for (tier, live, dead) in [(1, &http, &dead_udp), (2, &udp, &dead_http)] {
+        let t = tracker_status(&v, live);
+        assert_eq!(
+            (t["tier"].as_u64(), t["state"].as_str()),
+            (Some(tier), Some("ok")),
+            "{v}"
+        );
+        assert_eq!(t["tracked"].as_u64(), Some(n), "{v}");
+        // Each tier is shuffled at start (BEP 12): the dead tracker was
+        // tried first and failed, or was never needed.
+        let d = tracker_status(&v, dead);
+        assert_eq!(d["tier"].as_u64(), Some(tier), "{v}");
+        match d["state"].as_str() {
+            Some("failing") => {
+                assert!(d["last_error"].as_str().unwrap_or("").contains("refused"), "{v}");
+                assert_eq!(d["announced"].as_u64(), Some(0), "{v}");
+            }
+            Some("standby") => assert_eq!(d["rounds"].as_u64(), Some(0), "{v}"),
+            other => panic!("dead tracker {dead} is {other:?}: {v}"),
+        }
+        assert_eq!(d["tracked"].as_u64(), Some(0), "{v}");
+    }
+    let seeders = s.tracker.seeders(&s.ns, &s.hashes);
+    assert!(seeders.iter().all(|&c| c >= 1), "{seeders:?}");
+    s.node.stop();
+}
+
+#[test]
+fn retired_decoys_leave_opentracker() {
+    let sizes = [PIECE, PIECE + 1, PIECE + 2];
+    let n = sizes.len() as u64;
+    let mut s = tracker_setup("ret", &sizes);
+    let (http, udp) = (s.tracker.url.clone(), s.tracker.udp_url.clone());
+    set_config(&s.node.data, "node", &format!("trackers = [{http:?}, {udp:?}]"));
+    // Every decoy is released at start and retired 30 s later.
+    set_config(&s.node.data, "schedule", "lifetime = \"30s\"");
+    s.node
+        .start_in(Some(&s.ns), SocketAddr::from((NODE_IP, 6881)), &[]);
+    wait_for_status(&s.node, "both trackers to take every decoy", |v| {
+        [&http, &udp]
+            .iter()
+            .all(|u| tracker_status(v, u)["started"].as_u64() == Some(n))
+    });
+    // Retired: each tracker gets its stopped on the next reconcile tick,
+    // not at its next full round half an hour on.
+    let v = wait_for_status(&s.node, "both trackers to stop every decoy", |v| {
+        [&http, &udp].iter().all(|u| {
+            let t = tracker_status(v, u);
+            t["stopped"].as_u64() == Some(n) && t["tracked"].as_u64() == Some(0)
+        })
+    });
+    for url in [&http, &udp] {
+        let t = tracker_status(&v, url);
+        assert_eq!(
+            (t["state"].as_str(), t["rounds"].as_u64()),
+            (Some("ok"), Some(1)),
+            "{v}"
+        );
+    }
+    let seeders = s.tracker.seeders(&s.ns, &s.hashes);
+    assert_eq!(seeders, vec![0; sizes.len()], "opentracker no longer lists them");
+    s.node.stop();
 }
 
 #[test]

@@ -183,10 +183,11 @@ fn a_norwegian_download_is_placed_reported_exported_and_verified_offline() {
     let stop_seal = node
         .log()
         .lines()
+        .rev()
         .filter(|l| l.contains("ledger sealed"))
         .filter_map(|l| l.split("seal_hash=").nth(1))
         .map(|h| h.split_whitespace().next().unwrap().to_string())
-        .last()
+        .next()
         .expect("the node logged its seal");
     let anchored = warnseed(&[
         "ledger",

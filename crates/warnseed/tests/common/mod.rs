@@ -559,6 +559,32 @@ pub struct Opentracker {
     pub proc: Proc,
     pub url: String,
     pub udp_url: String,
+    pub addr: SocketAddr,
+}
+
+/// `%xx` for every byte of a hex info hash, as a query parameter.
+pub fn percent_hex(info_hash_hex: &str) -> String {
+    info_hash_hex
+        .as_bytes()
+        .chunks(2)
+        .map(|p| format!("%{}", std::str::from_utf8(p).unwrap()))
+        .collect()
+}
+
+/// A plain HTTP/1.0 GET of `target` from inside the namespace (bash's
+/// /dev/tcp); the whole response.
+pub fn http_get_in(ns: &Netns, addr: SocketAddr, target: &str) -> Vec<u8> {
+    assert!(!target.contains('\''), "{target}");
+    let script = format!(
+        "exec 3<>/dev/tcp/{}/{} && printf 'GET %s HTTP/1.0\\r\\n\\r\\n' '{target}' >&3 && cat <&3",
+        addr.ip(),
+        addr.port()
+    );
+    ns.command("bash")
+        .args(["-c", &script])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default()
 }
 
 impl Opentracker {
@@ -578,12 +604,63 @@ impl Opentracker {
             ns.command("opentracker").arg("-f").arg(&conf),
             &dir.join("opentracker.log"),
         );
-        ns.wait_for_port(SocketAddr::from((ip, port)));
+        let addr = SocketAddr::from((ip, port));
+        ns.wait_for_port(addr);
+        // opentracker reads its whitelist on a thread of its own once it
+        // listens, refusing (HTTP) or dropping (UDP) announces until then.
+        // Wait until it takes the last hash, as a leecher on port 1 that
+        // leaves at once (so no seeder is added).
+        if let Some(last) = whitelist.last() {
+            let probe = format!(
+                "/announce?info_hash={}&peer_id=-XX0000-probeprobepr&port=1&left=1",
+                percent_hex(last)
+            );
+            wait_until(
+                "opentracker to load its whitelist",
+                Duration::from_secs(60),
+                || {
+                    let r = http_get_in(ns, addr, &probe);
+                    let ok = r.starts_with(b"HTTP/1.1 200") && !r.windows(14).any(|w| w == b"failure reason");
+                    if !ok {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    ok
+                },
+            );
+            http_get_in(ns, addr, &format!("{probe}&event=stopped"));
+        }
         Self {
             proc,
             url: format!("http://{ip}:{port}/announce"),
             udp_url: format!("udp://{ip}:{port}/announce"),
+            addr,
         }
+    }
+
+    /// Seeders (`complete`) per hex info hash by our own scrape, read with
+    /// a bencode decoder; 0 for a torrent the tracker does not list.
+    pub fn seeders(&self, ns: &Netns, info_hashes_hex: &[String]) -> Vec<i64> {
+        let query: Vec<String> = info_hashes_hex
+            .iter()
+            .map(|h| format!("info_hash={}", percent_hex(h)))
+            .collect();
+        let raw = http_get_in(ns, self.addr, &format!("/scrape?{}", query.join("&")));
+        let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return vec![0; info_hashes_hex.len()];
+        };
+        let body = warnseed_bittorrent::bencode::decode(&raw[split + 4..]).expect("a bencoded scrape");
+        let files = body.get(b"files").expect("files");
+        info_hashes_hex
+            .iter()
+            .map(|h| {
+                let key = warnseed_bittorrent::metainfo::parse_hex20(h).expect("hex info hash");
+                files
+                    .get(&key)
+                    .and_then(|f| f.get(b"complete"))
+                    .and_then(|c| c.as_int())
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 }
 
