@@ -410,6 +410,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         server_config.max_connections_per_ip = dir.config.peer.max_connections_per_ip;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let fleet = start_fleet_forwarder(&dir, stop_rx.clone())?;
         let server = PeerServer::new(Arc::clone(&table), server_config, writer.sender());
         let serving = tokio::spawn(server.serve(listeners, stop_rx.clone()));
         let scheduling = tokio::spawn(schedule.run(stop_rx.clone()));
@@ -513,11 +514,13 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         }
         let _ = publisher.await;
+        stop_fleet_forwarder(fleet).await;
         status.write("stopped")?;
         anyhow::Ok(())
     });
     // Every sender is gone once the server has returned; drain the queue.
     let written = writer.close()?;
+    fleet_push_on_stop(&dir, &runtime);
     registered?;
     println!("stopped: {written} ledger records written");
     Ok(())
@@ -1171,6 +1174,172 @@ pub fn ledger_export_pseudonymised(
     println!(
         "{n} sessions written to {} with pseudonymised addresses",
         out.display()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Fleet mode: the ledger forwarded to the fleet's PostgreSQL.
+
+type FleetTask = tokio::task::JoinHandle<Result<(), warnseed_fleet::FleetError>>;
+
+/// Starts forwarding the ledger to the fleet's PostgreSQL if `[fleet]
+/// postgres` is set. The node never waits for it: records stay in the
+/// SQLite ledger until PostgreSQL has them.
+fn start_fleet_forwarder(
+    dir: &DataDir,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<FleetTask>> {
+    let Some(config) = dir.fleet_forwarder()? else {
+        return Ok(None);
+    };
+    let schema = config.pg.schema.clone();
+    let shared = config.ip_key_secret.is_some();
+    let forwarder = warnseed_fleet::Forwarder::new(config)?;
+    tracing::info!(
+        node = forwarder.node_id(),
+        schema = %schema,
+        shared_ip_key_secret = shared,
+        "fleet mode: forwarding the ledger to PostgreSQL"
+    );
+    Ok(Some(tokio::spawn(forwarder.run(stop))))
+}
+
+async fn stop_fleet_forwarder(task: Option<FleetTask>) {
+    let Some(task) = task else {
+        return;
+    };
+    match task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "fleet forwarding had stopped"),
+        Err(e) => tracing::error!(error = %e, "fleet forwarder task failed"),
+    }
+}
+
+/// After the last records are flushed: hands them to PostgreSQL too, if it
+/// answers within a few seconds (else the next start or `fleet push` does).
+fn fleet_push_on_stop(dir: &DataDir, runtime: &tokio::runtime::Runtime) {
+    let Ok(Some(mut config)) = dir.fleet_forwarder() else {
+        return;
+    };
+    config.timeout = Duration::from_secs(5);
+    let pushed = runtime.block_on(async {
+        let mut forwarder = warnseed_fleet::Forwarder::new(config)?;
+        match tokio::time::timeout(Duration::from_secs(10), forwarder.forward_available()).await {
+            Ok(r) => r,
+            Err(_) => Err(warnseed_fleet::FleetError::Timeout(10)),
+        }
+    });
+    match pushed {
+        Ok(s) => tracing::info!(
+            forwarded_seq = s.forwarded_seq,
+            "fleet PostgreSQL has every record"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "the newest records reach the fleet's PostgreSQL at the next start")
+        }
+    }
+    // The push left its own state in the status file; the node has stopped.
+    let path = dir.root.join(warnseed::config::FLEET_STATUS_FILE);
+    if let Some(mut s) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<warnseed_fleet::ForwarderStatus>(&b).ok())
+    {
+        s.state = "stopped".into();
+        s.updated_at_ms = now_ms();
+        if let Ok(bytes) = serde_json::to_vec_pretty(&s) {
+            let _ = std::fs::write(&path, bytes);
+        }
+    }
+}
+
+/// `warnseed fleet status`.
+pub fn fleet_status(data: &Path, json: bool) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    let spool = warnseed_fleet::Spool::open(&dir.ledger_path(), None)?;
+    let node_id = spool.node_id().to_string();
+    let local_head = spool.head()?;
+    drop(spool);
+    let forwarder: Option<warnseed_fleet::ForwarderStatus> =
+        std::fs::read(dir.root.join(warnseed::config::FLEET_STATUS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+    let pg = dir.fleet_pg()?;
+    let remote = pg.as_ref().map(|pg| {
+        warnseed_fleet::PgStore::connect(pg)
+            .and_then(|mut s| s.head(&node_id))
+            .map_err(|e| e.to_string())
+    });
+    if json {
+        let postgres = match (&pg, &remote) {
+            (Some(pg), Some(Ok(h))) => serde_json::json!({
+                "schema": pg.schema,
+                "forwarded_seq": h.seq,
+                "forwarded_seal": h.seal_id,
+                "lag": (local_head - h.seq).max(0),
+            }),
+            (Some(pg), Some(Err(e))) => serde_json::json!({ "schema": pg.schema, "error": e }),
+            _ => serde_json::Value::Null,
+        };
+        let v = serde_json::json!({
+            "node_id": node_id,
+            "local_head": local_head,
+            "postgres": postgres,
+            "forwarder": forwarder,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("node              {node_id}");
+    println!("local ledger      {local_head} records");
+    match (&pg, &remote) {
+        (None, _) => println!("fleet mode        off (set [fleet] postgres in warnseed.toml)"),
+        (Some(pg), Some(Ok(h))) => println!(
+            "postgres          {} records, {} seals in schema {} (lag {})",
+            h.seq,
+            h.seal_id,
+            pg.schema,
+            (local_head - h.seq).max(0)
+        ),
+        (Some(pg), _) => println!(
+            "postgres          unreachable (schema {}): {}",
+            pg.schema,
+            remote.and_then(|r| r.err()).unwrap_or_default()
+        ),
+    }
+    if let Some(f) = forwarder {
+        let age_s = (now_ms() - f.updated_at_ms).max(0) / 1000;
+        println!(
+            "forwarder         {} as of {age_s} s ago: forwarded through {}, lag {}",
+            f.state, f.forwarded_seq, f.lag
+        );
+        if let Some(e) = &f.last_error {
+            let ago = f.last_error_at_ms.map_or(0, |t| (now_ms() - t).max(0) / 1000);
+            println!("  last error      {e} ({ago} s ago)");
+        }
+    }
+    Ok(())
+}
+
+/// `warnseed fleet push`.
+pub fn fleet_push(data: &Path) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    let mut config = dir
+        .fleet_forwarder()?
+        .context("fleet mode is off: set [fleet] postgres in warnseed.toml")?;
+    // The running node's forwarder owns the status file.
+    config.status_file = None;
+    let schema = config.pg.schema.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(async {
+        let mut forwarder = warnseed_fleet::Forwarder::new(config)?;
+        forwarder.forward_available().await
+    })?;
+    println!(
+        "forwarded {} records to PostgreSQL (schema {schema}): node {} is there through record {} of {}",
+        status.records_forwarded, status.node_id, status.forwarded_seq, status.local_head
     );
     Ok(())
 }

@@ -23,6 +23,8 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     #[serde(default)]
     pub geo: GeoConfig,
+    #[serde(default)]
+    pub fleet: FleetConfig,
 }
 
 /// Geolocation of downloaders' addresses.
@@ -494,6 +496,120 @@ impl DataDir {
     pub fn payload_path(&self) -> Option<PathBuf> {
         self.config.payload.file.as_ref().map(|p| self.root.join(p))
     }
+}
+
+/// `[fleet]`: forwarding this node's ledger to the fleet's PostgreSQL.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// A libpq-style connection string (`host=db.example user=warnseed
+    /// dbname=warnseed` or `postgresql://warnseed@db.example/warnseed`);
+    /// empty: fleet mode off.
+    pub postgres: String,
+    /// The PostgreSQL schema warnseed's tables live in (created if missing).
+    pub schema: String,
+    /// A file holding the address-key secret every node of the fleet
+    /// shares (at least 16 bytes, e.g. `openssl rand -hex 32`), so one
+    /// downloader seen by two nodes counts once; relative to the data
+    /// directory. None: this ledger's own secret (distinct addresses are
+    /// then only distinct per node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_key_secret_file: Option<PathBuf>,
+    /// Records per PostgreSQL transaction.
+    pub batch_size: usize,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            postgres: String::new(),
+            schema: "warnseed".into(),
+            ip_key_secret_file: None,
+            batch_size: 5_000,
+        }
+    }
+}
+
+/// Where the forwarder publishes its state, in the data directory.
+pub const FLEET_STATUS_FILE: &str = "fleet-status.json";
+
+impl DataDir {
+    /// The fleet's PostgreSQL, if `fleet.postgres` is set.
+    pub fn fleet_pg(&self) -> Result<Option<warnseed_fleet::PgConfig>> {
+        let f = &self.config.fleet;
+        if f.postgres.trim().is_empty() {
+            return Ok(None);
+        }
+        let pg = warnseed_fleet::PgConfig::new(f.postgres.clone(), f.schema.clone())
+            .with_context(|| format!("[fleet] in {CONFIG_FILE}"))?;
+        Ok(Some(pg))
+    }
+
+    /// The forwarder's settings, if fleet mode is on.
+    pub fn fleet_forwarder(&self) -> Result<Option<warnseed_fleet::ForwarderConfig>> {
+        let Some(pg) = self.fleet_pg()? else {
+            return Ok(None);
+        };
+        let f = &self.config.fleet;
+        if f.batch_size == 0 {
+            anyhow::bail!("fleet.batch_size in {CONFIG_FILE} is 0");
+        }
+        let mut config = warnseed_fleet::ForwarderConfig::new(pg, self.ledger_path());
+        config.ip_key_secret = f
+            .ip_key_secret_file
+            .as_ref()
+            .map(|p| warnseed_fleet::read_secret_file(&self.root.join(p)))
+            .transpose()
+            .with_context(|| format!("fleet.ip_key_secret_file in {CONFIG_FILE}"))?;
+        config.batch_size = f.batch_size;
+        config.status_file = Some(self.root.join(FLEET_STATUS_FILE));
+        Ok(Some(config))
+    }
+}
+
+/// Which store reports read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportStore {
+    /// This node's own ledger.
+    Sqlite,
+    /// The fleet's PostgreSQL (`[fleet] postgres`): every node's records.
+    Postgres,
+}
+
+impl std::str::FromStr for ReportStore {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            _ => Err(format!("{s:?}: use sqlite or postgres")),
+        }
+    }
+}
+
+/// The aggregates reports read: this node's ledger, or the fleet's
+/// PostgreSQL. Not from inside an async task (the PostgreSQL store blocks
+/// on a runtime of its own).
+pub fn open_report_source(
+    dir: &DataDir,
+    store: ReportStore,
+) -> Result<Box<dyn warnseed_ledger::report::RollupSource>> {
+    Ok(match store {
+        ReportStore::Sqlite => Box::new(warnseed_ledger::LedgerStore::open(&dir.ledger_path())?),
+        ReportStore::Postgres => {
+            let pg = dir.fleet_pg()?.with_context(|| {
+                format!(
+                    "--store postgres: set [fleet] postgres in {}",
+                    DataDir::config_path(&dir.root).display()
+                )
+            })?;
+            Box::new(
+                warnseed_fleet::PgStore::connect(&pg).with_context(|| {
+                    format!("connecting to the fleet's PostgreSQL (schema {})", pg.schema)
+                })?,
+            )
+        }
+    })
 }
 
 #[cfg(test)]

@@ -68,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Fleet mode: this node's ledger in the fleet's PostgreSQL.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -369,5 +374,29 @@ fn dispatch(command: Command) -> Result<()> {
             };
             commands::report_figures(&a.data, dim, a.from.as_deref(), a.to.as_deref(), &a.by, &a.format)
         }
+        Command::Fleet {
+            command: FleetCommand::Status { data, json },
+        } => commands::fleet_status(&data, json),
+        Command::Fleet {
+            command: FleetCommand::Push { data },
+        } => commands::fleet_push(&data),
     }
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// How far this node's ledger has reached the fleet's PostgreSQL: the
+    /// records there against the local head, and the forwarder's state.
+    Status {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forward every record not yet in the fleet's PostgreSQL now, and exit
+    /// (a running node does this by itself; safe beside it).
+    Push {
+        #[arg(long, default_value = "./node")]
+        data: PathBuf,
+    },
 }
