@@ -741,4 +741,16 @@ impl RollupSource for PgStore {
         self.run(async |c| c.repeats(from_day, to_day).await)
             .map_err(|e| e.to_string())
     }
+
+    fn first_day(&mut self) -> Result<Option<i64>, String> {
+        self.run(async |c| {
+            Ok::<_, FleetError>(
+                c.raw()
+                    .query_one("SELECT min(day) FROM rollup_daily WHERE dim = 'all'", &[])
+                    .await?
+                    .get::<_, Option<i64>>(0),
+            )
+        })
+        .map_err(|e| e.to_string())
+    }
 }

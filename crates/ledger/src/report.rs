@@ -59,6 +59,10 @@ pub trait RollupSource {
     /// Distinct address keys that started a download after receiving the
     /// warning, on days from..=to.
     fn repeats(&mut self, from_day: i64, to_day: i64) -> Result<i64, String>;
+    /// The first UTC day with a session, if any (the default window start).
+    fn first_day(&mut self) -> Result<Option<i64>, String> {
+        Ok(None)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -327,6 +331,10 @@ impl RollupSource for crate::LedgerStore {
             })
             .map_err(|e| e.to_string())?;
         rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    }
+
+    fn first_day(&mut self) -> Result<Option<i64>, String> {
+        crate::LedgerStore::first_day(self).map_err(|e| e.to_string())
     }
 
     fn repeats(&mut self, from_day: i64, to_day: i64) -> Result<i64, String> {

@@ -771,7 +771,11 @@ pub fn report_figures(
     to: Option<&str>,
     by: &str,
     format: &str,
+    store: &str,
 ) -> Result<()> {
+    let store: warnseed::config::ReportStore = store
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--store: {e}"))?;
     let by: warnseed_ledger::report::Granularity =
         by.parse().map_err(|e: String| anyhow::anyhow!("--by: {e}"))?;
     let format: warnseed::reports::Format = format
@@ -779,10 +783,11 @@ pub fn report_figures(
         .map_err(|e: String| anyhow::anyhow!("--format: {e}"))?;
     let dir = DataDir::open(data)?;
     let catalog = CatalogStore::open(&dir.catalog_path())?;
-    let mut store = LedgerStore::open(&dir.ledger_path())?;
-    let (from_day, to_day) = warnseed::reports::window(from, to, store.first_day()?, now_ms())?;
+    let mut source = warnseed::config::open_report_source(&dir, store)?;
+    let first = source.first_day().map_err(|e| anyhow::anyhow!("report: {e}"))?;
+    let (from_day, to_day) = warnseed::reports::window(from, to, first, now_ms())?;
     let rows = warnseed::reports::rows(
-        &mut store,
+        source.as_mut(),
         Some(&catalog),
         dim,
         from_day,

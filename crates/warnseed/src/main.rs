@@ -288,6 +288,9 @@ struct ReportArgs {
     /// table, csv or json.
     #[arg(long, default_value = "table")]
     format: String,
+    /// sqlite (this node's ledger) or postgres (the fleet's, `[fleet]`).
+    #[arg(long, default_value = "sqlite")]
+    store: String,
 }
 
 fn main() {
@@ -372,7 +375,15 @@ fn dispatch(command: Command) -> Result<()> {
                 ReportCommand::Networks(a) => ("network", a),
                 ReportCommand::Summary { .. } => unreachable!("matched above"),
             };
-            commands::report_figures(&a.data, dim, a.from.as_deref(), a.to.as_deref(), &a.by, &a.format)
+            commands::report_figures(
+                &a.data,
+                dim,
+                a.from.as_deref(),
+                a.to.as_deref(),
+                &a.by,
+                &a.format,
+                &a.store,
+            )
         }
         Command::Fleet {
             command: FleetCommand::Status { data, json },

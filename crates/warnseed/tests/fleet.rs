@@ -157,5 +157,25 @@ fn a_node_in_fleet_mode_forwards_its_ledger_to_postgres() {
     assert_eq!(a, b);
     assert_eq!(b.files_delivered, 400);
     assert_eq!(b.unique_ips, 200);
+    // And so does the report command.
+    let report = |store: &str| {
+        warnseed(&[
+            "report",
+            "countries",
+            "--by",
+            "day",
+            "--from",
+            "2026-01-01",
+            "--format",
+            "json",
+            "--store",
+            store,
+            "--data",
+            node.data_arg(),
+        ])
+    };
+    let from_pg = report("postgres");
+    assert_eq!(from_pg, report("sqlite"));
+    assert!(from_pg.contains("\"files_delivered\": 400"), "{from_pg}");
     drop(schema);
 }
