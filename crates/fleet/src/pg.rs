@@ -719,6 +719,63 @@ impl PgStore {
     pub fn drop_schema(&mut self) -> Result<(), FleetError> {
         self.run(async |c| c.drop_schema().await)
     }
+
+    /// Records of `node_id` that started before `before_ms` and still hold
+    /// a raw address here.
+    pub fn unretained(&mut self, node_id: &str, before_ms: i64) -> Result<Vec<i64>, FleetError> {
+        self.run(async |c| {
+            let rows = c
+                .raw()
+                .query(
+                    "SELECT seq FROM sessions WHERE node_id = $1 AND started_at_ms < $2 AND ip_salt IS NOT NULL
+                     ORDER BY seq",
+                    &[&node_id, &before_ms],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+        })
+    }
+
+    /// Mirrors a node's retention: each `(seq, replacement)` replaces the
+    /// record's address (its salt goes too), and its city and coordinates
+    /// go, as on the node. One transaction.
+    pub fn mirror_retention(&mut self, node_id: &str, rows: &[(i64, String)]) -> Result<u64, FleetError> {
+        self.run(async |c| {
+            let client = c.raw();
+            client.batch_execute("BEGIN").await?;
+            let result = async {
+                let update = client
+                    .prepare(
+                        "UPDATE sessions SET remote_ip = $3, ip_salt = NULL
+                         WHERE node_id = $1 AND seq = $2 AND ip_salt IS NOT NULL",
+                    )
+                    .await?;
+                let geo = client
+                    .prepare(
+                        "UPDATE session_geo SET city = NULL, latitude = NULL, longitude = NULL, accuracy_km = NULL
+                         WHERE node_id = $1 AND seq = $2",
+                    )
+                    .await?;
+                let mut n = 0u64;
+                for (seq, replacement) in rows {
+                    n += client.execute(&update, &[&node_id, seq, replacement]).await?;
+                    client.execute(&geo, &[&node_id, seq]).await?;
+                }
+                Ok::<_, FleetError>(n)
+            }
+            .await;
+            match result {
+                Ok(n) => {
+                    client.batch_execute("COMMIT").await?;
+                    Ok(n)
+                }
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(e)
+                }
+            }
+        })
+    }
 }
 
 impl RollupSource for PgStore {

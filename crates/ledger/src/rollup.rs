@@ -23,7 +23,7 @@
 //! (`$n` parameters, `ON CONFLICT`), so a fleet's PostgreSQL store applies
 //! exactly the same updates ([`Plan::statements`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::HashMap;
 
 /// Dimensions a record is counted under, beside the total (`all`).
 pub const DIMENSIONS: [&str; 6] = ["all", "network", "country", "kommune", "title", "client"];
@@ -92,18 +92,7 @@ pub struct RollupRow<'a> {
 
 /// A client name without its version: `libtorrent 2.0.8.0` → `libtorrent`.
 pub fn client_family(name: Option<&str>) -> String {
-    // An unrecognised peer id is named `unknown` plus its first bytes:
-    // one key for all of them, so made-up ids cannot add keys without end.
-    let Some(name) = name
-        .map(str::trim)
-        .filter(|n| !n.is_empty() && *n != "unknown" && !n.starts_with("unknown "))
-    else {
-        return "unknown".into();
-    };
-    match name.rsplit_once(' ') {
-        Some((family, version)) if version.starts_with(|c: char| c.is_ascii_digit()) => family.to_string(),
-        _ => name.to_string(),
-    }
+    client_family_str(name).to_string()
 }
 
 fn civil(day: i64) -> (i64, u32, u32) {
@@ -150,125 +139,291 @@ pub fn periods(day: i64) -> [String; 4] {
     ]
 }
 
-/// (day, dimension, key).
-type DailyKey = (i64, &'static str, String);
+/// The family part of [`client_family`], borrowed from the name.
+fn client_family_str(name: Option<&str>) -> &str {
+    // An unrecognised peer id is named `unknown` plus its first bytes:
+    // one key for all of them, so made-up ids cannot add keys without end.
+    let Some(name) = name
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && *n != "unknown" && !n.starts_with("unknown "))
+    else {
+        return "unknown";
+    };
+    match name.rsplit_once(' ') {
+        Some((family, version)) if version.starts_with(|c: char| c.is_ascii_digit()) => family,
+        _ => name,
+    }
+}
+
+/// FxHash (rustc's hasher): the plan's maps are keyed by small integers,
+/// interned ids and address keys (HMAC output), none chosen freely by a
+/// peer, and SipHash dominated building a plan.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+type FxMap<K, V> = HashMap<K, V, FxBuild>;
+type FxSet<K> = std::collections::HashSet<K, FxBuild>;
+
+/// The distinct strings of one plan (keys and period labels), each stored
+/// once and named by its index, so a batch allocates per distinct key, not
+/// per record.
+#[derive(Debug, Default)]
+struct Strings {
+    list: Vec<String>,
+    ids: HashMap<String, u32, FxBuild>,
+}
+
+impl Strings {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.list.len() as u32;
+        self.list.push(s.to_string());
+        self.ids.insert(s.to_string(), id);
+        id
+    }
+
+    fn get(&self, id: u32) -> &str {
+        &self.list[id as usize]
+    }
+
+    /// Each id's rank in the strings' sorted order: sorting by rank sorts
+    /// by the strings.
+    fn ranks(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.list.len() as u32).collect();
+        order.sort_unstable_by(|a, b| self.get(*a).cmp(self.get(*b)));
+        let mut rank = vec![0; order.len()];
+        for (r, id) in order.into_iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        rank
+    }
+}
 
 /// The updates one batch makes, aggregated.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// (started, closed, completed, bytes).
-    daily: BTreeMap<DailyKey, [i64; 4]>,
-    uniques: BTreeSet<(String, &'static str, String, [u8; 16])>,
+    strings: Strings,
+    /// (day, dimension, key) → (started, closed, completed, bytes).
+    daily: FxMap<(i64, &'static str, u32), [i64; 4]>,
+    /// The four period labels of each day in the batch.
+    days: FxMap<i64, [u32; 4]>,
+    /// (day, dimension, key, address key): a row in each of the day's four
+    /// periods.
+    uniques: FxSet<(i64, &'static str, u32, [u8; 16])>,
     /// Earliest completion per address key in the batch.
-    firsts: BTreeMap<[u8; 16], i64>,
-    /// (day, address key, started_at_ms) of every download started.
-    starts: BTreeSet<(i64, [u8; 16], i64)>,
+    firsts: FxMap<[u8; 16], i64>,
+    /// (day, address key) → the latest start of a download that day. A
+    /// repeat needs one start after the first completion, and if any start
+    /// is after it, the latest is: the others change nothing.
+    starts: FxMap<(i64, [u8; 16]), i64>,
 }
+
+/// A plan's entries in the order [`Plan::statements`] runs them: sorted as
+/// the keys' text sorts. `uniques` is per day; [`Plan::period_rows`]
+/// spreads them over the periods.
+struct Sorted<'p> {
+    rank: Vec<u32>,
+    daily: Vec<(i64, &'static str, &'p str, [i64; 4])>,
+    uniques: Vec<(i64, &'static str, u32, [u8; 16])>,
+    firsts: Vec<([u8; 16], i64)>,
+    starts: Vec<(i64, [u8; 16], i64)>,
+}
+
+const DAILY_SQL: &str = "INSERT INTO rollup_daily (day, dim, key, started, closed, completed, bytes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (day, dim, key) DO UPDATE SET started = rollup_daily.started + excluded.started,
+                 closed = rollup_daily.closed + excluded.closed,
+                 completed = rollup_daily.completed + excluded.completed, bytes = rollup_daily.bytes + excluded.bytes";
+const UNIQUES_SQL: &str =
+    "INSERT INTO rollup_uniques (period, dim, key, ip_key) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+const IP_SQL: &str =
+    "INSERT INTO rollup_ip (ip_key, first_completed_ms) VALUES ($1, $2) ON CONFLICT (ip_key) DO UPDATE
+                 SET first_completed_ms = CASE WHEN rollup_ip.first_completed_ms IS NULL
+                     OR excluded.first_completed_ms < rollup_ip.first_completed_ms
+                     THEN excluded.first_completed_ms ELSE rollup_ip.first_completed_ms END";
+const REPEAT_SQL: &str = "INSERT INTO rollup_repeat (day, ip_key) SELECT $1, $2 WHERE EXISTS
+                 (SELECT 1 FROM rollup_ip WHERE ip_key = $2 AND first_completed_ms < $3) ON CONFLICT DO NOTHING";
 
 impl Plan {
     pub fn new(rows: &[RollupRow<'_>]) -> Self {
         let mut plan = Plan::default();
+        let strings = &mut plan.strings;
+        let days = &mut plan.days;
+        let empty = strings.id("");
+        let unknown = strings.id("unknown");
+        // Decoy ids as text, made once each.
+        let mut titles: FxMap<i64, u32> = FxMap::default();
         for r in rows {
             let day = r.started_at_ms.div_euclid(MS_PER_DAY);
+            let country = r.country.map_or(unknown, |c| strings.id(c));
+            let kommune = r.kommune.map(|k| strings.id(k));
+            if r.is_open {
+                days.entry(day)
+                    .or_insert_with(|| periods(day).map(|p| strings.id(&p)));
+                plan.uniques.insert((day, "all", empty, r.ip_key));
+                plan.uniques.insert((day, "country", country, r.ip_key));
+                if let Some(k) = kommune {
+                    plan.uniques.insert((day, "kommune", k, r.ip_key));
+                }
+                continue;
+            }
+            let title = *titles
+                .entry(r.decoy_id)
+                .or_insert_with(|| strings.id(&r.decoy_id.to_string()));
             let keys = [
-                ("all", String::new()),
-                ("network", r.network.to_string()),
-                ("country", r.country.unwrap_or("unknown").to_string()),
-                ("kommune", r.kommune.unwrap_or("").to_string()),
-                ("title", r.decoy_id.to_string()),
-                ("client", client_family(r.client)),
+                ("all", Some(empty)),
+                ("network", Some(strings.id(r.network))),
+                ("country", Some(country)),
+                // Only Norwegian sessions placed in a kommune count there.
+                ("kommune", kommune.filter(|&k| k != empty)),
+                ("title", Some(title)),
+                ("client", Some(strings.id(client_family_str(r.client)))),
             ];
             for (dim, key) in keys {
-                // Only Norwegian sessions placed in a kommune count there.
-                if dim == "kommune" && key.is_empty() {
-                    continue;
-                }
-                if r.is_open {
-                    continue;
-                }
+                let Some(key) = key else { continue };
                 let e = plan.daily.entry((day, dim, key)).or_default();
                 e[0] += i64::from(r.downloading);
                 e[1] += 1;
                 e[2] += i64::from(r.completed && r.downloading);
                 e[3] += r.bytes_sent as i64;
             }
-            if r.is_open {
-                for period in periods(day) {
-                    plan.uniques
-                        .insert((period.clone(), "all", String::new(), r.ip_key));
-                    plan.uniques.insert((
-                        period.clone(),
-                        "country",
-                        r.country.unwrap_or("unknown").to_string(),
-                        r.ip_key,
-                    ));
-                    if let Some(k) = r.kommune {
-                        plan.uniques.insert((period, "kommune", k.to_string(), r.ip_key));
-                    }
-                }
-            } else if r.downloading {
-                plan.starts.insert((day, r.ip_key, r.started_at_ms));
+            if r.downloading {
+                let latest = plan.starts.entry((day, r.ip_key)).or_insert(i64::MIN);
+                *latest = (*latest).max(r.started_at_ms);
                 if r.completed {
                     // The warning is delivered by the session's end.
                     let first = plan.firsts.entry(r.ip_key).or_insert(i64::MAX);
                     *first = (*first).min(r.ended_at_ms);
-                    for period in periods(day) {
-                        plan.uniques
-                            .insert((period, "delivered", String::new(), r.ip_key));
-                    }
+                    days.entry(day)
+                        .or_insert_with(|| periods(day).map(|p| strings.id(&p)));
+                    plan.uniques.insert((day, "delivered", empty, r.ip_key));
                 }
             }
         }
         plan
     }
 
+    fn sorted(&self) -> Sorted<'_> {
+        let rank = self.strings.ranks();
+        let s = |id: u32| self.strings.get(id);
+        let mut daily: Vec<_> = self
+            .daily
+            .iter()
+            .map(|(&(d, dim, k), &v)| (d, dim, k, v))
+            .collect();
+        daily.sort_unstable_by_key(|&(d, dim, k, _)| (d, dim, rank[k as usize]));
+        let mut uniques: Vec<_> = self.uniques.iter().copied().collect();
+        uniques.sort_unstable_by_key(|&(d, dim, k, ip)| (d, dim, rank[k as usize], ip));
+        let mut firsts: Vec<_> = self.firsts.iter().map(|(&ip, &at)| (ip, at)).collect();
+        firsts.sort_unstable();
+        let mut starts: Vec<_> = self.starts.iter().map(|(&(d, ip), &at)| (d, ip, at)).collect();
+        starts.sort_unstable();
+        Sorted {
+            daily: daily
+                .into_iter()
+                .map(|(d, dim, k, v)| (d, dim, s(k), v))
+                .collect(),
+            rank,
+            uniques,
+            firsts,
+            starts,
+        }
+    }
+
+    /// The rows of `rollup_uniques` for per-day entries: each in the periods
+    /// `which` picks of its day (0 day, 1 week, 2 month, 3 year), once,
+    /// sorted as their text sorts.
+    fn period_rows<'p>(
+        &'p self,
+        rank: &[u32],
+        entries: impl Iterator<Item = (i64, &'static str, u32, [u8; 16])>,
+        which: std::ops::Range<usize>,
+    ) -> Vec<(&'p str, &'static str, &'p str, [u8; 16])> {
+        let mut rows: FxSet<(u32, &'static str, u32, [u8; 16])> = FxSet::default();
+        for (day, dim, key, ip) in entries {
+            for &period in &self.days[&day][which.clone()] {
+                rows.insert((period, dim, key, ip));
+            }
+        }
+        let mut rows: Vec<_> = rows.into_iter().collect();
+        rows.sort_unstable_by_key(|&(p, dim, k, ip)| (rank[p as usize], dim, rank[k as usize], ip));
+        let s = |id: u32| self.strings.get(id);
+        rows.into_iter()
+            .map(|(p, dim, k, ip)| (s(p), dim, s(k), ip))
+            .collect()
+    }
+
     /// The statements, in order: totals, distinct addresses, first
     /// completions, then repeats (which read the first completions).
     pub fn statements(&self) -> Vec<(&'static str, Vec<Value>)> {
+        let sorted = self.sorted();
         let mut out = Vec::new();
-        for ((day, dim, key), [started, closed, completed, bytes]) in &self.daily {
+        for (day, dim, key, [started, closed, completed, bytes]) in sorted.daily {
             out.push((
-                "INSERT INTO rollup_daily (day, dim, key, started, closed, completed, bytes)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (day, dim, key) DO UPDATE SET started = rollup_daily.started + excluded.started,
-                 closed = rollup_daily.closed + excluded.closed,
-                 completed = rollup_daily.completed + excluded.completed, bytes = rollup_daily.bytes + excluded.bytes",
+                DAILY_SQL,
                 vec![
-                    Value::Int(*day),
+                    Value::Int(day),
                     Value::Text(dim.to_string()),
-                    Value::Text(key.clone()),
-                    Value::Int(*started),
-                    Value::Int(*closed),
-                    Value::Int(*completed),
-                    Value::Int(*bytes),
+                    Value::Text(key.to_string()),
+                    Value::Int(started),
+                    Value::Int(closed),
+                    Value::Int(completed),
+                    Value::Int(bytes),
                 ],
             ));
         }
-        for (period, dim, key, ip_key) in &self.uniques {
+        for (period, dim, key, ip_key) in self.period_rows(&sorted.rank, sorted.uniques.iter().copied(), 0..4)
+        {
             out.push((
-                "INSERT INTO rollup_uniques (period, dim, key, ip_key) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                UNIQUES_SQL,
                 vec![
-                    Value::Text(period.clone()),
+                    Value::Text(period.to_string()),
                     Value::Text(dim.to_string()),
-                    Value::Text(key.clone()),
+                    Value::Text(key.to_string()),
                     Value::Blob(ip_key.to_vec()),
                 ],
             ));
         }
-        for (ip_key, at) in &self.firsts {
-            out.push((
-                "INSERT INTO rollup_ip (ip_key, first_completed_ms) VALUES ($1, $2) ON CONFLICT (ip_key) DO UPDATE
-                 SET first_completed_ms = CASE WHEN rollup_ip.first_completed_ms IS NULL
-                     OR excluded.first_completed_ms < rollup_ip.first_completed_ms
-                     THEN excluded.first_completed_ms ELSE rollup_ip.first_completed_ms END",
-                vec![Value::Blob(ip_key.to_vec()), Value::Int(*at)],
-            ));
+        for (ip_key, at) in sorted.firsts {
+            out.push((IP_SQL, vec![Value::Blob(ip_key.to_vec()), Value::Int(at)]));
         }
-        for (day, ip_key, started) in &self.starts {
+        for (day, ip_key, started) in sorted.starts {
             out.push((
-                "INSERT INTO rollup_repeat (day, ip_key) SELECT $1, $2 WHERE EXISTS
-                 (SELECT 1 FROM rollup_ip WHERE ip_key = $2 AND first_completed_ms < $3) ON CONFLICT DO NOTHING",
-                vec![Value::Int(*day), Value::Blob(ip_key.to_vec()), Value::Int(*started)],
+                REPEAT_SQL,
+                vec![Value::Int(day), Value::Blob(ip_key.to_vec()), Value::Int(started)],
             ));
         }
         out
@@ -285,11 +440,49 @@ impl rusqlite::ToSql for Value {
     }
 }
 
-/// Runs a plan inside an open SQLite transaction.
-pub(crate) fn apply_sqlite(tx: &rusqlite::Transaction<'_>, plan: &Plan) -> rusqlite::Result<()> {
-    for (sql, params) in plan.statements() {
-        tx.prepare_cached(sql)?
-            .execute(rusqlite::params_from_iter(params.iter()))?;
+/// Runs a plan inside an open SQLite transaction: the updates of
+/// [`Plan::statements`], each statement prepared once per plan and bound
+/// straight from the plan (no per-row values or statement lookups).
+///
+/// One shortcut: an address's row in a day's period of `rollup_uniques`
+/// is only ever written together with its rows in that day's week, month
+/// and year (same dimension and key, same transaction), and no row is ever
+/// deleted. So when the day's row is already there, so are the other three,
+/// and their statements (which would change nothing) are skipped. For an
+/// address seen before that day, one statement instead of four.
+pub fn apply_sqlite(tx: &rusqlite::Transaction<'_>, plan: &Plan) -> rusqlite::Result<()> {
+    use rusqlite::params;
+    let sorted = plan.sorted();
+    if !sorted.daily.is_empty() {
+        let mut stmt = tx.prepare_cached(DAILY_SQL)?;
+        for (day, dim, key, [started, closed, completed, bytes]) in sorted.daily {
+            stmt.execute(params![day, dim, key, started, closed, completed, bytes])?;
+        }
+    }
+    if !sorted.uniques.is_empty() {
+        let mut stmt = tx.prepare_cached(UNIQUES_SQL)?;
+        let mut new = Vec::new();
+        for &(day, dim, key, ip_key) in &sorted.uniques {
+            let period = plan.strings.get(plan.days[&day][0]);
+            if stmt.execute(params![period, dim, plan.strings.get(key), &ip_key[..]])? == 1 {
+                new.push((day, dim, key, ip_key));
+            }
+        }
+        for (period, dim, key, ip_key) in plan.period_rows(&sorted.rank, new.into_iter(), 1..4) {
+            stmt.execute(params![period, dim, key, &ip_key[..]])?;
+        }
+    }
+    if !sorted.firsts.is_empty() {
+        let mut stmt = tx.prepare_cached(IP_SQL)?;
+        for (ip_key, at) in sorted.firsts {
+            stmt.execute(params![&ip_key[..], at])?;
+        }
+    }
+    if !sorted.starts.is_empty() {
+        let mut stmt = tx.prepare_cached(REPEAT_SQL)?;
+        for (day, ip_key, started) in sorted.starts {
+            stmt.execute(params![day, &ip_key[..], started])?;
+        }
     }
     Ok(())
 }
@@ -297,6 +490,208 @@ pub(crate) fn apply_sqlite(tx: &rusqlite::Transaction<'_>, plan: &Plan) -> rusql
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// The plan as first written (one BTree entry and one statement per
+    /// start), kept as the reference the faster plan must agree with.
+    fn reference_statements(rows: &[RollupRow<'_>]) -> Vec<(&'static str, Vec<Value>)> {
+        let mut daily: BTreeMap<(i64, &'static str, String), [i64; 4]> = BTreeMap::new();
+        let mut uniques: BTreeSet<(String, &'static str, String, [u8; 16])> = BTreeSet::new();
+        let mut firsts: BTreeMap<[u8; 16], i64> = BTreeMap::new();
+        let mut starts: BTreeSet<(i64, [u8; 16], i64)> = BTreeSet::new();
+        for r in rows {
+            let day = r.started_at_ms.div_euclid(MS_PER_DAY);
+            let keys = [
+                ("all", String::new()),
+                ("network", r.network.to_string()),
+                ("country", r.country.unwrap_or("unknown").to_string()),
+                ("kommune", r.kommune.unwrap_or("").to_string()),
+                ("title", r.decoy_id.to_string()),
+                ("client", client_family(r.client)),
+            ];
+            for (dim, key) in keys {
+                if dim == "kommune" && key.is_empty() {
+                    continue;
+                }
+                if r.is_open {
+                    continue;
+                }
+                let e = daily.entry((day, dim, key)).or_default();
+                e[0] += i64::from(r.downloading);
+                e[1] += 1;
+                e[2] += i64::from(r.completed && r.downloading);
+                e[3] += r.bytes_sent as i64;
+            }
+            if r.is_open {
+                for period in periods(day) {
+                    uniques.insert((period.clone(), "all", String::new(), r.ip_key));
+                    uniques.insert((
+                        period.clone(),
+                        "country",
+                        r.country.unwrap_or("unknown").to_string(),
+                        r.ip_key,
+                    ));
+                    if let Some(k) = r.kommune {
+                        uniques.insert((period, "kommune", k.to_string(), r.ip_key));
+                    }
+                }
+            } else if r.downloading {
+                starts.insert((day, r.ip_key, r.started_at_ms));
+                if r.completed {
+                    let first = firsts.entry(r.ip_key).or_insert(i64::MAX);
+                    *first = (*first).min(r.ended_at_ms);
+                    for period in periods(day) {
+                        uniques.insert((period, "delivered", String::new(), r.ip_key));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for ((day, dim, key), [a, b, c, d]) in daily {
+            let v = vec![
+                Value::Int(day),
+                Value::Text(dim.into()),
+                Value::Text(key),
+                Value::Int(a),
+                Value::Int(b),
+                Value::Int(c),
+                Value::Int(d),
+            ];
+            out.push((DAILY_SQL, v));
+        }
+        for (period, dim, key, ip) in uniques {
+            let v = vec![
+                Value::Text(period),
+                Value::Text(dim.into()),
+                Value::Text(key),
+                Value::Blob(ip.to_vec()),
+            ];
+            out.push((UNIQUES_SQL, v));
+        }
+        for (ip, at) in firsts {
+            out.push((IP_SQL, vec![Value::Blob(ip.to_vec()), Value::Int(at)]));
+        }
+        for (day, ip, at) in starts {
+            out.push((
+                REPEAT_SQL,
+                vec![Value::Int(day), Value::Blob(ip.to_vec()), Value::Int(at)],
+            ));
+        }
+        out
+    }
+
+    /// Pseudo-random rows with many collisions: few days, addresses,
+    /// countries, kommuner (some empty), clients and titles.
+    fn rows(seed: u64, n: usize) -> Vec<RollupRow<'static>> {
+        const COUNTRIES: [Option<&str>; 4] = [Some("NO"), Some("DE"), Some("unknown"), None];
+        const KOMMUNER: [Option<&str>; 4] = [Some("0301"), Some("4601"), Some(""), None];
+        const CLIENTS: [Option<&str>; 6] = [
+            Some("libtorrent 2.0.8.0"),
+            Some("libtorrent 2.0.9.0"),
+            Some("Deluge"),
+            Some("unknown -XX1-"),
+            Some(" "),
+            None,
+        ];
+        let mut x = seed;
+        let mut next = move |m: u64| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) % m
+        };
+        (0..n)
+            .map(|_| {
+                let start = 20_780 * MS_PER_DAY + next(9 * MS_PER_DAY as u64) as i64 - 2 * MS_PER_DAY;
+                let mut ip_key = [0u8; 16];
+                ip_key[0] = next(40) as u8;
+                RollupRow {
+                    is_open: next(2) == 0,
+                    started_at_ms: start,
+                    ended_at_ms: start + next(3 * MS_PER_DAY as u64) as i64,
+                    network: if next(5) == 0 { "ed2k" } else { "bittorrent" },
+                    decoy_id: next(7) as i64 - 1,
+                    ip_key,
+                    client: CLIENTS[next(6) as usize],
+                    completed: next(3) == 0,
+                    downloading: next(6) != 0,
+                    bytes_sent: next(1 << 40),
+                    country: COUNTRIES[next(4) as usize],
+                    kommune: KOMMUNER[next(4) as usize],
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plan_agrees_with_the_reference() {
+        for seed in 0..20 {
+            let rows = rows(seed, 1 + seed as usize * 37);
+            let new = Plan::new(&rows).statements();
+            let mut reference = reference_statements(&rows);
+            // The reference runs every start; the plan only each day's
+            // latest per address, which inserts the same repeat rows.
+            let mut latest: BTreeMap<(i64, Vec<u8>), i64> = BTreeMap::new();
+            reference.retain(|(sql, v)| match (*sql, v.as_slice()) {
+                (REPEAT_SQL, [Value::Int(d), Value::Blob(ip), Value::Int(at)]) => {
+                    let e = latest.entry((*d, ip.clone())).or_insert(i64::MIN);
+                    *e = (*e).max(*at);
+                    false
+                }
+                _ => true,
+            });
+            for ((d, ip), at) in latest {
+                reference.push((REPEAT_SQL, vec![Value::Int(d), Value::Blob(ip), Value::Int(at)]));
+            }
+            assert_eq!(new, reference, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn applied_plans_write_what_the_reference_writes() {
+        let dump = |c: &rusqlite::Connection| -> Vec<String> {
+            let mut out = Vec::new();
+            for table in ["rollup_daily", "rollup_uniques", "rollup_ip", "rollup_repeat"] {
+                let mut stmt = c.prepare(&format!("SELECT * FROM {table}")).unwrap();
+                let n = stmt.column_count();
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((0..n)
+                            .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                            .collect::<Vec<_>>()
+                            .join("|"))
+                    })
+                    .unwrap();
+                out.extend(rows.map(|r| format!("{table}: {}", r.unwrap())));
+            }
+            out.sort();
+            out
+        };
+        let mut fast = rusqlite::Connection::open_in_memory().unwrap();
+        let mut slow = rusqlite::Connection::open_in_memory().unwrap();
+        fast.execute_batch(SQLITE_SCHEMA).unwrap();
+        slow.execute_batch(SQLITE_SCHEMA).unwrap();
+        // Batches in turn, so later ones meet rows (and first completions)
+        // the earlier ones wrote.
+        for seed in 0..8 {
+            let rows = rows(100 + seed, 300);
+            let tx = fast.transaction().unwrap();
+            apply_sqlite(&tx, &Plan::new(&rows)).unwrap();
+            tx.commit().unwrap();
+            let tx = slow.transaction().unwrap();
+            for (sql, params) in reference_statements(&rows) {
+                tx.execute(sql, rusqlite::params_from_iter(params.iter()))
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let (a, b) = (dump(&fast), dump(&slow));
+        assert!(
+            a.iter().any(|r| r.starts_with("rollup_repeat")),
+            "repeats exercised"
+        );
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn periods_follow_the_calendar_and_iso_weeks() {

@@ -1094,7 +1094,30 @@ pub fn ledger_retain(data: &Path, older_than: Option<&str>, mode: Option<&str>) 
         out.sessions,
         out.interest_rows
     );
+    if let Some(n) = mirror_retention(&dir, cutoff)? {
+        println!("fleet store: {n} records' addresses replaced the same way");
+    }
     Ok(())
+}
+
+/// In fleet mode, gives PostgreSQL's copies of this node's records the
+/// addresses the node now holds for them (erased or pseudonyms), so
+/// retention reaches every copy. `None` when fleet mode is off.
+fn mirror_retention(dir: &DataDir, cutoff: i64) -> Result<Option<u64>> {
+    let Some(pg) = dir.fleet_pg()? else {
+        return Ok(None);
+    };
+    let store = LedgerStore::open(&dir.ledger_path())?;
+    let node_id = store.node_id()?;
+    let mut fleet = warnseed_fleet::PgStore::connect(&pg).context("fleet store (retention)")?;
+    let pending = fleet.unretained(&node_id, cutoff)?;
+    let rows: Vec<(i64, String)> = store
+        .addresses(&pending)?
+        .into_iter()
+        // Only replacements: a record the node has not retained yet stays.
+        .filter(|(_, ip)| warnseed_ledger::chain::is_erased_ip(ip))
+        .collect();
+    Ok(Some(fleet.mirror_retention(&node_id, &rows)?))
 }
 
 /// Applies the configured retention every hour while the node runs.
@@ -1107,7 +1130,13 @@ async fn retain_periodically(dir_root: PathBuf, mut stop: tokio::sync::watch::Re
                 return Ok(None);
             };
             let how = dir.retention()?;
-            let out = LedgerStore::open(&dir.ledger_path())?.retain(now_ms() - age, &how)?;
+            let cutoff = now_ms() - age;
+            let out = LedgerStore::open(&dir.ledger_path())?.retain(cutoff, &how)?;
+            // The fleet's copies follow (records forwarded since the last
+            // hour included); a failure is retried next hour.
+            if let Err(e) = mirror_retention(&dir, cutoff) {
+                tracing::error!(error = %e, "retention: cannot reach the fleet store; retrying in an hour");
+            }
             Ok(Some(out.sessions))
         })
         .await;

@@ -177,5 +177,42 @@ fn a_node_in_fleet_mode_forwards_its_ledger_to_postgres() {
     let from_pg = report("postgres");
     assert_eq!(from_pg, report("sqlite"));
     assert!(from_pg.contains("\"files_delivered\": 400"), "{from_pg}");
+
+    // Retention reaches the fleet's copies: no raw address is left there.
+    let raw = |fleet: &mut warnseed_fleet::PgStore| {
+        fleet.run(async |c| {
+            c.raw()
+                .query_one("SELECT count(*) FROM sessions WHERE ip_salt IS NOT NULL", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        })
+    };
+    let mut fleet = warnseed_fleet::PgStore::connect(&schema.0).unwrap();
+    assert_eq!(raw(&mut fleet), 800);
+    let retained = warnseed(&[
+        "ledger",
+        "retain",
+        "--older-than",
+        "1d",
+        "--mode",
+        "pseudonym",
+        "--data",
+        node.data_arg(),
+    ]);
+    assert!(retained.contains("fleet store: 800 records"), "{retained}");
+    assert_eq!(raw(&mut fleet), 0);
+    let pseudonyms: i64 = fleet.run(async |c| {
+        c.raw()
+            .query_one(
+                "SELECT count(DISTINCT remote_ip) FROM sessions WHERE remote_ip LIKE 'pseudonym:%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(pseudonyms, 200, "one pseudonym per address, as on the node");
+    drop(fleet);
     drop(schema);
 }
