@@ -197,6 +197,14 @@ fn want(args: &Value<'_>) -> Want {
 
 /// Parses one datagram.
 pub fn parse(packet: &[u8]) -> Result<Message<'_>, KrpcError<'_>> {
+    parse_with_requester(packet).map(|(message, _)| message)
+}
+
+/// Parses one datagram, and also returns the top-level `ip` key of a
+/// reply: our own address as the replying node saw it (BEP 42), which is
+/// how a node behind NAT learns its public address. Only whole compact
+/// addresses (6 or 18 bytes) count.
+pub fn parse_with_requester(packet: &[u8]) -> Result<(Message<'_>, Option<SocketAddr>), KrpcError<'_>> {
     let fail = |tid, reason| Err(KrpcError { tid, reason });
     if packet.len() > MAX_MESSAGE {
         return fail(None, "datagram too long");
@@ -204,6 +212,22 @@ pub fn parse(packet: &[u8]) -> Result<Message<'_>, KrpcError<'_>> {
     let Ok(root) = bencode::decode(packet) else {
         return fail(None, "not bencode");
     };
+    let requester = match root.get(b"ip").and_then(Value::as_bytes) {
+        Some(b) if b.len() == 6 => Some(compact_v4(b)),
+        Some(b) if b.len() == 18 => Some(compact_v6(b)),
+        _ => None,
+    };
+    let message = parse_root(&root)?;
+    let requester = if matches!(message, Message::Reply { .. }) {
+        requester
+    } else {
+        None
+    };
+    Ok((message, requester))
+}
+
+fn parse_root<'a>(root: &Value<'a>) -> Result<Message<'a>, KrpcError<'a>> {
+    let fail = |tid, reason| Err(KrpcError { tid, reason });
     let tid = match root.get(b"t").and_then(Value::as_bytes) {
         Some(t) if t.len() <= MAX_TID => t,
         _ => return fail(None, "no transaction id"),
@@ -575,6 +599,18 @@ mod tests {
             root.get(b"ip").unwrap().as_bytes().unwrap(),
             &compact_addr(&requester)[..]
         );
+        // BEP 42: the replier saw us at `requester`.
+        assert_eq!(parse_with_requester(&bytes).unwrap().1, Some(requester));
+        let v6: SocketAddr = "[2001:db8::7]:4000".parse().unwrap();
+        let bytes = encode_reply(b"xy", &out, Some(&v6));
+        assert_eq!(parse_with_requester(&bytes).unwrap().1, Some(v6));
+        assert_eq!(
+            parse_with_requester(&encode_reply(b"xy", &out, None)).unwrap().1,
+            None
+        );
+        // Only replies carry it.
+        let error = b"d2:ip6:abcdef1:eli201e1:xe1:t2:aa1:y1:ee";
+        assert_eq!(parse_with_requester(error).unwrap().1, None);
     }
 
     #[test]

@@ -23,6 +23,45 @@ impl NodeId {
         d
     }
 
+    /// Bit `i` counted from the top (0 is the most significant).
+    pub fn bit(&self, i: u32) -> bool {
+        self.0[(i / 8) as usize] & (0x80 >> (i % 8)) != 0
+    }
+
+    /// This id with bit `i` (from the top) set to `value`.
+    pub fn with_bit(mut self, i: u32, value: bool) -> Self {
+        let mask = 0x80 >> (i % 8);
+        if value {
+            self.0[(i / 8) as usize] |= mask;
+        } else {
+            self.0[(i / 8) as usize] &= !mask;
+        }
+        self
+    }
+
+    /// The first and last id that share this id's top `depth` bits: the
+    /// subtree of the keyspace a `depth`-bit prefix names.
+    pub fn prefix_range(&self, depth: u32) -> (NodeId, NodeId) {
+        let mut lo = self.0;
+        let mut hi = self.0;
+        for i in 0..20u32 {
+            let keep = depth.saturating_sub(i * 8).min(8);
+            let mask = if keep == 0 { 0 } else { 0xFFu8 << (8 - keep) };
+            lo[i as usize] &= mask;
+            hi[i as usize] |= !mask;
+        }
+        (NodeId(lo), NodeId(hi))
+    }
+
+    /// The distance as a fraction of the keyspace (0 to just under 1), for
+    /// estimating how many nodes the network has.
+    pub fn distance_fraction(&self, other: &NodeId) -> f64 {
+        self.distance(other)
+            .iter()
+            .rev()
+            .fold(0.0, |acc, &b| (acc + f64::from(b)) / 256.0)
+    }
+
     /// Bits in common with `other`, from the top (160 for equal ids).
     pub fn common_prefix_bits(&self, other: &NodeId) -> u32 {
         for (i, b) in self.distance(other).iter().enumerate() {
@@ -61,7 +100,12 @@ impl NodeId {
     }
 }
 
-fn is_exempt(ip: IpAddr) -> bool {
+/// Local, private and unspecified addresses: BEP 42 does not bind ids to
+/// them, and no node can tell us our public address with one.
+pub(crate) fn is_exempt(ip: IpAddr) -> bool {
+    if ip.is_unspecified() {
+        return true;
+    }
     match ip {
         IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
         IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
@@ -139,6 +183,23 @@ mod tests {
             // The same id from another public address is not valid.
             assert!(!id.is_valid_for("8.8.4.4".parse().unwrap()));
         }
+    }
+
+    #[test]
+    fn prefix_ranges_bits_and_distance_fractions() {
+        let id = NodeId([0xA5; 20]);
+        let (lo, hi) = id.prefix_range(12);
+        assert_eq!(&lo.0[..3], &[0xA5, 0xA0, 0x00]);
+        assert_eq!(&hi.0[..3], &[0xA5, 0xAF, 0xFF]);
+        assert_eq!(id.prefix_range(160), (id, id));
+        assert_eq!(id.prefix_range(0), (NodeId([0; 20]), NodeId([0xFF; 20])));
+        assert!(id.bit(0) && !id.bit(1) && id.bit(2));
+        assert_eq!(id.with_bit(1, true).0[0], 0xE5);
+        assert_eq!(id.with_bit(0, false).0[0], 0x25);
+        let mut half = [0u8; 20];
+        half[0] = 0x80;
+        assert_eq!(NodeId([0; 20]).distance_fraction(&NodeId(half)), 0.5);
+        assert_eq!(id.distance_fraction(&id), 0.0);
     }
 
     #[test]

@@ -121,6 +121,29 @@ impl RoutingTable {
         all.into_iter().take(n).map(|e| e.node).collect()
     }
 
+    /// Takes a new own id (BEP 42: one that matches our external address)
+    /// and rebuilds the buckets around it from the entries we have, good
+    /// and recently seen nodes first where a bucket has no room for all.
+    /// Returns how many entries were kept.
+    pub fn rehome(&mut self, own: NodeId) -> usize {
+        let mut entries: Vec<Entry> = self.buckets.drain(..).flatten().collect();
+        entries.sort_by_key(|e| (e.failures, std::cmp::Reverse(e.last_seen)));
+        self.own = own;
+        self.buckets = vec![Vec::new(); 160];
+        let mut kept = 0;
+        for e in entries {
+            if e.node.id == own {
+                continue;
+            }
+            let b = self.bucket_of(&e.node.id);
+            if self.buckets[b].len() < K {
+                self.buckets[b].push(e);
+                kept += 1;
+            }
+        }
+        kept
+    }
+
     pub fn len(&self) -> usize {
         self.buckets.iter().map(Vec::len).sum()
     }
@@ -173,6 +196,23 @@ mod tests {
             ),
             Insert::Ignored
         );
+    }
+
+    #[test]
+    fn rehoming_keeps_the_entries_under_the_new_id() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new(NodeId([0; 20]));
+        for (f, l) in [(0x80, 1), (0x40, 2), (0x20, 3), (0x10, 4), (0x01, 5)] {
+            t.insert(node(f, l), now);
+        }
+        let new_id = node(0x81, 9).id;
+        assert_eq!(t.rehome(new_id), 5);
+        assert_eq!(t.own_id(), new_id);
+        assert_eq!(t.len(), 5);
+        // Buckets follow the new id: 0x80 now shares 7 bits with it.
+        let ids: Vec<u8> = t.closest(&new_id, 2).iter().map(|n| n.id.0[0]).collect();
+        assert_eq!(ids, [0x80, 0x01]);
+        assert_eq!(t.insert(node(0x80, 1), now), Insert::Refreshed);
     }
 
     #[test]

@@ -267,6 +267,12 @@ fn bind_udp(addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    // Replies to a burst of announces arrive together: with the default
+    // buffer (about 200 KiB) some were dropped at a million decoys
+    // (BENCHMARKS.md §4). The kernel may cap it (net.core.rmem_max).
+    if let Err(e) = socket.set_recv_buffer_size(4 << 20) {
+        tracing::warn!(error = %e, "cannot enlarge the DHT socket's receive buffer");
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(tokio::net::UdpSocket::from_std(socket.into())?)
