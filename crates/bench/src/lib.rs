@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod traffic;
+
 /// Flags both benchmark programs take.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {

@@ -5,7 +5,7 @@
 //! questions ([`RollupSource`]), so SQLite and PostgreSQL give the same
 //! report.
 
-use crate::rollup::{iso_week, periods};
+use crate::rollup::{civil, days_from_civil, iso_week, periods};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -98,23 +98,19 @@ fn bucket(day: i64, by: Granularity, from: i64, to: i64) -> (String, i64, i64) {
             (format!("{wy:04}-W{w:02}"), monday, monday + 6)
         }
         Granularity::Month => {
-            let first = (day - d[9..11].parse::<i64>().unwrap_or(1)) + 1;
-            let mut last = first + 27;
-            while periods(last + 1)[2] == m {
-                last += 1;
-            }
-            (m[1..].to_string(), first, last)
+            let (year, month, _) = civil(day);
+            let first = days_from_civil(year, month, 1);
+            let next = if month == 12 {
+                days_from_civil(year + 1, 1, 1)
+            } else {
+                days_from_civil(year, month + 1, 1)
+            };
+            (m[1..].to_string(), first, next - 1)
         }
         Granularity::Year => {
-            let mut first = day;
-            while periods(first - 1)[3] == y {
-                first -= 1;
-            }
-            let mut last = day;
-            while periods(last + 1)[3] == y {
-                last += 1;
-            }
-            (y[1..].to_string(), first, last)
+            let (year, _, _) = civil(day);
+            let first = days_from_civil(year, 1, 1);
+            (y[1..].to_string(), first, days_from_civil(year + 1, 1, 1) - 1)
         }
         Granularity::Total => (format!("{}..{}", label_day(from), label_day(to)), from, to),
     }
@@ -136,9 +132,16 @@ pub fn report(
     }
     let mut rows: BTreeMap<(i64, String), ReportRow> = BTreeMap::new();
     let mut buckets: BTreeMap<i64, (String, i64, i64)> = BTreeMap::new();
+    // A dimension has many keys a day: each day's bucket is worked out once.
+    let mut bucket_of: BTreeMap<i64, (String, i64, i64)> = BTreeMap::new();
     for (day, key, [started, closed, completed, bytes]) in src.daily(dim, from_day, to_day)? {
-        let (label, first, last) = bucket(day, by, from_day, to_day);
-        buckets.insert(first, (label.clone(), first, last));
+        let (label, first, last) = bucket_of
+            .entry(day)
+            .or_insert_with(|| bucket(day, by, from_day, to_day))
+            .clone();
+        buckets
+            .entry(first)
+            .or_insert_with(|| (label.clone(), first, last));
         let row = rows.entry((first, key.clone())).or_insert_with(|| ReportRow {
             period: label,
             key,
@@ -297,11 +300,15 @@ impl RollupSource for crate::LedgerStore {
         from_day: i64,
         to_day: i64,
     ) -> Result<Vec<(i64, String, [i64; 4])>, String> {
+        // The key is (day, dim, key): one seek per day of the window reads
+        // only this dimension's rows; a range over days would read every
+        // dimension's (a year of titles is tens of millions of rows).
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT day, key, started, closed, completed, bytes FROM rollup_daily
-                 WHERE day >= ?1 AND day <= ?2 AND dim = ?3",
+                "WITH RECURSIVE days(day) AS (SELECT ?1 WHERE ?1 <= ?2 UNION ALL SELECT day + 1 FROM days WHERE day < ?2)
+                 SELECT r.day, r.key, r.started, r.closed, r.completed, r.bytes
+                 FROM days CROSS JOIN rollup_daily r ON r.day = days.day AND r.dim = ?3",
             )
             .map_err(|e| e.to_string())?;
         let rows = stmt
@@ -313,6 +320,14 @@ impl RollupSource for crate::LedgerStore {
     }
 
     fn uniques(&mut self, dim: &str, periods: &PeriodSelection) -> Result<Vec<(String, i64)>, String> {
+        // A run of days is the union of the fewest stored periods that
+        // make it up (a calendar year is one), not of its days.
+        if let PeriodSelection::Days { from, to } = periods {
+            if let (Some(lo), Some(hi)) = (crate::rollup::day_of_label(from), crate::rollup::day_of_label(to))
+            {
+                return self.uniques_over(dim, &crate::rollup::cover(lo, hi));
+            }
+        }
         let (sql, params): (&str, Vec<String>) = match periods {
             PeriodSelection::Exact(p) => (
                 "SELECT key, count(*) FROM rollup_uniques WHERE period = ?1 AND dim = ?2 GROUP BY key",
@@ -338,13 +353,99 @@ impl RollupSource for crate::LedgerStore {
     }
 
     fn repeats(&mut self, from_day: i64, to_day: i64) -> Result<i64, String> {
-        self.conn
-            .query_row(
-                "SELECT count(DISTINCT ip_key) FROM rollup_repeat WHERE day >= ?1 AND day <= ?2",
-                [from_day, to_day],
-                |r| r.get(0),
-            )
-            .map_err(|e| e.to_string())
+        // Distinct in a hash set here rather than SQLite's count(DISTINCT),
+        // which builds a temporary index (on disk by default) of every row.
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT ip_key FROM rollup_repeat WHERE day >= ?1 AND day <= ?2")
+            .map_err(|e| e.to_string())?;
+        let mut rows = stmt.query([from_day, to_day]).map_err(|e| e.to_string())?;
+        let mut seen = AddressSet::default();
+        while let Some(r) = rows.next().map_err(|e| e.to_string())? {
+            seen.insert(
+                r.get_ref(0)
+                    .map_err(|e| e.to_string())?
+                    .as_blob()
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(seen.len() as i64)
+    }
+}
+
+/// Distinct address keys (16 bytes, HMAC output: already uniform, so the
+/// first 8 bytes are the hash). Other lengths, which only a damaged file
+/// holds, are kept apart and still counted exactly.
+#[derive(Default)]
+struct AddressSet {
+    keys: std::collections::HashSet<[u8; 16], std::hash::BuildHasherDefault<PrefixHasher>>,
+    other: std::collections::HashSet<Vec<u8>>,
+}
+
+impl AddressSet {
+    fn insert(&mut self, key: &[u8]) {
+        match <[u8; 16]>::try_from(key) {
+            Ok(k) => {
+                self.keys.insert(k);
+            }
+            Err(_) => {
+                self.other.insert(key.to_vec());
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len() + self.other.len()
+    }
+}
+
+/// Hashes a 16-byte key by its first 8 bytes (see [`AddressSet`]).
+#[derive(Default)]
+struct PrefixHasher(u64);
+
+impl std::hash::Hasher for PrefixHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(b);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl crate::LedgerStore {
+    /// Distinct address keys per key of `dim` over the union of `periods`.
+    fn uniques_over(&mut self, dim: &str, periods: &[String]) -> Result<Vec<(String, i64)>, String> {
+        if let [one] = periods {
+            return self.uniques(dim, &PeriodSelection::Exact(one.clone()));
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key, ip_key FROM rollup_uniques WHERE period = ?1 AND dim = ?2")
+            .map_err(|e| e.to_string())?;
+        let mut sets: BTreeMap<String, AddressSet> = BTreeMap::new();
+        for period in periods {
+            let mut rows = stmt.query([period.as_str(), dim]).map_err(|e| e.to_string())?;
+            while let Some(r) = rows.next().map_err(|e| e.to_string())? {
+                let key = r
+                    .get_ref(0)
+                    .map_err(|e| e.to_string())?
+                    .as_str()
+                    .map_err(|e| e.to_string())?;
+                let ip = r
+                    .get_ref(1)
+                    .map_err(|e| e.to_string())?
+                    .as_blob()
+                    .map_err(|e| e.to_string())?;
+                match sets.get_mut(key) {
+                    Some(set) => set.insert(ip),
+                    None => sets.entry(key.to_string()).or_default().insert(ip),
+                }
+            }
+        }
+        Ok(sets.into_iter().map(|(k, s)| (k, s.len() as i64)).collect())
     }
 }
 
@@ -352,12 +453,147 @@ impl RollupSource for crate::LedgerStore {
 mod tests {
     use super::*;
 
+    /// Sessions over ten weeks across a year's end, from a handful of
+    /// addresses, so windows cut weeks, months and years.
+    fn store() -> (tempfile::TempDir, crate::LedgerStore) {
+        use crate::{RecordKind, SessionRecord, Transport};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::LedgerStore::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let first = crate::rollup::days_from_civil(2026, 11, 20);
+        let mut records = Vec::new();
+        for i in 0..600i64 {
+            let start = (first + i % 70) * MS_PER_DAY + i * 1000;
+            let open = SessionRecord {
+                kind: RecordKind::Open,
+                session_key: i,
+                started_at_ms: start,
+                ended_at_ms: start,
+                network: "bittorrent",
+                decoy_id: i % 5,
+                info_hash: [1; 20],
+                remote_ip: format!("192.0.2.{}", (i * 7) % 23).parse().unwrap(),
+                remote_port: 6881,
+                peer_id: None,
+                client_name: None,
+                client_version: None,
+                transport: Transport::Tcp,
+                bytes_sent: 0,
+                pieces_sent: 0,
+                piece_count: 4,
+                peer_pieces_initial: Some(0),
+                peer_pieces_final: 0,
+                completed: false,
+                close_reason: String::new(),
+            };
+            let mut close = open.clone();
+            close.kind = RecordKind::Close;
+            close.ended_at_ms = start + 60_000;
+            close.completed = i % 3 == 0;
+            records.push(open);
+            records.push(close);
+        }
+        records.sort_by_key(|r| {
+            if r.kind == RecordKind::Open {
+                r.started_at_ms
+            } else {
+                r.ended_at_ms
+            }
+        });
+        for chunk in records.chunks(97) {
+            store.append(chunk).unwrap();
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn sqlite_answers_as_plain_range_queries_do() {
+        let (_dir, mut store) = store();
+        let first = crate::rollup::days_from_civil(2026, 11, 20);
+        let windows = [(0, 69), (11, 41), (3, 9), (12, 12), (40, 30), (-5, 80)];
+        for (a, b) in windows {
+            let (lo, hi) = (first + a, first + b);
+            let (from, to) = (periods(lo)[0].clone(), periods(hi)[0].clone());
+            for dim in ["all", "country", "delivered", "title"] {
+                let mut got = store
+                    .uniques(
+                        dim,
+                        &PeriodSelection::Days {
+                            from: from.clone(),
+                            to: to.clone(),
+                        },
+                    )
+                    .unwrap();
+                got.sort();
+                let mut want: Vec<(String, i64)> = store
+                    .conn
+                    .prepare(
+                        "SELECT key, count(DISTINCT ip_key) FROM rollup_uniques
+                         WHERE period >= ?1 AND period <= ?2 AND dim = ?3 GROUP BY key",
+                    )
+                    .unwrap()
+                    .query_map(rusqlite::params![from, to, dim], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                want.sort();
+                assert_eq!(got, want, "uniques {dim} {from}..{to}");
+                let mut got = store.daily(dim, lo, hi).unwrap();
+                got.sort();
+                let mut want: Vec<(i64, String, [i64; 4])> = store
+                    .conn
+                    .prepare(
+                        "SELECT day, key, started, closed, completed, bytes FROM rollup_daily
+                         WHERE day >= ?1 AND day <= ?2 AND dim = ?3",
+                    )
+                    .unwrap()
+                    .query_map(rusqlite::params![lo, hi, dim], |r| {
+                        Ok((r.get(0)?, r.get(1)?, [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?]))
+                    })
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                want.sort();
+                assert_eq!(got, want, "daily {dim} {lo}..{hi}");
+            }
+            let want: i64 = store
+                .conn
+                .query_row(
+                    "SELECT count(DISTINCT ip_key) FROM rollup_repeat WHERE day >= ?1 AND day <= ?2",
+                    [lo, hi],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(store.repeats(lo, hi).unwrap(), want, "repeats {lo}..{hi}");
+            if b - a > 30 {
+                assert!(want > 0, "repeats exercised");
+            }
+        }
+    }
+
     #[test]
     fn numbers_are_grouped() {
         assert_eq!(thousands(9_012_345), "9,012,345");
         assert_eq!(thousands(357), "357");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(0), "0");
+    }
+
+    #[test]
+    fn buckets_are_the_days_sharing_a_label() {
+        // Against a walk over the neighbouring days' labels.
+        for day in 20_400..21_200 {
+            for (by, i) in [
+                (Granularity::Month, 2),
+                (Granularity::Year, 3),
+                (Granularity::Week, 1),
+            ] {
+                let (_, first, last) = bucket(day, by, 0, 0);
+                let label = &periods(day)[i];
+                assert!((first..=last).all(|d| &periods(d)[i] == label), "{day} {by:?}");
+                assert_ne!(&periods(first - 1)[i], label);
+                assert_ne!(&periods(last + 1)[i], label);
+            }
+        }
     }
 
     #[test]

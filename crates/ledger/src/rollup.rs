@@ -95,7 +95,7 @@ pub fn client_family(name: Option<&str>) -> String {
     client_family_str(name).to_string()
 }
 
-fn civil(day: i64) -> (i64, u32, u32) {
+pub(crate) fn civil(day: i64) -> (i64, u32, u32) {
     // Days since 1970-01-01 to a Gregorian date (H. Hinnant's algorithm).
     let z = day + 719_468;
     let era = z.div_euclid(146_097);
@@ -118,7 +118,7 @@ pub fn iso_week(day: i64) -> (i64, u32) {
     (year, ((thursday - jan1) / 7 + 1) as u32)
 }
 
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -137,6 +137,58 @@ pub fn periods(day: i64) -> [String; 4] {
         format!("m{y:04}-{m:02}"),
         format!("y{y:04}"),
     ]
+}
+
+/// The stored periods whose days are exactly `from..=to`: whole years,
+/// then whole months in what is left, then whole ISO weeks, then days. The
+/// distinct addresses of the window are the union of theirs, so reading
+/// these reads far fewer rows than reading its days.
+pub(crate) fn cover(from: i64, to: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    cover_level(from, to, 0, &mut out);
+    out
+}
+
+/// Level 0 years, 1 months, 2 weeks, 3 days.
+fn cover_level(from: i64, to: i64, level: usize, out: &mut Vec<String>) {
+    if from > to {
+        return;
+    }
+    if level == 3 {
+        out.extend((from..=to).map(|d| periods(d)[0].clone()));
+        return;
+    }
+    // The unit starting on `day`, if one does: its last day.
+    let unit = |day: i64| -> Option<i64> {
+        let (y, m, d) = civil(day);
+        match level {
+            0 => (m == 1 && d == 1).then(|| days_from_civil(y + 1, 1, 1) - 1),
+            1 => (d == 1).then(|| if m == 12 { days_from_civil(y + 1, 1, 1) } else { days_from_civil(y, m + 1, 1) } - 1),
+            _ => ((day + 3).rem_euclid(7) == 0).then_some(day + 6),
+        }
+    };
+    let Some(start) = (from..=to.min(from + 366)).find(|&d| unit(d).is_some_and(|end| end <= to)) else {
+        cover_level(from, to, level + 1, out);
+        return;
+    };
+    cover_level(from, start - 1, level + 1, out);
+    let mut day = start;
+    while let Some(end) = unit(day).filter(|&end| end <= to) {
+        out.push(periods(day)[[3, 2, 1][level]].clone());
+        day = end + 1;
+    }
+    cover_level(day, to, level + 1, out);
+}
+
+/// The day of a `dYYYY-MM-DD` label.
+pub(crate) fn day_of_label(label: &str) -> Option<i64> {
+    let rest = label.strip_prefix('d')?;
+    let mut parts = rest.splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    let day = days_from_civil(y, m, d);
+    (periods(day)[0] == label).then_some(day)
 }
 
 /// The family part of [`client_family`], borrowed from the name.
@@ -706,6 +758,41 @@ mod tests {
         assert_eq!(iso_week(day(2024, 12, 30)), (2025, 1));
         assert_eq!(iso_week(day(2026, 1, 1)), (2026, 1));
         assert_eq!(civil(day(2000, 2, 29)), (2000, 2, 29));
+    }
+
+    #[test]
+    fn covers_are_exact_and_use_the_largest_periods() {
+        let day = |y, m, d| days_from_civil(y, m, d);
+        assert_eq!(cover(day(2026, 1, 1), day(2026, 12, 31)), ["y2026"]);
+        assert_eq!(cover(day(2026, 3, 1), day(2026, 3, 31)), ["m2026-03"]);
+        // 2026-03-16 is a Monday.
+        assert_eq!(
+            cover(day(2026, 3, 14), day(2026, 4, 30)),
+            [
+                "d2026-03-14",
+                "d2026-03-15",
+                "w2026-12",
+                "w2026-13",
+                "d2026-03-30",
+                "d2026-03-31",
+                "m2026-04"
+            ]
+        );
+        assert!(cover(day(2026, 3, 2), day(2026, 3, 1)).is_empty());
+        // Every window's cover holds each of its days exactly once.
+        for (from, to) in [
+            (day(2025, 12, 20), day(2027, 2, 3)),
+            (day(2026, 6, 5), day(2026, 6, 9)),
+        ] {
+            let mut days = Vec::new();
+            for label in cover(from, to) {
+                days.extend((from - 400..=to + 400).filter(|&d| periods(d).contains(&label)));
+            }
+            assert_eq!(days, (from..=to).collect::<Vec<_>>());
+        }
+        assert_eq!(day_of_label("d2026-11-29"), Some(day(2026, 11, 29)));
+        assert_eq!(day_of_label("d2026-02-30"), None);
+        assert_eq!(day_of_label("m2026-11"), None);
     }
 
     #[test]

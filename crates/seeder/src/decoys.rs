@@ -795,7 +795,10 @@ mod tests {
     #[test]
     fn inactive_decoys_are_not_found_served_sampled_or_iterated() {
         let titles: Vec<String> = (0..10).map(|i| format!("sample-title-{i:06}.txt")).collect();
-        let rows = titles.iter().enumerate().map(|(i, t)| (i as i64 + 1, t.as_str(), None));
+        let rows = titles
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i as i64 + 1, t.as_str(), None));
         let table = Arc::new(DecoyTable::from_titles(synthetic_set(FillMode::Zeros), rows));
         assert_eq!((table.active_len(), table.max_id()), (10, Some(10)));
         let hash_of = |id: i64| *table.iter_all().find(|d| d.id() == id).unwrap().info_hash();
