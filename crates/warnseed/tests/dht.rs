@@ -7,38 +7,9 @@ mod common;
 use common::*;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const BUILTIN_WARNING: &str = include_str!("../../payload/src/warning.txt");
-
-/// A libtorrent session that is only a DHT node (tests/clients/lt_dht_node.py).
-fn lt_dht_node(dir: &Path, ip: Ipv4Addr, port: u16, bootstrap: &str) -> Proc {
-    let log = dir.join(format!("lt-dht-{ip}.log"));
-    let script = repo_root().join("tests/clients/lt_dht_node.py");
-    let proc = Proc::spawn(
-        "lt_dht_node.py",
-        Command::new("/usr/bin/python3").arg(script).args([
-            "--bind",
-            &ip.to_string(),
-            "--port",
-            &port.to_string(),
-            "--bootstrap",
-            bootstrap,
-        ]),
-        &log,
-    );
-    wait_until(
-        &format!("libtorrent DHT node on {ip}"),
-        Duration::from_secs(20),
-        || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("ready")
-        },
-    );
-    proc
-}
 
 #[test]
 fn libtorrent_finds_the_node_through_a_local_dht_and_downloads_by_info_hash_alone() {
@@ -54,8 +25,8 @@ fn libtorrent_finds_the_node_through_a_local_dht_and_downloads_by_info_hash_alon
     // Two libtorrent DHT nodes, bootstrapped into each other.
     let (a, b) = (Ipv4Addr::new(127, 0, 4, 21), Ipv4Addr::new(127, 0, 4, 22));
     let (pa, pb) = (free_port(a), free_port(b));
-    let _lt_a = lt_dht_node(node.dir.path(), a, pa, &format!("{b}:{pb}"));
-    let _lt_b = lt_dht_node(node.dir.path(), b, pb, &format!("{a}:{pa}"));
+    let _lt_a = lt_dht_node(node.dir.path(), a.into(), pa, &format!("{b}:{pb}"));
+    let _lt_b = lt_dht_node(node.dir.path(), b.into(), pb, &format!("{a}:{pa}"));
     let local_dht = format!("{a}:{pa},{b}:{pb}");
 
     // Our node joins through them and announces its one decoy at once.

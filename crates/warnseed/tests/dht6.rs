@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const BUILTIN_WARNING: &str = include_str!("../../payload/src/warning.txt");
@@ -23,29 +22,6 @@ fn free_port6() -> u16 {
     }
 }
 
-fn lt_dht_node6(dir: &Path, port: u16, bootstrap: &str) -> Proc {
-    let log = dir.join(format!("lt-dht6-{port}.log"));
-    let script = repo_root().join("tests/clients/lt_dht_node.py");
-    let proc = Proc::spawn(
-        "lt_dht_node.py",
-        Command::new("/usr/bin/python3").arg(script).args([
-            "--bind",
-            "::1",
-            "--port",
-            &port.to_string(),
-            "--bootstrap",
-            bootstrap,
-        ]),
-        &log,
-    );
-    wait_until("a libtorrent DHT node on ::1", Duration::from_secs(20), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("ready")
-    });
-    proc
-}
-
 #[test]
 fn libtorrent_finds_the_node_through_an_ipv6_dht_and_downloads_over_ipv6() {
     require_libtorrent();
@@ -58,8 +34,18 @@ fn libtorrent_finds_the_node_through_an_ipv6_dht_and_downloads_over_ipv6() {
     let (info_hash, _, size, title) = Node::index(&torrents).remove(0);
 
     let (pa, pb) = (free_port6(), free_port6());
-    let _lt_a = lt_dht_node6(node.dir.path(), pa, &format!("[::1]:{pb}"));
-    let _lt_b = lt_dht_node6(node.dir.path(), pb, &format!("[::1]:{pa}"));
+    let _lt_a = lt_dht_node(
+        node.dir.path(),
+        Ipv6Addr::LOCALHOST.into(),
+        pa,
+        &format!("[::1]:{pb}"),
+    );
+    let _lt_b = lt_dht_node(
+        node.dir.path(),
+        Ipv6Addr::LOCALHOST.into(),
+        pb,
+        &format!("[::1]:{pa}"),
+    );
     let local_dht = format!("[::1]:{pa},[::1]:{pb}");
 
     // IPv4 DHT off (no address), IPv6 DHT on ::1, TCP on ::1.

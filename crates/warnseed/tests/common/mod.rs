@@ -716,3 +716,32 @@ pub fn libtorrent_download_args(
     assert_eq!(v["ok"], true, "libtorrent download failed: {v}");
     v
 }
+
+/// A libtorrent session that is only a DHT node (tests/clients/lt_dht_node.py)
+/// on `ip` (IPv4 or IPv6) and `port`, joined to `bootstrap` (`host:port,…`).
+pub fn lt_dht_node(dir: &Path, ip: std::net::IpAddr, port: u16, bootstrap: &str) -> Proc {
+    let log = dir.join(format!("lt-dht-{ip}-{port}.log"));
+    let script = repo_root().join("tests/clients/lt_dht_node.py");
+    let proc = Proc::spawn(
+        "lt_dht_node.py",
+        Command::new("/usr/bin/python3").arg(script).args([
+            "--bind",
+            &ip.to_string(),
+            "--port",
+            &port.to_string(),
+            "--bootstrap",
+            bootstrap,
+        ]),
+        &log,
+    );
+    wait_until(
+        &format!("libtorrent DHT node on {ip}"),
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("ready")
+        },
+    );
+    proc
+}
