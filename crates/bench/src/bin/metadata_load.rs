@@ -27,7 +27,7 @@
 //! ```text
 //! cargo build --release -p warnseed-bench -j2
 //! target/release/metadata_load                                  # 2k, 5k, 10k, 15k/s, 20 s each
-//! target/release/metadata_load --decoys 100000 --rates 2000 --duration 5   # quick check
+//! target/release/metadata_load --decoys 20000 --lt-torrents 200 --rates 1000,3000 --duration 5   # quick check
 //! ```
 //!
 //! Nothing here asserts on time: it measures and prints.
@@ -692,7 +692,7 @@ impl Assembly {
 }
 
 /// One fetch: connect, handshakes, every metadata piece, SHA-1 check.
-/// Returns the bytes read.
+/// Returns the bytes read and the size of the info dictionary.
 async fn fetch(
     target: SocketAddr,
     source: IpAddr,
