@@ -154,8 +154,17 @@ impl InfoFields<'_> {
         sink.put(&head);
         let pieces = self.pieces_in(start, end);
         sink.pos = head.len() + pieces.start as usize * 20;
-        for i in pieces {
-            sink.put(&hash_of(i));
+        // Hashes go into the window 64 at a time: one append per hash made
+        // building a crawler's metadata the seeder's largest cost after TCP.
+        let mut batch = [0u8; 20 * 64];
+        let mut i = pieces.start;
+        while i < pieces.end {
+            let k = (pieces.end - i).min(64);
+            for (j, slot) in batch.chunks_exact_mut(20).take(k as usize).enumerate() {
+                slot.copy_from_slice(&hash_of(i + j as u32));
+            }
+            sink.put(&batch[..k as usize * 20]);
+            i += k;
         }
         sink.pos = head.len() + self.piece_count() as usize * 20;
         sink.put(b"e");
@@ -184,11 +193,16 @@ impl InfoFields<'_> {
     /// Byte length of the info dictionary, computed without building it
     /// (advertised as `metadata_size` in the BEP 10 handshake).
     pub fn encoded_len(&self) -> usize {
+        // Digit counts without formatting: this runs for every metadata
+        // window a crawler asks for.
+        fn digits(n: u64) -> usize {
+            n.checked_ilog10().map_or(1, |d| d as usize + 1)
+        }
         fn int_len(n: u64) -> usize {
-            n.to_string().len() + 2
+            digits(n) + 2
         }
         fn str_len(n: usize) -> usize {
-            n.to_string().len() + 1 + n
+            digits(n as u64) + 1 + n
         }
         let pieces = self.piece_count() as usize * 20;
         2 + str_len(6)
@@ -413,6 +427,38 @@ mod window_tests {
             let want: Vec<u32> = f.pieces_in(start, end).collect();
             assert_eq!(asked, want);
             assert!(asked.len() <= (end - start) / 20 + 2);
+        }
+    }
+
+    /// Windows that span more than one batch of hashes, and lengths on
+    /// both sides of a digit boundary (`encoded_len` counts digits).
+    #[test]
+    fn every_16_kib_window_of_large_dictionaries_matches_the_whole() {
+        for (length, piece_length) in [
+            (9_999_999_999u64, 4 << 20),
+            (10_000_000_000, 4 << 20),
+            (99 * 16384 + 1, 16384),
+            (4000 * 65536, 65536),
+        ] {
+            let f = InfoFields {
+                name: "sample-title-000002.mp4",
+                length,
+                piece_length,
+            };
+            let hash = |i: u32| {
+                let mut h = [0u8; 20];
+                h[..4].copy_from_slice(&i.to_le_bytes());
+                h[19] = 0xa5;
+                h
+            };
+            let whole = f.to_bytes(hash);
+            assert_eq!(whole.len(), f.encoded_len(), "{length}");
+            for start in (0..whole.len()).step_by(16384).chain([7, 1283]) {
+                let end = (start + 16384).min(whole.len());
+                let mut out = Vec::new();
+                f.write_range(start, end, &mut out, hash);
+                assert_eq!(out, whole[start..end], "{length} {start}..{end}");
+            }
         }
     }
 }

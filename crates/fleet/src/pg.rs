@@ -73,6 +73,30 @@ SELECT u.day, u.ip_key FROM unnest($1::int8[], $2::bytea[], $3::int8[]) AS u(day
 WHERE EXISTS (SELECT 1 FROM rollup_ip r WHERE r.ip_key = u.ip_key AND r.first_completed_ms < u.started)
 ON CONFLICT DO NOTHING";
 
+// Repeat downloaders per period (`rollup::REPEAT_PERIOD_SQL` over arrays).
+// Several days of one week name the same row: DO NOTHING takes that.
+const BULK_REPEAT_PERIODS: &str = "
+INSERT INTO rollup_uniques (period, dim, key, ip_key)
+SELECT u.period, 'repeat', '', u.ip_key FROM unnest($1::text[], $2::bytea[], $3::int8[]) AS u(period, ip_key, started)
+WHERE EXISTS (SELECT 1 FROM rollup_ip r WHERE r.ip_key = u.ip_key AND r.first_completed_ms < u.started)
+ON CONFLICT DO NOTHING";
+
+// Once per store: repeat downloaders of a store written before they were
+// kept per period, from the per-day rows, with the labels of
+// `rollup::periods` (ISO week-numbering year and week for `w`).
+const BACKFILL_REPEAT_PERIODS: &str = "
+INSERT INTO rollup_uniques (period, dim, key, ip_key)
+SELECT p.period, 'repeat', '', r.ip_key
+FROM rollup_repeat r CROSS JOIN LATERAL (VALUES
+    ('d' || to_char(date '1970-01-01' + r.day::int, 'YYYY-MM-DD')),
+    ('w' || to_char(date '1970-01-01' + r.day::int, 'IYYY-IW')),
+    ('m' || to_char(date '1970-01-01' + r.day::int, 'YYYY-MM')),
+    ('y' || to_char(date '1970-01-01' + r.day::int, 'YYYY'))) AS p(period)
+WHERE NOT EXISTS (SELECT 1 FROM fleet_migrations WHERE name = 'repeat_periods')
+ON CONFLICT DO NOTHING;
+INSERT INTO fleet_migrations (name) VALUES ('repeat_periods') ON CONFLICT DO NOTHING;
+";
+
 /// How far one node has forwarded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeHead {
@@ -101,6 +125,7 @@ struct Statements {
     uniques: Statement,
     ip: Statement,
     repeat: Statement,
+    repeat_periods: Statement,
 }
 
 /// An async connection to the fleet's schema.
@@ -174,6 +199,7 @@ impl PgClient {
             crate::schema::TABLES
         ))
         .await?;
+        tx.batch_execute(BACKFILL_REPEAT_PERIODS).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -199,6 +225,7 @@ impl PgClient {
                 uniques: c.prepare(BULK_UNIQUES).await?,
                 ip: c.prepare(BULK_IP).await?,
                 repeat: c.prepare(BULK_REPEAT).await?,
+                repeat_periods: c.prepare(BULK_REPEAT_PERIODS).await?,
             });
         }
         Ok(self.statements.as_ref().expect("prepared"))
@@ -429,11 +456,14 @@ impl PgClient {
 
     /// `RollupSource::repeats`, async.
     pub async fn repeats(&self, from_day: i64, to_day: i64) -> Result<i64, FleetError> {
+        // The fewest stored periods that make up the window (a year is
+        // one), as for distinct addresses.
+        let periods = warnseed_ledger::rollup::cover(from_day, to_day);
         Ok(self
             .client
             .query_one(
-                "SELECT count(DISTINCT ip_key) FROM rollup_repeat WHERE day >= $1 AND day <= $2",
-                &[&from_day, &to_day],
+                "SELECT count(DISTINCT ip_key) FROM rollup_uniques WHERE period = ANY($1) AND dim = 'repeat'",
+                &[&periods],
             )
             .await?
             .get(0))
@@ -544,6 +574,8 @@ pub struct PlanColumns {
     ip: (Blobs, Ints),
     /// day, ip_key, started_at_ms.
     repeat: (Ints, Blobs, Ints),
+    /// period, ip_key, started_at_ms.
+    repeat_periods: (Texts, Blobs, Ints),
 }
 
 type Ints = Vec<i64>;
@@ -570,6 +602,7 @@ impl PlanColumns {
         let mut uniques = Vec::new();
         let mut ips = Vec::new();
         let mut repeats = Vec::new();
+        let mut repeat_periods = Vec::new();
         for (sql, params) in statements {
             let table = sql
                 .trim_start()
@@ -585,6 +618,9 @@ impl PlanColumns {
                 }
                 ("rollup_ip", [Blob(ip), Int(at)]) => ips.push((ip, *at)),
                 ("rollup_repeat", [Int(day), Blob(ip), Int(started)]) => repeats.push((*day, ip, *started)),
+                ("rollup_uniques", [Text(period), Blob(ip), Int(started)]) => {
+                    repeat_periods.push((period, ip, *started));
+                }
                 _ => return None,
             }
         }
@@ -592,6 +628,7 @@ impl PlanColumns {
         uniques.sort_unstable();
         ips.sort_unstable();
         repeats.sort_unstable();
+        repeat_periods.sort_unstable();
         let mut c = PlanColumns::default();
         for (day, dim, key, values) in daily {
             let d = &mut c.daily;
@@ -618,6 +655,12 @@ impl PlanColumns {
             c.repeat.1.push(ip.clone());
             c.repeat.2.push(started);
         }
+        for (period, ip, started) in repeat_periods {
+            let r = &mut c.repeat_periods;
+            r.0.push(period.clone());
+            r.1.push(ip.clone());
+            r.2.push(started);
+        }
         Some(c)
     }
 }
@@ -639,6 +682,10 @@ async fn apply_columns(tx: &Transaction<'_>, st: &Statements, c: &PlanColumns) -
     if !c.repeat.0.is_empty() {
         let r = &c.repeat;
         tx.execute(&st.repeat, &[&r.0, &r.1, &r.2]).await?;
+    }
+    if !c.repeat_periods.0.is_empty() {
+        let r = &c.repeat_periods;
+        tx.execute(&st.repeat_periods, &[&r.0, &r.1, &r.2]).await?;
     }
     Ok(())
 }

@@ -105,4 +105,8 @@ CREATE TABLE IF NOT EXISTS rollup_repeat (
     ip_key BYTEA NOT NULL,
     PRIMARY KEY (day, ip_key)
 );
+-- One-time changes to what the store holds, by name, done once each.
+CREATE TABLE IF NOT EXISTS fleet_migrations (
+    name TEXT PRIMARY KEY
+);
 "#;

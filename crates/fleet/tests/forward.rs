@@ -52,6 +52,32 @@ fn reports_from_postgres_equal_reports_from_sqlite() {
     assert!(repeats > 0, "the data has repeat downloaders");
     assert_same_reports(&mut local, &mut pg, day_of(START_MS), day_of(START_MS) + 11);
 
+    // A store written before repeat downloaders were kept per period gets
+    // them from the per-day rows, once, when a node next connects.
+    let kept = |pg: &mut warnseed_fleet::PgStore| -> i64 {
+        pg.run(async |c| {
+            c.raw()
+                .query_one("SELECT count(*) FROM rollup_uniques WHERE dim = 'repeat'", &[])
+                .await
+                .unwrap()
+                .get(0)
+        })
+    };
+    let before = kept(&mut pg);
+    assert!(before > 0);
+    pg.run(async |c| {
+        c.raw()
+            .batch_execute(
+                "DELETE FROM rollup_uniques WHERE dim = 'repeat'; DELETE FROM fleet_migrations WHERE name = 'repeat_periods';",
+            )
+            .await
+            .unwrap()
+    });
+    drop(pg);
+    let mut pg = schema.store();
+    assert_eq!(kept(&mut pg), before, "backfilled the rows the forwarding wrote");
+    assert_same_reports(&mut local, &mut pg, day_of(START_MS), day_of(START_MS) + 11);
+
     // Geolocation and seals arrived with the records.
     let (geo, seals): (i64, i64) = pg.run(async |c| {
         let r = c

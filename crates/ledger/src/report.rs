@@ -353,6 +353,16 @@ impl RollupSource for crate::LedgerStore {
     }
 
     fn repeats(&mut self, from_day: i64, to_day: i64) -> Result<i64, String> {
+        if self.has_repeat_periods().map_err(|e| e.to_string())? {
+            // The fewest stored periods that make up the window, as for
+            // distinct addresses: a year is one period's rows.
+            let periods = crate::rollup::cover(from_day, to_day);
+            return Ok(self
+                .uniques_over(crate::rollup::REPEAT_DIMENSION, &periods)?
+                .first()
+                .map_or(0, |(_, n)| *n));
+        }
+        // A ledger from before per-period repeats, opened read-only.
         // Distinct in a hash set here rather than SQLite's count(DISTINCT),
         // which builds a temporary index (on disk by default) of every row.
         let mut stmt = self
@@ -568,6 +578,60 @@ mod tests {
                 assert!(want > 0, "repeats exercised");
             }
         }
+    }
+
+    /// A ledger that kept repeat downloaders per day only gets them per
+    /// period when opened for writing; opened read-only it still counts
+    /// them, from the days.
+    #[test]
+    fn repeats_of_an_older_ledger_are_backfilled_or_read_from_days() {
+        let (dir, mut store) = store();
+        let first = crate::rollup::days_from_civil(2026, 11, 20);
+        let windows = [(0, 69), (11, 41), (3, 9), (12, 12), (-5, 80)];
+        let want: Vec<i64> = windows
+            .iter()
+            .map(|&(a, b)| store.repeats(first + a, first + b).unwrap())
+            .collect();
+        assert!(want[0] > 0, "repeats exercised");
+        let periods_before: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM rollup_uniques WHERE dim = 'repeat'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        store
+            .conn
+            .execute_batch(
+                "DELETE FROM rollup_uniques WHERE dim = 'repeat';
+                 DELETE FROM ledger_meta WHERE key = 'repeat_periods';",
+            )
+            .unwrap();
+        drop(store);
+        let path = dir.path().join("ledger.sqlite");
+        let mut old = crate::LedgerStore::open_read_only(&path).unwrap();
+        let got: Vec<i64> = windows
+            .iter()
+            .map(|&(a, b)| old.repeats(first + a, first + b).unwrap())
+            .collect();
+        assert_eq!(got, want, "read-only, from the days");
+        drop(old);
+        let mut store = crate::LedgerStore::open(&path).unwrap();
+        let periods_after: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM rollup_uniques WHERE dim = 'repeat'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(periods_after, periods_before, "backfilled the same rows");
+        let got: Vec<i64> = windows
+            .iter()
+            .map(|&(a, b)| store.repeats(first + a, first + b).unwrap())
+            .collect();
+        assert_eq!(got, want, "backfilled");
     }
 
     #[test]

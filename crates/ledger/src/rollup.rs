@@ -13,7 +13,10 @@
 //!   received a whole file;
 //! - `rollup_ip`: per address key, when it first received the whole file;
 //! - `rollup_repeat`: per day, address keys whose download started after
-//!   they had received the warning (the repeat downloaders).
+//!   they had received the warning (the repeat downloaders); the same
+//!   addresses are also kept per period in `rollup_uniques` under the
+//!   dimension `repeat` (key ''), so a year's repeat downloaders are one
+//!   period's rows rather than every day's.
 //!
 //! Address keys are HMAC-SHA256 of the address under a secret kept in the
 //! ledger: pseudonyms, not anonymous. Whoever holds the ledger file holds
@@ -143,7 +146,7 @@ pub fn periods(day: i64) -> [String; 4] {
 /// then whole months in what is left, then whole ISO weeks, then days. The
 /// distinct addresses of the window are the union of theirs, so reading
 /// these reads far fewer rows than reading its days.
-pub(crate) fn cover(from: i64, to: i64) -> Vec<String> {
+pub fn cover(from: i64, to: i64) -> Vec<String> {
     let mut out = Vec::new();
     cover_level(from, to, 0, &mut out);
     out
@@ -328,6 +331,14 @@ const IP_SQL: &str =
                      THEN excluded.first_completed_ms ELSE rollup_ip.first_completed_ms END";
 const REPEAT_SQL: &str = "INSERT INTO rollup_repeat (day, ip_key) SELECT $1, $2 WHERE EXISTS
                  (SELECT 1 FROM rollup_ip WHERE ip_key = $2 AND first_completed_ms < $3) ON CONFLICT DO NOTHING";
+/// The repeat row of one period of the start's day, on the same condition.
+const REPEAT_PERIOD_SQL: &str =
+    "INSERT INTO rollup_uniques (period, dim, key, ip_key) SELECT $1, 'repeat', '', $2
+                 WHERE EXISTS (SELECT 1 FROM rollup_ip WHERE ip_key = $2 AND first_completed_ms < $3)
+                 ON CONFLICT DO NOTHING";
+
+/// The dimension of `rollup_uniques` that holds repeat downloaders.
+pub const REPEAT_DIMENSION: &str = "repeat";
 
 impl Plan {
     pub fn new(rows: &[RollupRow<'_>]) -> Self {
@@ -373,6 +384,8 @@ impl Plan {
                 e[3] += r.bytes_sent as i64;
             }
             if r.downloading {
+                days.entry(day)
+                    .or_insert_with(|| periods(day).map(|p| strings.id(&p)));
                 let latest = plan.starts.entry((day, r.ip_key)).or_insert(i64::MIN);
                 *latest = (*latest).max(r.started_at_ms);
                 if r.completed {
@@ -477,6 +490,16 @@ impl Plan {
                 REPEAT_SQL,
                 vec![Value::Int(day), Value::Blob(ip_key.to_vec()), Value::Int(started)],
             ));
+            for &period in &self.days[&day] {
+                out.push((
+                    REPEAT_PERIOD_SQL,
+                    vec![
+                        Value::Text(self.strings.get(period).to_string()),
+                        Value::Blob(ip_key.to_vec()),
+                        Value::Int(started),
+                    ],
+                ));
+            }
         }
         out
     }
@@ -532,11 +555,39 @@ pub fn apply_sqlite(tx: &rusqlite::Transaction<'_>, plan: &Plan) -> rusqlite::Re
     }
     if !sorted.starts.is_empty() {
         let mut stmt = tx.prepare_cached(REPEAT_SQL)?;
+        let mut periods = tx.prepare_cached(UNIQUES_SQL)?;
         for (day, ip_key, started) in sorted.starts {
-            stmt.execute(params![day, &ip_key[..], started])?;
+            // The same shortcut: the day's row and its periods' rows are
+            // written together, so a new day row is the only case with
+            // period rows to add, and then the condition is known to hold.
+            if stmt.execute(params![day, &ip_key[..], started])? == 1 {
+                for &period in &plan.days[&day] {
+                    let period = plan.strings.get(period);
+                    periods.execute(params![period, REPEAT_DIMENSION, "", &ip_key[..]])?;
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Adds the per-period repeat rows of `rollup_uniques` for every
+/// `rollup_repeat` row, for a ledger whose repeats were kept per day only.
+/// Idempotent; returns the rows it added.
+pub fn backfill_repeat_periods(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<usize> {
+    let mut read = tx.prepare("SELECT day, ip_key FROM rollup_repeat")?;
+    let mut write = tx.prepare_cached(UNIQUES_SQL)?;
+    let mut labels: HashMap<i64, [String; 4]> = HashMap::new();
+    let mut added = 0;
+    let mut rows = read.query([])?;
+    while let Some(r) = rows.next()? {
+        let day: i64 = r.get(0)?;
+        let ip_key = r.get_ref(1)?.as_blob()?;
+        for period in labels.entry(day).or_insert_with(|| periods(day)).iter() {
+            added += write.execute(rusqlite::params![period, REPEAT_DIMENSION, "", ip_key])?;
+        }
+    }
+    Ok(added)
 }
 
 #[cfg(test)]
@@ -624,9 +675,21 @@ mod tests {
             out.push((IP_SQL, vec![Value::Blob(ip.to_vec()), Value::Int(at)]));
         }
         for (day, ip, at) in starts {
+            out.extend(repeat_statements(day, ip.to_vec(), at));
+        }
+        out
+    }
+
+    /// A start's repeat row for its day, then for each period of the day.
+    fn repeat_statements(day: i64, ip: Vec<u8>, at: i64) -> Vec<(&'static str, Vec<Value>)> {
+        let mut out = vec![(
+            REPEAT_SQL,
+            vec![Value::Int(day), Value::Blob(ip.clone()), Value::Int(at)],
+        )];
+        for period in periods(day) {
             out.push((
-                REPEAT_SQL,
-                vec![Value::Int(day), Value::Blob(ip.to_vec()), Value::Int(at)],
+                REPEAT_PERIOD_SQL,
+                vec![Value::Text(period), Value::Blob(ip.clone()), Value::Int(at)],
             ));
         }
         out
@@ -690,10 +753,11 @@ mod tests {
                     *e = (*e).max(*at);
                     false
                 }
+                (REPEAT_PERIOD_SQL, _) => false,
                 _ => true,
             });
             for ((d, ip), at) in latest {
-                reference.push((REPEAT_SQL, vec![Value::Int(d), Value::Blob(ip), Value::Int(at)]));
+                reference.extend(repeat_statements(d, ip, at));
             }
             assert_eq!(new, reference, "seed {seed}");
         }

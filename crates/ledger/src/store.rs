@@ -213,7 +213,47 @@ impl LedgerStore {
             enricher: None,
         };
         store.catch_up_rollups()?;
+        store.backfill_repeat_periods()?;
         Ok(store)
+    }
+
+    /// Once per ledger: repeat downloaders kept per period
+    /// ([`crate::rollup::backfill_repeat_periods`]) for a ledger that kept
+    /// them per day only. Marked done in `ledger_meta`.
+    fn backfill_repeat_periods(&mut self) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let done: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM ledger_meta WHERE key = 'repeat_periods'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !done {
+            let added = crate::rollup::backfill_repeat_periods(&tx)?;
+            tx.execute(
+                "INSERT INTO ledger_meta (key, value) VALUES ('repeat_periods', 'kept')",
+                [],
+            )?;
+            if added > 0 {
+                tracing::info!(rows = added, "repeat downloaders now kept per period");
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether repeat downloaders are kept per period here (a ledger from
+    /// before that, opened read-only, has them per day only).
+    pub(crate) fn has_repeat_periods(&self) -> Result<bool, LedgerError> {
+        if !self.has_table("ledger_meta")? {
+            return Ok(false);
+        }
+        Ok(self.conn.query_row(
+            "SELECT count(*) > 0 FROM ledger_meta WHERE key = 'repeat_periods'",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Keys addresses in the aggregates with `secret` instead of this

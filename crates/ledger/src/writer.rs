@@ -1,6 +1,6 @@
 use crate::{LedgerError, LedgerStore, SessionRecord};
 use std::path::Path;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,11 @@ impl Default for WriterConfig {
         }
     }
 }
+
+/// Longest the writer sleeps between two drains of its queue while a batch
+/// gathers: at 500,000 records/s, 10 ms is 5,000 records, a twentieth of
+/// the default queue.
+const GATHER_NAP: Duration = Duration::from_millis(10);
 
 /// Errors that pass: a busy or locked database, a full disk, an I/O error.
 fn transient(e: &LedgerError) -> bool {
@@ -112,15 +117,34 @@ impl LedgerWriter {
                     }
                     let deadline = Instant::now() + config.max_delay;
                     let mut disconnected = false;
-                    while batch.len() < config.max_batch {
-                        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                            Ok(r) => batch.push(r),
-                            Err(RecvTimeoutError::Timeout) => break,
-                            Err(RecvTimeoutError::Disconnected) => {
-                                disconnected = true;
-                                break;
+                    // Gather by sleeping and draining rather than waiting
+                    // on each record: a receiver blocked in `recv` makes
+                    // every sender's `send` a futex wake-up, which under a
+                    // crawler's thousands of short sessions a second cost
+                    // the sessions more than the records themselves. Naps
+                    // are short enough that the queue cannot fill between
+                    // two drains at the rates the window is sized for.
+                    'gather: while batch.len() < config.max_batch {
+                        loop {
+                            match rx.try_recv() {
+                                Ok(r) => {
+                                    batch.push(r);
+                                    if batch.len() >= config.max_batch {
+                                        break 'gather;
+                                    }
+                                }
+                                Err(TryRecvError::Empty) => break,
+                                Err(TryRecvError::Disconnected) => {
+                                    disconnected = true;
+                                    break 'gather;
+                                }
                             }
                         }
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        std::thread::sleep((deadline - now).min(GATHER_NAP));
                     }
                     // A failed commit (disk full, database locked) keeps the
                     // batch and retries: dropping it would lose evidence.

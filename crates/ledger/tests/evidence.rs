@@ -76,6 +76,11 @@ fn an_export_for_one_address_verifies_offline() {
     let text = serde_json::to_string(&e).unwrap();
     let back: Evidence = serde_json::from_str(&text).unwrap();
     assert_eq!(verify_evidence(&back).unwrap(), check);
+    // The `evidence` fuzz target's seed is this export (fuzz/README.md).
+    if let Some(dir) = std::env::var_os("WARNSEED_FUZZ_SEED_DIR") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(std::path::Path::new(&dir).join("seed-export.json"), &text).unwrap();
+    }
 }
 
 #[test]

@@ -104,8 +104,72 @@ struct Shared {
     slots: Arc<Semaphore>,
 }
 
+/// Sessions of one accept loop that have not ended yet. Counted rather
+/// than kept in a `JoinSet`: a set wakes the accept loop for every session
+/// that ends, and each wake-up re-polled the listener (a failed `accept`
+/// per crawler fetch, besides the wake-up itself).
+#[derive(Default)]
+struct Sessions {
+    active: std::sync::atomic::AtomicUsize,
+    none_left: tokio::sync::Notify,
+}
+
+impl Sessions {
+    fn start(self: &Arc<Self>) -> SessionGuard {
+        self.active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        SessionGuard {
+            sessions: Arc::clone(self),
+            finished: false,
+        }
+    }
+
+    async fn all_ended(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read, so a session ending in
+            // between still wakes this.
+            notified.as_mut().enable();
+            if self.active.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Held by a session's task; its drop counts the session as ended, also
+/// when the task never finished (it panicked, or the runtime went away).
+struct SessionGuard {
+    sessions: Arc<Sessions>,
+    finished: bool,
+}
+
+impl SessionGuard {
+    /// The session ran to its end (and registered itself).
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::error!("a connection task failed; its session is not registered");
+        }
+        if self
+            .sessions
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.sessions.none_left.notify_waiters();
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
-    let mut sessions = JoinSet::new();
+    let sessions = Arc::new(Sessions::default());
     let mut stop = shutdown.clone();
     loop {
         tokio::select! {
@@ -118,9 +182,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch
                     };
                     let shared = Arc::clone(&shared);
                     let shutdown = shutdown.clone();
-                    sessions.spawn(async move {
+                    let guard = sessions.start();
+                    tokio::spawn(async move {
                         run_connection(stream, remote, &shared, shutdown).await;
                         drop(permit);
+                        guard.finish();
                     });
                 }
                 Err(e) => {
@@ -129,16 +195,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
-            Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
-                if let Err(e) = joined {
-                    tracing::error!(error = %e, "a connection task failed; its session is not registered");
-                }
-            }
             _ = stopped(&mut stop) => break,
         }
     }
     // Sessions see the same shutdown signal and finish on their own.
-    while sessions.join_next().await.is_some() {}
+    sessions.all_ended().await;
 }
 
 /// Resolves once the shutdown flag is true (returns no borrow, so the
@@ -192,7 +253,7 @@ async fn run_connection(
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut slot = None;
     let mut framing = Framing::new(Instant::now());
-    let session_key = random_key();
+    let session_key = session_key();
     let idle = shared.config.limits.idle_timeout;
     let (mut rd, mut wr) = stream.split();
     // One timer per connection, moved only when the deadline changes,
@@ -291,7 +352,13 @@ async fn run_connection(
             }
         }
     }
-    let _ = wr.shutdown().await;
+    // After the peer's own FIN there is nothing left to read, so dropping
+    // the socket sends ours without a separate `shutdown` call (a syscall
+    // per crawler fetch); otherwise shut down first so what was written
+    // is flushed before the close.
+    if !matches!(session.close_reason(), Some(CloseReason::PeerClosed)) {
+        let _ = wr.shutdown().await;
+    }
     if let Some(record) = finish(
         shared,
         remote,
@@ -323,11 +390,25 @@ async fn register(shared: &Shared, record: SessionRecord) {
     }
 }
 
-fn random_key() -> i64 {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("the operating system provides randomness");
-    // Positive, so it reads naturally in SQL.
-    (u64::from_be_bytes(b) >> 1) as i64
+/// A session's key in the ledger: the millisecond it began (42 bits, good
+/// until 2109) over a 21-bit counter that starts at a random value in each
+/// process. Unique without coordination (two sessions would need the same
+/// millisecond and the same counter value), positive so it reads naturally
+/// in SQL, and increasing: the ledger indexes it, and keys that grow go to
+/// the end of the index instead of a random page each, which made the key
+/// index a third of the ledger's disk writes under a crawler's load.
+fn session_key() -> i64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static COUNTER: OnceLock<AtomicU64> = OnceLock::new();
+    let counter = COUNTER.get_or_init(|| {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).expect("the operating system provides randomness");
+        AtomicU64::new(u64::from_le_bytes(b))
+    });
+    let low = counter.fetch_add(1, Ordering::Relaxed) & ((1 << 21) - 1);
+    let ms = (now_ms().max(0) as u64) & ((1 << 42) - 1);
+    ((ms << 21) | low) as i64
 }
 
 fn io_reason(e: std::io::Error) -> CloseReason {
@@ -392,17 +473,36 @@ fn finish(
         notify(shared, remote, summary.info_hash, reason, false);
         return None;
     };
-    let client = summary.peer_id.as_ref().map(decode_peer_id);
-    tracing::info!(
-        %remote,
-        info_hash = %hex(decoy.info_hash()),
-        decoy_id = decoy.id(),
-        client = client.as_ref().map(|c| c.to_string()).unwrap_or_default(),
-        bytes_sent = summary.bytes_sent,
-        completed = summary.completed(),
-        reason = %reason,
-        "session closed"
-    );
+    let client = || {
+        let client = summary.peer_id.as_ref().map(decode_peer_id);
+        client.map(|c| c.to_string()).unwrap_or_default()
+    };
+    // Sessions that took no piece (DHT indexers fetching metadata, clients
+    // that only looked) come by the thousand a second under a crawler and
+    // are all in the ledger anyway: the log keeps them at debug so that at
+    // `info` it reads as a list of downloads.
+    if summary.pieces_sent > 0 {
+        tracing::info!(
+            %remote,
+            info_hash = %hex(decoy.info_hash()),
+            decoy_id = decoy.id(),
+            client = client(),
+            bytes_sent = summary.bytes_sent,
+            completed = summary.completed(),
+            reason = %reason,
+            "session closed"
+        );
+    } else {
+        tracing::debug!(
+            %remote,
+            info_hash = %hex(decoy.info_hash()),
+            decoy_id = decoy.id(),
+            client = client(),
+            bytes_sent = summary.bytes_sent,
+            reason = %reason,
+            "session closed without a piece"
+        );
+    }
     let opened = open_record(remote, started_ms, session_key, session, transport)?;
     let record = SessionRecord {
         kind: RecordKind::Close,
@@ -418,4 +518,24 @@ fn finish(
     };
     notify(shared, remote, Some(*decoy.info_hash()), reason, true);
     Some(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_keys_are_positive_distinct_and_grow_with_time() {
+        let keys: Vec<i64> = (0..10_000).map(|_| session_key()).collect();
+        assert!(keys.iter().all(|&k| k > 0));
+        let distinct: std::collections::HashSet<i64> = keys.iter().copied().collect();
+        assert_eq!(distinct.len(), keys.len());
+        // The millisecond is the high part.
+        let ms = |k: i64| k >> 21;
+        let now = now_ms();
+        assert!(keys.iter().all(|&k| (now - 10_000..=now).contains(&ms(k))));
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let later = session_key();
+        assert!(keys.iter().all(|&k| later > k), "a later millisecond sorts after");
+    }
 }
