@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement, Transaction};
 use warnseed_ledger::report::{PeriodSelection, RollupSource};
-use warnseed_ledger::rollup::{Plan, RollupRow, Value};
+use warnseed_ledger::rollup::{KnownUniques, Plan, RollupRow, Value};
 
 type Param<'a> = &'a (dyn ToSql + Sync);
 
@@ -134,6 +134,10 @@ pub struct PgClient {
     schema: String,
     statements: Option<Statements>,
     connection: tokio::task::JoinHandle<()>,
+    /// `rollup_uniques` rows this client has committed: rows are never
+    /// deleted, so they need not be sent again (an address's every session
+    /// would otherwise send its day, week, month and year rows).
+    known_uniques: KnownUniques,
 }
 
 impl PgClient {
@@ -166,6 +170,7 @@ impl PgClient {
             client,
             schema: config.schema.clone(),
             statements: None,
+            known_uniques: KnownUniques::default(),
             connection,
         })
     }
@@ -207,6 +212,7 @@ impl PgClient {
     /// Drops the schema and everything in it (tests and benchmarks).
     pub async fn drop_schema(&mut self) -> Result<(), FleetError> {
         self.statements = None;
+        self.known_uniques.clear();
         self.client
             .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema))
             .await?;
@@ -302,6 +308,7 @@ impl PgClient {
         let st = self.statements.as_ref().expect("prepared");
         let tx = self.client.transaction().await?;
         let mut outcome = ForwardOutcome::default();
+        let mut stored_tags = Vec::new();
         if let Some(first) = b.first_seq() {
             let params: [Param<'_>; 27] = [
                 &node_id,
@@ -363,7 +370,9 @@ impl PgClient {
                     }
                 }
             };
-            apply_columns(&tx, st, columns).await?;
+            let (unsent, tags) = unknown_uniques(&columns.uniques, &self.known_uniques);
+            apply_columns(&tx, st, columns, unsent.as_ref()).await?;
+            stored_tags = tags;
             let last = b.last_seq().expect("non-empty");
             tx.execute(&st.node, &[&node_id, &last, &warnseed_ledger::unix_ms()])
                 .await?;
@@ -391,6 +400,7 @@ impl PgClient {
                 .await?;
         }
         tx.commit().await?;
+        self.known_uniques.add(stored_tags);
         Ok(outcome)
     }
 
@@ -569,7 +579,7 @@ pub struct PlanColumns {
     /// day, dim, key, started, closed, completed, bytes.
     daily: (Ints, Texts, Texts, [Ints; 4]),
     /// period, dim, key, ip_key.
-    uniques: (Texts, Texts, Texts, Blobs),
+    uniques: UniqueColumns,
     /// ip_key, first_completed_ms.
     ip: (Blobs, Ints),
     /// day, ip_key, started_at_ms.
@@ -665,15 +675,45 @@ impl PlanColumns {
     }
 }
 
-/// Applies a plan's columns inside `tx`: four array statements.
-async fn apply_columns(tx: &Transaction<'_>, st: &Statements, c: &PlanColumns) -> Result<(), FleetError> {
+type UniqueColumns = (Texts, Texts, Texts, Blobs);
+
+/// The rows of `u` not in `known` (None when that is all of them), and the
+/// tags of all of them, to be known once the transaction commits.
+fn unknown_uniques(u: &UniqueColumns, known: &KnownUniques) -> (Option<UniqueColumns>, Vec<u128>) {
+    let tags: Vec<u128> = (0..u.0.len())
+        .map(|i| KnownUniques::tag(&u.0[i], &u.1[i], &u.2[i], &u.3[i]))
+        .collect();
+    if !tags.iter().any(|t| known.contains(*t)) {
+        return (None, tags);
+    }
+    let mut rest = UniqueColumns::default();
+    for (i, tag) in tags.iter().enumerate() {
+        if !known.contains(*tag) {
+            rest.0.push(u.0[i].clone());
+            rest.1.push(u.1[i].clone());
+            rest.2.push(u.2[i].clone());
+            rest.3.push(u.3[i].clone());
+        }
+    }
+    (Some(rest), tags)
+}
+
+/// Applies a plan's columns inside `tx`: one array statement per table;
+/// `uniques`, when given, in place of the plan's own rows of
+/// `rollup_uniques`.
+async fn apply_columns(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    c: &PlanColumns,
+    uniques: Option<&UniqueColumns>,
+) -> Result<(), FleetError> {
     if !c.daily.0.is_empty() {
         let d = &c.daily;
         let [s, cl, co, by] = &d.3;
         tx.execute(&st.daily, &[&d.0, &d.1, &d.2, s, cl, co, by]).await?;
     }
-    if !c.uniques.0.is_empty() {
-        let u = &c.uniques;
+    let u = uniques.unwrap_or(&c.uniques);
+    if !u.0.is_empty() {
         tx.execute(&st.uniques, &[&u.0, &u.1, &u.2, &u.3]).await?;
     }
     if !c.ip.0.is_empty() {

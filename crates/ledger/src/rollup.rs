@@ -526,8 +526,78 @@ impl rusqlite::ToSql for Value {
 /// and their statements (which would change nothing) are skipped. For an
 /// address seen before that day, one statement instead of four.
 pub fn apply_sqlite(tx: &rusqlite::Transaction<'_>, plan: &Plan) -> rusqlite::Result<()> {
+    apply_sqlite_known(tx, plan, &KnownUniques::default()).map(drop)
+}
+
+/// Per-day rows of `rollup_uniques` a ledger's writer knows are stored,
+/// so a busy address's every session does not look its rows up again:
+/// under a crawler those look-ups were a third of the ledger's work. Rows
+/// are never deleted, so an entry stays true; entries are added only for
+/// committed transactions ([`KnownUniques::add`] after the commit).
+///
+/// An entry is a 128-bit tag: the row's address key (HMAC output, already
+/// uniform) mixed with a hash of its day, dimension and key. Two rows
+/// share a tag with odds of about 2^-64 per pair. Bounded: when full it
+/// starts again empty (it is only a cache).
+#[derive(Debug, Default)]
+pub struct KnownUniques {
+    tags: FxSet<u128>,
+}
+
+impl KnownUniques {
+    /// About 48 MiB when full.
+    const MAX: usize = 2_000_000;
+
+    /// The tag of row (period, dim, key, ip_key) of `rollup_uniques`.
+    pub fn tag(period: &str, dim: &str, key: &str, ip_key: &[u8]) -> u128 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (period, dim, key, ip_key).hash(&mut h);
+        let h = h.finish();
+        let mut prefix = [0u8; 16];
+        let n = ip_key.len().min(16);
+        prefix[..n].copy_from_slice(&ip_key[..n]);
+        u128::from_le_bytes(prefix) ^ (u128::from(h) << 64 | u128::from(h.rotate_left(29)))
+    }
+
+    pub fn contains(&self, tag: u128) -> bool {
+        self.tags.contains(&tag)
+    }
+
+    /// Forgets every row (the store was emptied or replaced).
+    pub fn clear(&mut self) {
+        self.tags.clear();
+    }
+
+    /// Records the tags [`apply_sqlite_known`] returned, once their
+    /// transaction has committed.
+    pub fn add(&mut self, tags: Vec<u128>) {
+        if self.tags.len() + tags.len() > Self::MAX {
+            self.tags.clear();
+        }
+        self.tags.extend(tags);
+    }
+
+    pub fn len(&self) -> usize {
+        self.tags.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+}
+
+/// [`apply_sqlite`], skipping the per-day `rollup_uniques` rows `known`
+/// holds (and, as there, their periods' rows). Returns the tags of the
+/// per-day rows now stored, for [`KnownUniques::add`] after the commit.
+pub fn apply_sqlite_known(
+    tx: &rusqlite::Transaction<'_>,
+    plan: &Plan,
+    known: &KnownUniques,
+) -> rusqlite::Result<Vec<u128>> {
     use rusqlite::params;
     let sorted = plan.sorted();
+    let mut stored = Vec::new();
     if !sorted.daily.is_empty() {
         let mut stmt = tx.prepare_cached(DAILY_SQL)?;
         for (day, dim, key, [started, closed, completed, bytes]) in sorted.daily {
@@ -539,9 +609,14 @@ pub fn apply_sqlite(tx: &rusqlite::Transaction<'_>, plan: &Plan) -> rusqlite::Re
         let mut new = Vec::new();
         for &(day, dim, key, ip_key) in &sorted.uniques {
             let period = plan.strings.get(plan.days[&day][0]);
+            let tag = KnownUniques::tag(period, dim, plan.strings.get(key), &ip_key);
+            if known.contains(tag) {
+                continue;
+            }
             if stmt.execute(params![period, dim, plan.strings.get(key), &ip_key[..]])? == 1 {
                 new.push((day, dim, key, ip_key));
             }
+            stored.push(tag);
         }
         for (period, dim, key, ip_key) in plan.period_rows(&sorted.rank, new.into_iter(), 1..4) {
             stmt.execute(params![period, dim, key, &ip_key[..]])?;
@@ -568,7 +643,7 @@ pub fn apply_sqlite(tx: &rusqlite::Transaction<'_>, plan: &Plan) -> rusqlite::Re
             }
         }
     }
-    Ok(())
+    Ok(stored)
 }
 
 /// Adds the per-period repeat rows of `rollup_uniques` for every
@@ -785,8 +860,12 @@ mod tests {
         };
         let mut fast = rusqlite::Connection::open_in_memory().unwrap();
         let mut slow = rusqlite::Connection::open_in_memory().unwrap();
+        let mut cached = rusqlite::Connection::open_in_memory().unwrap();
         fast.execute_batch(SQLITE_SCHEMA).unwrap();
         slow.execute_batch(SQLITE_SCHEMA).unwrap();
+        cached.execute_batch(SQLITE_SCHEMA).unwrap();
+        let mut known = KnownUniques::default();
+        let mut skipped = 0;
         // Batches in turn, so later ones meet rows (and first completions)
         // the earlier ones wrote.
         for seed in 0..8 {
@@ -794,6 +873,20 @@ mod tests {
             let tx = fast.transaction().unwrap();
             apply_sqlite(&tx, &Plan::new(&rows)).unwrap();
             tx.commit().unwrap();
+            // With the cache of committed rows; one batch rolled back, whose
+            // rows must not be taken as stored.
+            let plan = Plan::new(&rows);
+            if seed == 3 {
+                let tx = cached.transaction().unwrap();
+                let tags = apply_sqlite_known(&tx, &plan, &known).unwrap();
+                assert!(!tags.is_empty());
+                tx.rollback().unwrap();
+            }
+            let tx = cached.transaction().unwrap();
+            let tags = apply_sqlite_known(&tx, &plan, &known).unwrap();
+            skipped += plan.uniques.len() - tags.len();
+            tx.commit().unwrap();
+            known.add(tags);
             let tx = slow.transaction().unwrap();
             for (sql, params) in reference_statements(&rows) {
                 tx.execute(sql, rusqlite::params_from_iter(params.iter()))
@@ -807,6 +900,8 @@ mod tests {
             "repeats exercised"
         );
         assert_eq!(a, b);
+        assert!(skipped > 100, "the cache skipped rows: {skipped}");
+        assert_eq!(dump(&cached), b, "with the cache");
     }
 
     #[test]

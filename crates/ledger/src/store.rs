@@ -126,6 +126,8 @@ pub struct LedgerStore {
     /// The same HMAC with its key blocks hashed once.
     ip_keyer: IpKeyer,
     enricher: Option<Box<dyn Enricher>>,
+    /// Aggregate rows this store has seen committed (a cache).
+    known_uniques: crate::rollup::KnownUniques,
 }
 
 /// The first record that fails verification, and why.
@@ -211,6 +213,7 @@ impl LedgerStore {
             ip_keyer: IpKeyer::new(secret.as_bytes()),
             ip_key_secret: secret.into_bytes(),
             enricher: None,
+            known_uniques: Default::default(),
         };
         store.catch_up_rollups()?;
         store.backfill_repeat_periods()?;
@@ -310,6 +313,7 @@ impl LedgerStore {
             ip_key_secret: Vec::new(),
             ip_keyer: IpKeyer::new(&[]),
             enricher: None,
+            known_uniques: Default::default(),
         })
     }
 
@@ -464,7 +468,7 @@ impl LedgerStore {
         if through < head.0 {
             roll_up_range(&tx, &self.ip_key_secret, through + 1, head.0)?;
         }
-        {
+        let stored = {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO sessions (id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip,
                  remote_port, peer_id, client_name, client_version, transport, bytes_sent, pieces_sent,
@@ -578,13 +582,15 @@ impl LedgerStore {
                     kommune: geo.kommune.as_deref(),
                 })
                 .collect();
-            crate::rollup::apply_sqlite(&tx, &Plan::new(&inputs))?;
-        }
+            crate::rollup::apply_sqlite_known(&tx, &Plan::new(&inputs), &self.known_uniques)?
+        };
         tx.execute(
             "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('rollups_through', ?1)",
             [head.0.to_string()],
         )?;
         tx.commit()?;
+        // Only now: a batch that failed to commit is retried in full.
+        self.known_uniques.add(stored);
         Ok(())
     }
 
