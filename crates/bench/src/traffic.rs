@@ -299,6 +299,7 @@ impl Model {
         let open = kind == RecordKind::Open;
         RollupRow {
             is_open: open,
+            is_close: !open,
             started_at_ms: s.started_at_ms,
             ended_at_ms: if open { s.started_at_ms } else { s.ended_at_ms },
             network: "bittorrent",

@@ -107,7 +107,8 @@ impl Batch {
     pub fn rollup_row(&self, i: usize) -> RollupRow<'_> {
         let geo = self.geo[i].as_ref();
         RollupRow {
-            is_open: self.kind[i] == "open",
+            is_open: warnseed_ledger::kind_opens_closes(&self.kind[i]).0,
+            is_close: warnseed_ledger::kind_opens_closes(&self.kind[i]).1,
             started_at_ms: self.started_at_ms[i],
             ended_at_ms: self.ended_at_ms[i],
             network: &self.network[i],

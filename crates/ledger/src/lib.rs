@@ -44,7 +44,7 @@ pub use evidence::{
 };
 pub use geo::{Enricher, GeoFields};
 pub use interest::{InterestAggregator, InterestRow};
-pub use record::{RecordKind, SessionRecord, Transport};
+pub use record::{coalesce_short_sessions, kind_opens_closes, RecordKind, SessionRecord, Transport};
 pub use retention::{hmac_sha256, pseudonym, Retention, RetentionOutcome};
 pub use seal::Seal;
 pub use store::{BadRecord, LedgerStore, LedgerSummary, StoredSession, Verification};

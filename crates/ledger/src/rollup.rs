@@ -75,7 +75,10 @@ pub enum Value {
 /// What one record contributes.
 #[derive(Clone, Debug)]
 pub struct RollupRow<'a> {
+    /// Counts the address (an open or a one-record session).
     pub is_open: bool,
+    /// Counts what the session did (a close or a one-record session).
+    pub is_close: bool,
     pub started_at_ms: i64,
     pub ended_at_ms: i64,
     pub network: &'a str,
@@ -361,6 +364,8 @@ impl Plan {
                 if let Some(k) = kommune {
                     plan.uniques.insert((day, "kommune", k, r.ip_key));
                 }
+            }
+            if !r.is_close {
                 continue;
             }
             let title = *titles
@@ -691,7 +696,7 @@ mod tests {
                 if dim == "kommune" && key.is_empty() {
                     continue;
                 }
-                if r.is_open {
+                if !r.is_close {
                     continue;
                 }
                 let e = daily.entry((day, dim, key)).or_default();
@@ -713,7 +718,8 @@ mod tests {
                         uniques.insert((period, "kommune", k.to_string(), r.ip_key));
                     }
                 }
-            } else if r.downloading {
+            }
+            if r.is_close && r.downloading {
                 starts.insert((day, r.ip_key, r.started_at_ms));
                 if r.completed {
                     let first = firsts.entry(r.ip_key).or_insert(i64::MAX);
@@ -795,8 +801,11 @@ mod tests {
                 let start = 20_780 * MS_PER_DAY + next(9 * MS_PER_DAY as u64) as i64 - 2 * MS_PER_DAY;
                 let mut ip_key = [0u8; 16];
                 ip_key[0] = next(40) as u8;
+                // Open, close, or (one in six) a one-record session.
+                let kind = next(6);
                 RollupRow {
-                    is_open: next(2) == 0,
+                    is_open: kind < 3 || kind == 5,
+                    is_close: kind >= 3,
                     started_at_ms: start,
                     ended_at_ms: start + next(3 * MS_PER_DAY as u64) as i64,
                     network: if next(5) == 0 { "ed2k" } else { "bittorrent" },
@@ -835,6 +844,39 @@ mod tests {
                 reference.extend(repeat_statements(d, ip, at));
             }
             assert_eq!(new, reference, "seed {seed}");
+        }
+    }
+
+    /// A one-record session counts exactly as its open and close records.
+    #[test]
+    fn a_one_record_session_counts_as_open_and_close() {
+        for seed in 0..10 {
+            let mut rows = rows(200 + seed, 50);
+            let split: Vec<RollupRow<'_>> = rows
+                .iter()
+                .flat_map(|r| {
+                    let open = RollupRow {
+                        is_open: true,
+                        is_close: false,
+                        ..r.clone()
+                    };
+                    let close = RollupRow {
+                        is_open: false,
+                        is_close: true,
+                        ..r.clone()
+                    };
+                    [open, close]
+                })
+                .collect();
+            for r in &mut rows {
+                r.is_open = true;
+                r.is_close = true;
+            }
+            assert_eq!(
+                Plan::new(&rows).statements(),
+                Plan::new(&split).statements(),
+                "seed {seed}"
+            );
         }
     }
 

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     ip_commitment BLOB NOT NULL,
     prev_hash BLOB NOT NULL,
     record_hash BLOB NOT NULL,
-    -- 'open' when the session named a decoy, 'close' when it ended.
+    -- 'open' when the session named a decoy, 'close' when it ended;
+    -- 'session' for both at once (it ended within the commit window).
     kind TEXT NOT NULL,
     session_key INTEGER NOT NULL
 );
@@ -568,7 +569,8 @@ impl LedgerStore {
                 .iter()
                 .zip(&geos)
                 .map(|(r, (ip_key, geo))| RollupRow {
-                    is_open: r.kind == crate::RecordKind::Open,
+                    is_open: r.kind.opens(),
+                    is_close: r.kind.closes(),
                     started_at_ms: r.started_at_ms,
                     ended_at_ms: r.ended_at_ms,
                     network: r.network,
@@ -658,16 +660,17 @@ impl LedgerStore {
     }
 
     pub fn summary(&self) -> Result<LedgerSummary, LedgerError> {
-        // A session is its close record, or its open record alone when the
-        // node died before the session ended (`unterminated`).
+        // A session is its close record (or its one `session` record), or
+        // its open record alone when the node died before the session
+        // ended (`unterminated`).
         Ok(self.conn.query_row(
             "SELECT
-                (SELECT count(*) FROM sessions WHERE kind = 'close'),
+                (SELECT count(*) FROM sessions WHERE kind IN ('close', 'session')),
                 (SELECT count(*) FROM sessions o WHERE o.kind = 'open' AND NOT EXISTS
                     (SELECT 1 FROM sessions c WHERE c.session_key = o.session_key AND c.kind = 'close')),
-                (SELECT coalesce(sum(completed), 0) FROM sessions WHERE kind = 'close'),
+                (SELECT coalesce(sum(completed), 0) FROM sessions WHERE kind IN ('close', 'session')),
                 (SELECT count(DISTINCT remote_ip) FROM sessions),
-                (SELECT coalesce(sum(bytes_sent), 0) FROM sessions WHERE kind = 'close'),
+                (SELECT coalesce(sum(bytes_sent), 0) FROM sessions WHERE kind IN ('close', 'session')),
                 (SELECT min(started_at_ms) FROM sessions),
                 (SELECT max(started_at_ms) FROM sessions)",
             [],
@@ -704,7 +707,8 @@ impl LedgerStore {
                     s.piece_count, s.peer_pieces_initial, s.peer_pieces_final, s.completed, s.close_reason,
                     g.country, g.kommune
              FROM sessions s LEFT JOIN session_geo g ON g.seq = s.id
-             WHERE s.kind = 'close' AND s.started_at_ms >= ?1 AND s.started_at_ms < ?2 ORDER BY s.id",
+             WHERE s.kind IN ('close', 'session') AND s.started_at_ms >= ?1 AND s.started_at_ms < ?2
+             ORDER BY s.id",
         )?;
         let mut rows = stmt.query([from_ms, to_ms])?;
         while let Some(r) = rows.next()? {
@@ -721,7 +725,7 @@ impl LedgerStore {
             "SELECT id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip, remote_port,
                     client_name, client_version, transport, bytes_sent, pieces_sent, piece_count,
                     peer_pieces_initial, peer_pieces_final, completed, close_reason
-             FROM sessions WHERE kind = 'close' ORDER BY id",
+             FROM sessions WHERE kind IN ('close', 'session') ORDER BY id",
         )?;
         let rows = stmt.query_map([], row_to_session)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1004,7 +1008,8 @@ fn roll_up_range(
         .map(|r| {
             debug_assert!(r.id >= from && r.id <= to);
             RollupRow {
-                is_open: r.kind == "open",
+                is_open: crate::kind_opens_closes(&r.kind).0,
+                is_close: crate::kind_opens_closes(&r.kind).1,
                 started_at_ms: r.started,
                 ended_at_ms: r.ended,
                 network: &r.network,

@@ -146,6 +146,9 @@ impl LedgerWriter {
                         }
                         std::thread::sleep((deadline - now).min(GATHER_NAP));
                     }
+                    // A session that opened and closed within this window
+                    // is one record (see `RecordKind::Session`).
+                    crate::coalesce_short_sessions(&mut batch);
                     // A failed commit (disk full, database locked) keeps the
                     // batch and retries: dropping it would lose evidence.
                     // Meanwhile the bounded queue fills and holds back the
@@ -248,5 +251,61 @@ mod tests {
         );
         let rows = store.sessions().unwrap();
         assert_eq!(rows[0].remote_ip, "127.0.0.1", "mapped IPv6 stored as IPv4");
+    }
+
+    /// Sessions that open and close within one window are one record each;
+    /// one whose open record committed in an earlier window keeps both.
+    #[test]
+    fn short_sessions_are_one_record_and_long_ones_two() {
+        use crate::RecordKind::Open;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let config = WriterConfig {
+            max_delay: Duration::from_millis(50),
+            ..WriterConfig::default()
+        };
+        let writer = LedgerWriter::open(&path, config).unwrap();
+        let tx = writer.sender();
+        let long = record(1_000);
+        tx.send(SessionRecord {
+            kind: Open,
+            ..long.clone()
+        })
+        .unwrap();
+        // Its open record commits on its own.
+        std::thread::sleep(Duration::from_millis(300));
+        for i in 0..200 {
+            tx.send(SessionRecord {
+                kind: Open,
+                ..record(i)
+            })
+            .unwrap();
+            tx.send(record(i)).unwrap();
+        }
+        for i in 200..250 {
+            tx.send(SessionRecord {
+                kind: Open,
+                ..record(i)
+            })
+            .unwrap();
+        }
+        tx.send(long).unwrap();
+        drop(tx);
+        // 1 + 200 + 50 + 1 records for 251 sessions (50 left open).
+        assert_eq!(writer.close().unwrap(), 252);
+        let store = LedgerStore::open(&path).unwrap();
+        let kinds: Vec<(String, i64)> = store
+            .conn
+            .prepare("SELECT kind, count(*) FROM sessions GROUP BY kind ORDER BY kind")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let want = [("close", 1), ("open", 51), ("session", 200)].map(|(k, n)| (k.to_string(), n));
+        assert_eq!(kinds, want);
+        let s = store.summary().unwrap();
+        assert_eq!((s.sessions, s.unterminated), (251, 50));
+        assert!(store.verify().unwrap().first_bad.is_none());
     }
 }

@@ -115,13 +115,14 @@ fn html(e: &Evidence, check: &EvidenceCheck, title: &dyn Fn(i64) -> String) -> S
         .iter()
         // A seed reconnecting ends "complete" too; only downloads deliver.
         .filter(|r| {
-            r.kind == "close" && r.completed && r.peer_pieces_initial.is_none_or(|p| p < r.piece_count)
+            r.kind != "open" && r.completed && r.peer_pieces_initial.is_none_or(|p| p < r.piece_count)
         })
         .count();
     let sent: i64 = e
         .records
         .iter()
-        .filter(|r| r.kind == "close")
+        // Close records and one-record sessions hold what a session sent.
+        .filter(|r| r.kind != "open")
         .map(|r| r.bytes_sent)
         .sum();
     let _ = write!(
@@ -177,7 +178,7 @@ fn html(e: &Evidence, check: &EvidenceCheck, title: &dyn Fn(i64) -> String) -> S
             r.seq,
             html_escape(&r.kind),
             format_time_ms(r.started_at_ms),
-            if r.kind == "close" {
+            if r.kind != "open" {
                 format_time_ms(r.ended_at_ms)
             } else {
                 "(opened)".into()

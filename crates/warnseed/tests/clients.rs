@@ -116,10 +116,9 @@ fn libtorrent_downloads_every_size_by_torrent_and_by_magnet() {
     assert!(out.contains("stopped:"), "{out}");
     let verified = warnseed(&["ledger", "verify", "--data", node.data_arg()]);
     let records = node.ledger_records();
-    assert!(
-        records >= 2 * node.sessions().len(),
-        "an open and a close record per session"
-    );
+    // An open and a close record per session, or one `session` record for
+    // a session that ended within its commit window.
+    assert!(records >= node.sessions().len(), "a record per session");
     assert!(
         verified.starts_with(&format!("ledger ok: {records} records")),
         "{verified}"

@@ -362,7 +362,7 @@ impl Node {
             .prepare(
                 "SELECT remote_ip, remote_port, client_name, client_version, bytes_sent, completed,
                         lower(hex(info_hash)), close_reason, started_at_ms, ended_at_ms, decoy_id, transport
-                 FROM sessions WHERE kind = 'close' ORDER BY id",
+                 FROM sessions WHERE kind IN ('close', 'session') ORDER BY id",
             )
             .unwrap();
         let rows = stmt
