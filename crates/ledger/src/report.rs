@@ -588,19 +588,24 @@ mod tests {
         let (dir, mut store) = store();
         let first = crate::rollup::days_from_civil(2026, 11, 20);
         let windows = [(0, 69), (11, 41), (3, 9), (12, 12), (-5, 80)];
-        let want: Vec<i64> = windows
-            .iter()
-            .map(|&(a, b)| store.repeats(first + a, first + b).unwrap())
-            .collect();
+        let counts = |s: &mut crate::LedgerStore| -> Vec<i64> {
+            windows
+                .iter()
+                .map(|&(a, b)| s.repeats(first + a, first + b).unwrap())
+                .collect()
+        };
+        let repeat_rows = |s: &crate::LedgerStore| -> i64 {
+            s.conn
+                .query_row(
+                    "SELECT count(*) FROM rollup_uniques WHERE dim = 'repeat'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        let want = counts(&mut store);
         assert!(want[0] > 0, "repeats exercised");
-        let periods_before: i64 = store
-            .conn
-            .query_row(
-                "SELECT count(*) FROM rollup_uniques WHERE dim = 'repeat'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let periods_before = repeat_rows(&store);
         store
             .conn
             .execute_batch(
@@ -611,26 +616,11 @@ mod tests {
         drop(store);
         let path = dir.path().join("ledger.sqlite");
         let mut old = crate::LedgerStore::open_read_only(&path).unwrap();
-        let got: Vec<i64> = windows
-            .iter()
-            .map(|&(a, b)| old.repeats(first + a, first + b).unwrap())
-            .collect();
-        assert_eq!(got, want, "read-only, from the days");
+        assert_eq!(counts(&mut old), want, "read-only, from the days");
         drop(old);
         let mut store = crate::LedgerStore::open(&path).unwrap();
-        let periods_after: i64 = store
-            .conn
-            .query_row(
-                "SELECT count(*) FROM rollup_uniques WHERE dim = 'repeat'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(periods_after, periods_before, "backfilled the same rows");
-        let got: Vec<i64> = windows
-            .iter()
-            .map(|&(a, b)| store.repeats(first + a, first + b).unwrap())
-            .collect();
+        assert_eq!(repeat_rows(&store), periods_before, "backfilled the same rows");
+        let got = counts(&mut store);
         assert_eq!(got, want, "backfilled");
     }
 
