@@ -15,6 +15,11 @@ pub struct WriterConfig {
     /// Records are sealed this long after they commit, at the latest (and
     /// when the writer opens and closes).
     pub seal_every: Duration,
+    /// Writes a session whose open and close records arrive in the same
+    /// batch as one `session` record ([`crate::coalesce_short_sessions`]).
+    /// On for a node; off for replays that feed records faster than real
+    /// time, where one batch spans minutes of sessions.
+    pub coalesce_short_sessions: bool,
 }
 
 impl Default for WriterConfig {
@@ -27,6 +32,7 @@ impl Default for WriterConfig {
             max_batch: 50_000,
             queue: 100_000,
             seal_every: Duration::from_secs(60),
+            coalesce_short_sessions: true,
         }
     }
 }
@@ -148,7 +154,9 @@ impl LedgerWriter {
                     }
                     // A session that opened and closed within this window
                     // is one record (see `RecordKind::Session`).
-                    crate::coalesce_short_sessions(&mut batch);
+                    if config.coalesce_short_sessions {
+                        crate::coalesce_short_sessions(&mut batch);
+                    }
                     // A failed commit (disk full, database locked) keeps the
                     // batch and retries: dropping it would lose evidence.
                     // Meanwhile the bounded queue fills and holds back the
@@ -307,5 +315,24 @@ mod tests {
         let s = store.summary().unwrap();
         assert_eq!((s.sessions, s.unterminated), (251, 50));
         assert!(store.verify().unwrap().first_bad.is_none());
+
+        // Off (replays): every record as sent.
+        let path = dir.path().join("replay.sqlite");
+        let config = WriterConfig {
+            coalesce_short_sessions: false,
+            ..WriterConfig::default()
+        };
+        let writer = LedgerWriter::open(&path, config).unwrap();
+        let tx = writer.sender();
+        for i in 0..10 {
+            tx.send(SessionRecord {
+                kind: Open,
+                ..record(i)
+            })
+            .unwrap();
+            tx.send(record(i)).unwrap();
+        }
+        drop(tx);
+        assert_eq!(writer.close().unwrap(), 20);
     }
 }

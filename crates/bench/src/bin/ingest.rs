@@ -235,6 +235,11 @@ fn ledger_ingest(
         WritePath::Writer => {
             let config = WriterConfig {
                 max_batch: batch,
+                // Replayed far faster than real time: a batch spans half an
+                // hour of sessions, whose open and close records a node
+                // would commit apart. Every record is written, as the raw
+                // loop writes them.
+                coalesce_short_sessions: false,
                 ..WriterConfig::default()
             };
             // Opening seals nothing (the ledger is new); the clock starts

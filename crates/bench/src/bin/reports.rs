@@ -236,11 +236,13 @@ fn generate_aggregates(out: &Path, c: &Campaign) -> Result<()> {
 /// The chained ledger: every record through `LedgerWriter`.
 fn generate_chained(out: &Path, c: &Campaign) -> Result<()> {
     let model = Arc::new(Model::new(c.seed, c.addresses, c.decoys_per_day));
-    let writer = LedgerWriter::open_with(
-        out,
-        WriterConfig::default(),
-        Some(Box::new(ModelGeo(model.clone()))),
-    )?;
+    // Replayed far faster than real time: every record is written, as a
+    // node writes sessions that outlast its commit window.
+    let config = WriterConfig {
+        coalesce_short_sessions: false,
+        ..WriterConfig::default()
+    };
+    let writer = LedgerWriter::open_with(out, config, Some(Box::new(ModelGeo(model.clone()))))?;
     let tx = writer.sender();
     let start = Instant::now();
     let mut last_report = Instant::now();
