@@ -280,8 +280,20 @@ mod tests {
             ..long.clone()
         })
         .unwrap();
-        // Its open record commits on its own.
-        std::thread::sleep(Duration::from_millis(300));
+        // Its open record commits on its own: wait until it is there.
+        let committed = || -> i64 {
+            rusqlite::Connection::open(&path)
+                .and_then(|c| c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)))
+                .unwrap_or(0)
+        };
+        let waited = Instant::now();
+        while committed() < 1 {
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "the open record never committed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         for i in 0..200 {
             tx.send(SessionRecord {
                 kind: Open,
