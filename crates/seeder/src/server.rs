@@ -171,6 +171,9 @@ impl Drop for SessionGuard {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let sessions = Arc::new(Sessions::default());
     let mut stop = shutdown.clone();
+    // Registered once, not per accepted connection (see run_connection).
+    let stop_signal = stopped(&mut stop);
+    tokio::pin!(stop_signal);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -195,7 +198,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
-            _ = stopped(&mut stop) => break,
+            _ = &mut stop_signal => break,
         }
     }
     // Sessions see the same shutdown signal and finish on their own.
@@ -261,6 +264,12 @@ async fn run_connection(
     let mut armed = session.poll_timeout().unwrap_or_else(Instant::now);
     let timer = tokio::time::sleep_until(armed.into());
     tokio::pin!(timer);
+    // One shutdown waiter per connection, registered on the first pass:
+    // a new one on every pass locked the channel's waiter list, which all
+    // connections share, several times per crawler fetch.
+    let shutdown_signal = stopped(&mut shutdown);
+    tokio::pin!(shutdown_signal);
+    let mut shutdown_seen = false;
     loop {
         if let Some(info_hash) = session.pending_lookup() {
             let mse_named = framing.mse_info_hash();
@@ -320,7 +329,7 @@ async fn run_connection(
                 _ = &mut timer => Step::Timer,
                 // In a block, so no timer is made while the branch is off.
                 _ = async { tokio::time::sleep(std::time::Duration::from_secs(1)).await }, if waiting_for_slot => Step::SlotRetry,
-                _ = stopped(&mut shutdown) => Step::Shutdown,
+                _ = &mut shutdown_signal, if !shutdown_seen => Step::Shutdown,
             }
         };
         let now = Instant::now();
@@ -332,7 +341,10 @@ async fn run_connection(
             Step::Timer if stall.is_some_and(|s| now >= s) => session.close(CloseReason::SendStalled),
             Step::Timer => session.handle_timeout(now),
             Step::SlotRetry => {}
-            Step::Shutdown => session.close(CloseReason::Shutdown),
+            Step::Shutdown => {
+                shutdown_seen = true;
+                session.close(CloseReason::Shutdown);
+            }
         }
     }
     drop(slot);
