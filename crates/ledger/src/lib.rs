@@ -47,7 +47,7 @@ pub use interest::{InterestAggregator, InterestRow};
 pub use record::{coalesce_short_sessions, kind_opens_closes, RecordKind, SessionRecord, Transport};
 pub use retention::{hmac_sha256, pseudonym, Retention, RetentionOutcome};
 pub use seal::Seal;
-pub use store::{BadRecord, LedgerStore, LedgerSummary, StoredSession, Verification};
+pub use store::{BadRecord, LedgerStore, LedgerSummary, StoredSession, UnrolledRecords, Verification};
 pub use writer::{LedgerWriter, WriterConfig};
 
 #[derive(Debug, thiserror::Error)]

@@ -449,13 +449,61 @@ impl LedgerStore {
 
     /// Appends records in one transaction, each chained to the one before.
     pub fn append(&mut self, batch: &[SessionRecord]) -> Result<(), LedgerError> {
+        self.commit_batch(batch, &UnrolledRecords::default(), true)
+            .map(|_| ())
+    }
+
+    /// Commits `batch` as [`LedgerStore::append`] does, but leaves its
+    /// aggregates for later unless `roll_up`: the records are added to
+    /// `unrolled`, and a later call with `roll_up` (or
+    /// [`LedgerStore::roll_up`]) adds them all in one go. The writer uses
+    /// this under load: each commit rewrites every aggregate page it
+    /// touches (a row per title a day, an address's distinct rows), so
+    /// rolling up a second of commits at once writes those pages once
+    /// instead of ten times. Until then the records are in the chain and
+    /// the aggregates lag; a crash loses nothing, since any writable open
+    /// rolls up what the mark has not reached.
+    pub fn append_deferring(
+        &mut self,
+        batch: &mut Vec<SessionRecord>,
+        unrolled: &mut UnrolledRecords,
+        roll_up: bool,
+    ) -> Result<(), LedgerError> {
+        let (first_seq, keys) = self.commit_batch(batch, unrolled, roll_up)?;
+        if roll_up {
+            unrolled.clear();
+            batch.clear();
+        } else {
+            if unrolled.records.is_empty() {
+                unrolled.first_seq = first_seq;
+                unrolled.since = Some(std::time::Instant::now());
+            }
+            unrolled.records.append(batch);
+            unrolled.keys.extend(keys);
+        }
+        Ok(())
+    }
+
+    /// Adds the aggregates of `unrolled` (see
+    /// [`LedgerStore::append_deferring`]) and empties it.
+    pub fn roll_up(&mut self, unrolled: &mut UnrolledRecords) -> Result<(), LedgerError> {
+        self.append_deferring(&mut Vec::new(), unrolled, true)
+    }
+
+    /// One transaction: `batch` appended to the chain, and with `roll_up`
+    /// the aggregates of `unrolled` and `batch` added. Returns the batch's
+    /// first sequence number and each record's address key and place.
+    fn commit_batch(
+        &mut self,
+        batch: &[SessionRecord],
+        unrolled: &UnrolledRecords,
+        roll_up: bool,
+    ) -> Result<(i64, Vec<AddressFacts>), LedgerError> {
         // IMMEDIATE takes the write lock first, so the head read below is
         // the true end of the chain even if another process appended.
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        // Records another process wrote without aggregates (an older
-        // version) are rolled up first, so the mark never skips any.
         let through = rollups_through(&tx)?;
         let mut head = tx
             .query_row(
@@ -466,10 +514,22 @@ impl LedgerStore {
             .optional()?
             .map(|(seq, hash)| (seq, hash.try_into().unwrap_or([0xff; 32])))
             .unwrap_or((0, GENESIS));
-        if through < head.0 {
-            roll_up_range(&tx, &self.ip_key_secret, through + 1, head.0)?;
+        let first_seq = head.0 + 1;
+        // Records the mark has not reached and `unrolled` does not hold
+        // (another process's, or an older version's) are rolled up first,
+        // so the mark never skips any. Records of `unrolled` that another
+        // process already rolled up (any writable open catches up) are
+        // skipped below, so none counts twice.
+        let unrolled_from = if unrolled.records.is_empty() {
+            first_seq
+        } else {
+            unrolled.first_seq
+        };
+        if through + 1 < unrolled_from {
+            roll_up_range(&tx, &self.ip_key_secret, through + 1, unrolled_from - 1)?;
         }
-        let stored = {
+        let through = through.max(unrolled_from - 1);
+        let (keys, stored) = {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO sessions (id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip,
                  remote_port, peer_id, client_name, client_version, transport, bytes_sent, pieces_sent,
@@ -482,7 +542,7 @@ impl LedgerStore {
                  accuracy_km, kommune, kommune_name, kommune_confidence)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
             )?;
-            let mut geos = Vec::with_capacity(batch.len());
+            let mut keys = Vec::with_capacity(batch.len());
             // Every record's own random salt, drawn in one call.
             let mut salts = vec![0u8; 16 * batch.len()];
             getrandom::fill(&mut salts).expect("the operating system provides randomness");
@@ -510,7 +570,7 @@ impl LedgerStore {
                         geo.kommune_confidence,
                     ])?;
                 }
-                geos.push((self.ip_keyer.key(&ip), geo));
+                keys.push((self.ip_keyer.key(&ip), geo));
                 let commitment = chain::ip_commitment(salt, &ip);
                 let fields = ChainedFields {
                     seq,
@@ -565,35 +625,32 @@ impl LedgerStore {
                 ])?;
                 head = (seq, hash);
             }
-            let inputs: Vec<RollupRow<'_>> = batch
-                .iter()
-                .zip(&geos)
-                .map(|(r, (ip_key, geo))| RollupRow {
-                    is_open: r.kind.opens(),
-                    is_close: r.kind.closes(),
-                    started_at_ms: r.started_at_ms,
-                    ended_at_ms: r.ended_at_ms,
-                    network: r.network,
-                    decoy_id: r.decoy_id,
-                    ip_key: *ip_key,
-                    client: r.client_name.as_deref(),
-                    completed: r.completed,
-                    downloading: is_download(r.peer_pieces_initial.map(i64::from), i64::from(r.piece_count)),
-                    bytes_sent: r.bytes_sent,
-                    country: geo.country.as_deref(),
-                    kommune: geo.kommune.as_deref(),
-                })
-                .collect();
-            crate::rollup::apply_sqlite_known(&tx, &Plan::new(&inputs), &self.known_uniques)?
+            let stored = if roll_up {
+                let skip = usize::try_from(through + 1 - unrolled_from).unwrap_or(0);
+                let inputs: Vec<RollupRow<'_>> = unrolled
+                    .records
+                    .iter()
+                    .zip(&unrolled.keys)
+                    .skip(skip)
+                    .chain(batch.iter().zip(&keys))
+                    .map(|(r, (ip_key, geo))| rollup_row(r, *ip_key, geo))
+                    .collect();
+                let stored =
+                    crate::rollup::apply_sqlite_known(&tx, &Plan::new(&inputs), &self.known_uniques)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('rollups_through', ?1)",
+                    [head.0.to_string()],
+                )?;
+                stored
+            } else {
+                Vec::new()
+            };
+            (keys, stored)
         };
-        tx.execute(
-            "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('rollups_through', ?1)",
-            [head.0.to_string()],
-        )?;
         tx.commit()?;
         // Only now: a batch that failed to commit is retried in full.
         self.known_uniques.add(stored);
-        Ok(())
+        Ok((first_seq, keys))
     }
 
     /// Walks the whole chain in order and reports the first record that is
@@ -1030,6 +1087,59 @@ fn roll_up_range(
         [to.to_string()],
     )?;
     Ok(())
+}
+
+/// A record's address key (HMAC) and place, as the aggregates need them.
+type AddressFacts = ([u8; 16], GeoFields);
+
+/// What a record adds to the aggregates.
+fn rollup_row<'a>(r: &'a SessionRecord, ip_key: [u8; 16], geo: &'a GeoFields) -> RollupRow<'a> {
+    RollupRow {
+        is_open: r.kind.opens(),
+        is_close: r.kind.closes(),
+        started_at_ms: r.started_at_ms,
+        ended_at_ms: r.ended_at_ms,
+        network: r.network,
+        decoy_id: r.decoy_id,
+        ip_key,
+        client: r.client_name.as_deref(),
+        completed: r.completed,
+        downloading: is_download(r.peer_pieces_initial.map(i64::from), i64::from(r.piece_count)),
+        bytes_sent: r.bytes_sent,
+        country: geo.country.as_deref(),
+        kommune: geo.kommune.as_deref(),
+    }
+}
+
+/// Records committed without their aggregates, in sequence order from
+/// `first_seq` ([`LedgerStore::append_deferring`]).
+#[derive(Default)]
+pub struct UnrolledRecords {
+    first_seq: i64,
+    records: Vec<SessionRecord>,
+    keys: Vec<AddressFacts>,
+    since: Option<std::time::Instant>,
+}
+
+impl UnrolledRecords {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// When the oldest of them committed.
+    pub fn since(&self) -> Option<std::time::Instant> {
+        self.since
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.keys.clear();
+        self.since = None;
+    }
 }
 
 fn row_to_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSession> {

@@ -20,6 +20,15 @@ pub struct WriterConfig {
     /// On for a node; off for replays that feed records faster than real
     /// time, where one batch spans minutes of sessions.
     pub coalesce_short_sessions: bool,
+    /// Under load (batches of at least `defer_rollups_from` records), the
+    /// aggregates of several commits are added together, at the latest
+    /// this long after the first of them committed or once
+    /// `rollup_batch` records wait ([`LedgerStore::append_deferring`]).
+    /// Records are committed and chained as before; only the report
+    /// tables lag, and a report opened meanwhile catches them up itself.
+    pub rollup_delay: Duration,
+    pub rollup_batch: usize,
+    pub defer_rollups_from: usize,
 }
 
 impl Default for WriterConfig {
@@ -33,6 +42,13 @@ impl Default for WriterConfig {
             queue: 100_000,
             seal_every: Duration::from_secs(60),
             coalesce_short_sessions: true,
+            // A second of commits: each aggregate page is written once
+            // where ten commits would each write it.
+            rollup_delay: Duration::from_secs(1),
+            rollup_batch: 200_000,
+            // 100 records a 100 ms window: 1,000 sessions a second. Below
+            // that a commit touches few pages and the aggregates go with it.
+            defer_rollups_from: 100,
         }
     }
 }
@@ -50,6 +66,24 @@ fn transient(e: &LedgerError) -> bool {
         LedgerError::Db(rusqlite::Error::SqliteFailure(f, _))
             if matches!(f.code, DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen)
     )
+}
+
+/// Adds deferred aggregates, retrying as a batch does (they are derived
+/// data, so giving up would only leave them to the next open).
+fn roll_up(store: &mut LedgerStore, unrolled: &mut crate::UnrolledRecords) -> Result<(), LedgerError> {
+    let mut attempt = 0u32;
+    while !unrolled.is_empty() {
+        match store.roll_up(unrolled) {
+            Ok(()) => {}
+            Err(e) if transient(&e) => {
+                attempt += 1;
+                tracing::error!(error = %e, records = unrolled.len(), attempt, "ledger aggregates failed; retrying");
+                std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Batches records into SQLite on a dedicated thread.
@@ -100,23 +134,33 @@ impl LedgerWriter {
             .spawn(move || -> Result<u64, LedgerError> {
                 let mut written = 0u64;
                 let mut batch = Vec::with_capacity(1024);
+                let mut unrolled = crate::UnrolledRecords::default();
                 // When the oldest unsealed commit must be sealed.
                 let mut seal_due: Option<Instant> = None;
                 loop {
                     // Wait for the first record (or the seal that is due),
                     // then gather until the window closes.
-                    let first = match seal_due {
+                    // Deferred aggregates are due too, however quiet it is.
+                    let rollup_due = unrolled.since().map(|t| t + config.rollup_delay);
+                    let first = match seal_due.into_iter().chain(rollup_due).min() {
                         None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                         Some(due) => rx.recv_timeout(due.saturating_duration_since(Instant::now())),
                     };
                     match first {
                         Ok(r) => batch.push(r),
                         Err(RecvTimeoutError::Timeout) => {
-                            seal(&mut store);
-                            seal_due = None;
+                            let now = Instant::now();
+                            if rollup_due.is_some_and(|due| now >= due) {
+                                roll_up(&mut store, &mut unrolled)?;
+                            }
+                            if seal_due.is_some_and(|due| now >= due) {
+                                seal(&mut store);
+                                seal_due = None;
+                            }
                             continue;
                         }
                         Err(RecvTimeoutError::Disconnected) => {
+                            roll_up(&mut store, &mut unrolled)?;
                             seal(&mut store);
                             return Ok(written);
                         }
@@ -161,8 +205,13 @@ impl LedgerWriter {
                     // batch and retries: dropping it would lose evidence.
                     // Meanwhile the bounded queue fills and holds back the
                     // sessions that feed it.
+                    let defer = !disconnected
+                        && batch.len() >= config.defer_rollups_from
+                        && unrolled.len() + batch.len() < config.rollup_batch
+                        && unrolled.since().is_none_or(|t| t.elapsed() < config.rollup_delay);
+                    let records = batch.len();
                     let mut attempt = 0u32;
-                    while let Err(e) = store.append(&batch) {
+                    while let Err(e) = store.append_deferring(&mut batch, &mut unrolled, !defer) {
                         if !transient(&e) {
                             tracing::error!(error = %e, records = batch.len(), "ledger write failed for good");
                             return Err(e);
@@ -171,8 +220,8 @@ impl LedgerWriter {
                         tracing::error!(error = %e, records = batch.len(), attempt, "ledger write failed; retrying");
                         std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));
                     }
-                    written += batch.len() as u64;
-                    tracing::debug!(records = batch.len(), "ledger batch committed");
+                    written += records as u64;
+                    tracing::debug!(records, rollups_deferred = unrolled.len(), "ledger batch committed");
                     batch.clear();
                     let due = *seal_due.get_or_insert_with(|| Instant::now() + config.seal_every);
                     if disconnected || Instant::now() >= due {
@@ -259,6 +308,127 @@ mod tests {
         );
         let rows = store.sessions().unwrap();
         assert_eq!(rows[0].remote_ip, "127.0.0.1", "mapped IPv6 stored as IPv4");
+    }
+
+    /// Every row of the aggregate tables, in key order.
+    fn aggregates(path: &Path) -> Vec<String> {
+        let c = rusqlite::Connection::open(path).unwrap();
+        let mut out = Vec::new();
+        for (table, order) in [
+            ("rollup_daily", "day, dim, key"),
+            ("rollup_uniques", "period, dim, key, ip_key"),
+            ("rollup_ip", "ip_key"),
+            ("rollup_repeat", "day, ip_key"),
+        ] {
+            let mut stmt = c
+                .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
+                .unwrap();
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    let cells: Vec<String> = (0..n)
+                        .map(|i| match r.get_ref(i).unwrap() {
+                            rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                            other => format!("{other:?}"),
+                        })
+                        .collect();
+                    Ok(format!("{table}: {}", cells.join(" | ")))
+                })
+                .unwrap();
+            out.extend(rows.map(Result::unwrap));
+        }
+        out
+    }
+
+    fn mark(path: &Path) -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT coalesce((SELECT value FROM ledger_meta WHERE key = 'rollups_through'), '0')",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Under load the aggregates of several commits are added together.
+    /// Until then they lag; a writable open meanwhile (a report) catches
+    /// them up, and the writer then adds only the rest: every aggregate
+    /// row ends equal to a ledger's that added them with each record.
+    #[test]
+    fn deferred_aggregates_lag_then_equal_those_added_with_each_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let deferred = dir.path().join("deferred.sqlite");
+        let reference = dir.path().join("reference.sqlite");
+        // Ten addresses over four months, seven titles: daily rows, every
+        // period's distinct rows, first completions and repeats.
+        let records: Vec<SessionRecord> = (0..3_000u16)
+            .map(|i| SessionRecord {
+                decoy_id: i64::from(i % 7),
+                started_at_ms: 1_700_000_000_000 + i64::from(i) * 3_600_000,
+                ended_at_ms: 1_700_000_000_000 + i64::from(i) * 3_600_000 + 500,
+                remote_ip: format!("192.0.2.{}", i % 10 + 1).parse().unwrap(),
+                completed: i % 3 == 0,
+                ..record(i)
+            })
+            .collect();
+        let config = WriterConfig {
+            max_delay: Duration::from_millis(20),
+            coalesce_short_sessions: false,
+            defer_rollups_from: 1,
+            rollup_delay: Duration::from_secs(3_600),
+            rollup_batch: usize::MAX,
+            ..WriterConfig::default()
+        };
+        let writer = LedgerWriter::open(&deferred, config).unwrap();
+        let tx = writer.sender();
+        for r in &records[..1_000] {
+            tx.send(r.clone()).unwrap();
+        }
+        let committed = || -> i64 {
+            rusqlite::Connection::open(&deferred)
+                .and_then(|c| c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)))
+                .unwrap_or(0)
+        };
+        let waited = Instant::now();
+        while committed() < 1_000 {
+            assert!(
+                waited.elapsed() < Duration::from_secs(60),
+                "records never committed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(mark(&deferred), 0, "aggregates lag the committed records");
+        assert!(aggregates(&deferred).is_empty());
+        // A report opens the ledger meanwhile and catches up.
+        drop(LedgerStore::open(&deferred).unwrap());
+        assert_eq!(mark(&deferred), 1_000);
+        for r in &records[1_000..] {
+            tx.send(r.clone()).unwrap();
+        }
+        drop(tx);
+        assert_eq!(writer.close().unwrap(), 3_000);
+        assert_eq!(mark(&deferred), 3_000);
+
+        let secret: String = rusqlite::Connection::open(&deferred)
+            .unwrap()
+            .query_row(
+                "SELECT value FROM ledger_meta WHERE key = 'ip_key_secret'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mut store = LedgerStore::open(&reference).unwrap();
+        store.set_ip_key_secret(secret.as_bytes());
+        for chunk in records.chunks(100) {
+            store.append(chunk).unwrap();
+        }
+        let expected = aggregates(&reference);
+        assert!(expected.iter().any(|r| r.starts_with("rollup_repeat")));
+        assert!(expected.iter().any(|r| r.starts_with("rollup_uniques: m2023-")));
+        assert_eq!(aggregates(&deferred), expected);
     }
 
     /// Sessions that open and close within one window are one record each;
