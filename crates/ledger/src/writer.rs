@@ -206,6 +206,7 @@ impl LedgerWriter {
                     // Meanwhile the bounded queue fills and holds back the
                     // sessions that feed it.
                     let defer = !disconnected
+                        && !config.rollup_delay.is_zero()
                         && batch.len() >= config.defer_rollups_from
                         && unrolled.len() + batch.len() < config.rollup_batch
                         && unrolled.since().is_none_or(|t| t.elapsed() < config.rollup_delay);

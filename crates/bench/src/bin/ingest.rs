@@ -65,6 +65,11 @@ struct Args {
     batch: Option<usize>,
     #[arg(long, value_enum, default_value_t = WritePath::Writer)]
     path: WritePath,
+    /// The writer's `rollup_delay`, ms: how long aggregates may trail the
+    /// records under load (default: the writer's; 0 adds them with every
+    /// batch).
+    #[arg(long)]
+    rollup_delay_ms: Option<u64>,
     #[arg(long, value_enum, default_value_t = Geo::Model)]
     geo: Geo,
     #[arg(long, default_value_t = 3)]
@@ -240,6 +245,10 @@ fn ledger_ingest(
                 // would commit apart. Every record is written, as the raw
                 // loop writes them.
                 coalesce_short_sessions: false,
+                rollup_delay: args.rollup_delay_ms.map_or(
+                    WriterConfig::default().rollup_delay,
+                    std::time::Duration::from_millis,
+                ),
                 ..WriterConfig::default()
             };
             // Opening seals nothing (the ledger is new); the clock starts
