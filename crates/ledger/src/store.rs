@@ -469,8 +469,8 @@ impl LedgerStore {
         unrolled: &mut UnrolledRecords,
         roll_up: bool,
     ) -> Result<(), LedgerError> {
-        let (first_seq, keys) = self.commit_batch(batch, unrolled, roll_up)?;
-        if roll_up {
+        let (first_seq, keys, rolled_up) = self.commit_batch(batch, unrolled, roll_up)?;
+        if rolled_up {
             unrolled.clear();
             batch.clear();
         } else {
@@ -492,13 +492,15 @@ impl LedgerStore {
 
     /// One transaction: `batch` appended to the chain, and with `roll_up`
     /// the aggregates of `unrolled` and `batch` added. Returns the batch's
-    /// first sequence number and each record's address key and place.
+    /// first sequence number, each record's address key and place, and
+    /// whether the aggregates were added (also without `roll_up`, when
+    /// another process's records follow `unrolled`).
     fn commit_batch(
         &mut self,
         batch: &[SessionRecord],
         unrolled: &UnrolledRecords,
         roll_up: bool,
-    ) -> Result<(i64, Vec<AddressFacts>), LedgerError> {
+    ) -> Result<(i64, Vec<AddressFacts>, bool), LedgerError> {
         // IMMEDIATE takes the write lock first, so the head read below is
         // the true end of the chain even if another process appended.
         let tx = self
@@ -529,6 +531,12 @@ impl LedgerStore {
             roll_up_range(&tx, &self.ip_key_secret, through + 1, unrolled_from - 1)?;
         }
         let through = through.max(unrolled_from - 1);
+        // Another process appended after `unrolled` (a second writer on the
+        // same file): everything is rolled up now, so the mark never jumps
+        // over its records.
+        let unrolled_end = unrolled_from + unrolled.records.len() as i64;
+        let gap = !unrolled.records.is_empty() && unrolled_end != first_seq;
+        let roll_up = roll_up || gap;
         let (keys, stored) = {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO sessions (id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip,
@@ -627,16 +635,36 @@ impl LedgerStore {
             }
             let stored = if roll_up {
                 let skip = usize::try_from(through + 1 - unrolled_from).unwrap_or(0);
-                let inputs: Vec<RollupRow<'_>> = unrolled
-                    .records
-                    .iter()
-                    .zip(&unrolled.keys)
-                    .skip(skip)
-                    .chain(batch.iter().zip(&keys))
-                    .map(|(r, (ip_key, geo))| rollup_row(r, *ip_key, geo))
-                    .collect();
-                let stored =
-                    crate::rollup::apply_sqlite_known(&tx, &Plan::new(&inputs), &self.known_uniques)?;
+                let pending = unrolled.records.iter().zip(&unrolled.keys).skip(skip);
+                let stored = if gap {
+                    // In sequence order: ours, the other process's, ours.
+                    let inputs: Vec<RollupRow<'_>> = pending
+                        .map(|(r, (ip_key, geo))| rollup_row(r, *ip_key, geo))
+                        .collect();
+                    let mut stored =
+                        crate::rollup::apply_sqlite_known(&tx, &Plan::new(&inputs), &self.known_uniques)?;
+                    let from = unrolled_end.max(through + 1);
+                    if from < first_seq {
+                        roll_up_range(&tx, &self.ip_key_secret, from, first_seq - 1)?;
+                    }
+                    let inputs: Vec<RollupRow<'_>> = batch
+                        .iter()
+                        .zip(&keys)
+                        .map(|(r, (ip_key, geo))| rollup_row(r, *ip_key, geo))
+                        .collect();
+                    stored.extend(crate::rollup::apply_sqlite_known(
+                        &tx,
+                        &Plan::new(&inputs),
+                        &self.known_uniques,
+                    )?);
+                    stored
+                } else {
+                    let inputs: Vec<RollupRow<'_>> = pending
+                        .chain(batch.iter().zip(&keys))
+                        .map(|(r, (ip_key, geo))| rollup_row(r, *ip_key, geo))
+                        .collect();
+                    crate::rollup::apply_sqlite_known(&tx, &Plan::new(&inputs), &self.known_uniques)?
+                };
                 tx.execute(
                     "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('rollups_through', ?1)",
                     [head.0.to_string()],
@@ -650,7 +678,7 @@ impl LedgerStore {
         tx.commit()?;
         // Only now: a batch that failed to commit is retried in full.
         self.known_uniques.add(stored);
-        Ok((first_seq, keys))
+        Ok((first_seq, keys, roll_up))
     }
 
     /// Walks the whole chain in order and reports the first record that is

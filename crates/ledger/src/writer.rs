@@ -432,6 +432,68 @@ mod tests {
         assert_eq!(aggregates(&deferred), expected);
     }
 
+    /// Two stores deferring aggregates on one file (a second writer): each
+    /// adds the other's records the mark has not reached before its own,
+    /// and skips what the other added, so every record counts once.
+    #[test]
+    fn two_deferring_stores_on_one_ledger_count_every_record_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared.sqlite");
+        let reference = dir.path().join("reference.sqlite");
+        let records: Vec<SessionRecord> = (0..300u16)
+            .map(|i| SessionRecord {
+                decoy_id: i64::from(i % 5),
+                started_at_ms: 1_700_000_000_000 + i64::from(i) * 7_200_000,
+                remote_ip: format!("198.51.100.{}", i % 13 + 1).parse().unwrap(),
+                completed: i % 4 == 0,
+                ..record(i)
+            })
+            .collect();
+        let mut a = LedgerStore::open(&shared).unwrap();
+        let mut b = LedgerStore::open(&shared).unwrap();
+        let (mut a_unrolled, mut b_unrolled) = (
+            crate::UnrolledRecords::default(),
+            crate::UnrolledRecords::default(),
+        );
+        a.append_deferring(&mut records[..100].to_vec(), &mut a_unrolled, false)
+            .unwrap();
+        assert_eq!(mark(&shared), 0);
+        // b finds a's records unrolled and adds them before deferring its own.
+        b.append_deferring(&mut records[100..200].to_vec(), &mut b_unrolled, false)
+            .unwrap();
+        assert_eq!(mark(&shared), 100);
+        // a finds b's records after its own: it adds everything now.
+        a.append_deferring(&mut records[200..].to_vec(), &mut a_unrolled, false)
+            .unwrap();
+        assert!(a_unrolled.is_empty());
+        assert_eq!(mark(&shared), 300);
+        // b's own were added by a: nothing is added twice.
+        b.roll_up(&mut b_unrolled).unwrap();
+        assert!(b_unrolled.is_empty());
+        assert_eq!(mark(&shared), 300);
+
+        let secret: String = rusqlite::Connection::open(&shared)
+            .unwrap()
+            .query_row(
+                "SELECT value FROM ledger_meta WHERE key = 'ip_key_secret'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mut store = LedgerStore::open(&reference).unwrap();
+        store.set_ip_key_secret(secret.as_bytes());
+        store.append(&records).unwrap();
+        let expected = aggregates(&reference);
+        assert!(expected.iter().any(|r| r.starts_with("rollup_repeat")));
+        assert_eq!(aggregates(&shared), expected);
+        assert!(LedgerStore::open(&shared)
+            .unwrap()
+            .verify()
+            .unwrap()
+            .first_bad
+            .is_none());
+    }
+
     /// Sessions that open and close within one window are one record each;
     /// one whose open record committed in an earlier window keeps both.
     #[test]
