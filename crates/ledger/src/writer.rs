@@ -42,8 +42,10 @@ impl Default for WriterConfig {
             queue: 100_000,
             seal_every: Duration::from_secs(60),
             coalesce_short_sessions: true,
-            // A second of commits: each aggregate page is written once
-            // where ten commits would each write it.
+            // A second of commits: an aggregate page that several of them
+            // touch is written once (+14-18 % in the ingest benchmark;
+            // five seconds made the writer burst and raised the metadata
+            // service's p99, BENCHMARKS.md section 5).
             rollup_delay: Duration::from_secs(1),
             rollup_batch: 200_000,
             // 100 records a 100 ms window: 1,000 sessions a second. Below
@@ -138,9 +140,9 @@ impl LedgerWriter {
                 // When the oldest unsealed commit must be sealed.
                 let mut seal_due: Option<Instant> = None;
                 loop {
-                    // Wait for the first record (or the seal that is due),
-                    // then gather until the window closes.
-                    // Deferred aggregates are due too, however quiet it is.
+                    // Wait for the first record (or the seal or deferred
+                    // aggregates that are due: those come however quiet it
+                    // is), then gather until the window closes.
                     let rollup_due = unrolled.since().map(|t| t + config.rollup_delay);
                     let first = match seal_due.into_iter().chain(rollup_due).min() {
                         None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
