@@ -343,6 +343,48 @@ mod tests {
         out
     }
 
+    /// The aggregates of `records` appended `chunk` at a time, each batch
+    /// with its aggregates, to a new ledger at `reference` that keys
+    /// addresses with `ledger`'s secret (so the two can be compared).
+    fn reference_aggregates(
+        ledger: &Path,
+        reference: &Path,
+        records: &[SessionRecord],
+        chunk: usize,
+    ) -> Vec<String> {
+        let secret: String = rusqlite::Connection::open(ledger)
+            .unwrap()
+            .query_row(
+                "SELECT value FROM ledger_meta WHERE key = 'ip_key_secret'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mut store = LedgerStore::open(reference).unwrap();
+        store.set_ip_key_secret(secret.as_bytes());
+        for batch in records.chunks(chunk) {
+            store.append(batch).unwrap();
+        }
+        aggregates(reference)
+    }
+
+    /// Waits, at most a minute, until `n` records are committed at `path`.
+    fn wait_for_records(path: &Path, n: i64) {
+        let committed = || -> i64 {
+            rusqlite::Connection::open(path)
+                .and_then(|c| c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)))
+                .unwrap_or(0)
+        };
+        let waited = Instant::now();
+        while committed() < n {
+            assert!(
+                waited.elapsed() < Duration::from_secs(60),
+                "{n} records never committed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn mark(path: &Path) -> i64 {
         rusqlite::Connection::open(path)
             .unwrap()
@@ -390,19 +432,7 @@ mod tests {
         for r in &records[..1_000] {
             tx.send(r.clone()).unwrap();
         }
-        let committed = || -> i64 {
-            rusqlite::Connection::open(&deferred)
-                .and_then(|c| c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)))
-                .unwrap_or(0)
-        };
-        let waited = Instant::now();
-        while committed() < 1_000 {
-            assert!(
-                waited.elapsed() < Duration::from_secs(60),
-                "records never committed"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_records(&deferred, 1_000);
         assert_eq!(mark(&deferred), 0, "aggregates lag the committed records");
         assert!(aggregates(&deferred).is_empty());
         // A report opens the ledger meanwhile and catches up.
@@ -415,20 +445,7 @@ mod tests {
         assert_eq!(writer.close().unwrap(), 3_000);
         assert_eq!(mark(&deferred), 3_000);
 
-        let secret: String = rusqlite::Connection::open(&deferred)
-            .unwrap()
-            .query_row(
-                "SELECT value FROM ledger_meta WHERE key = 'ip_key_secret'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        let mut store = LedgerStore::open(&reference).unwrap();
-        store.set_ip_key_secret(secret.as_bytes());
-        for chunk in records.chunks(100) {
-            store.append(chunk).unwrap();
-        }
-        let expected = aggregates(&reference);
+        let expected = reference_aggregates(&deferred, &reference, &records, 100);
         assert!(expected.iter().any(|r| r.starts_with("rollup_repeat")));
         assert!(expected.iter().any(|r| r.starts_with("rollup_uniques: m2023-")));
         assert_eq!(aggregates(&deferred), expected);
@@ -474,18 +491,7 @@ mod tests {
         assert!(b_unrolled.is_empty());
         assert_eq!(mark(&shared), 300);
 
-        let secret: String = rusqlite::Connection::open(&shared)
-            .unwrap()
-            .query_row(
-                "SELECT value FROM ledger_meta WHERE key = 'ip_key_secret'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        let mut store = LedgerStore::open(&reference).unwrap();
-        store.set_ip_key_secret(secret.as_bytes());
-        store.append(&records).unwrap();
-        let expected = aggregates(&reference);
+        let expected = reference_aggregates(&shared, &reference, &records, records.len());
         assert!(expected.iter().any(|r| r.starts_with("rollup_repeat")));
         assert_eq!(aggregates(&shared), expected);
         assert!(LedgerStore::open(&shared)
@@ -516,19 +522,7 @@ mod tests {
         })
         .unwrap();
         // Its open record commits on its own: wait until it is there.
-        let committed = || -> i64 {
-            rusqlite::Connection::open(&path)
-                .and_then(|c| c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)))
-                .unwrap_or(0)
-        };
-        let waited = Instant::now();
-        while committed() < 1 {
-            assert!(
-                waited.elapsed() < Duration::from_secs(30),
-                "the open record never committed"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_records(&path, 1);
         for i in 0..200 {
             tx.send(SessionRecord {
                 kind: Open,
