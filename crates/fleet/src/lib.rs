@@ -32,17 +32,21 @@ mod forwarder;
 mod pg;
 mod schema;
 mod spool;
+mod tls;
 
 pub use batch::{Batch, SealRow};
 pub use forwarder::{Forwarder, ForwarderConfig, ForwarderStatus, StatusHandle};
 pub use pg::{ForwardOutcome, NodeHead, PgClient, PgStore};
 pub use spool::{ip_key, Spool};
+pub use tls::{split_conninfo, TlsMode, TlsSettings};
 
 /// Where the fleet's PostgreSQL is and which schema holds warnseed's tables.
 #[derive(Clone, Debug)]
 pub struct PgConfig {
     /// A libpq-style connection string: `host=127.0.0.1 user=postgres
-    /// dbname=warnseed` or `postgresql://user@host:5432/db`.
+    /// dbname=warnseed` or `postgresql://user@host:5432/db`, with libpq's
+    /// TLS keywords (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`; see
+    /// [`TlsSettings`]).
     pub conninfo: String,
     /// The PostgreSQL schema (created if missing).
     pub schema: String,
@@ -74,10 +78,23 @@ impl PgConfig {
         if self.conninfo.trim().is_empty() {
             return Err(FleetError::Config("fleet.postgres is empty".into()));
         }
-        self.conninfo
+        self.parse()?;
+        Ok(())
+    }
+
+    /// What tokio-postgres is given, and how the connection is protected.
+    pub fn parse(&self) -> Result<(tokio_postgres::Config, TlsSettings), FleetError> {
+        let (rest, tls) = split_conninfo(&self.conninfo)?;
+        let pg = rest
             .parse::<tokio_postgres::Config>()
             .map_err(|e| FleetError::Config(format!("fleet.postgres: {e}")))?;
-        Ok(())
+        Ok((pg, tls))
+    }
+
+    /// The TLS mode a connection with these settings uses.
+    pub fn tls_mode(&self) -> Result<TlsMode, FleetError> {
+        let (pg, tls) = self.parse()?;
+        Ok(tls.mode_for(&pg))
     }
 }
 

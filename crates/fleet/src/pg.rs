@@ -3,9 +3,10 @@
 //! for reports and commands that are not async).
 
 use crate::batch::Batch;
-use crate::{FleetError, PgConfig};
+use crate::{FleetError, PgConfig, TlsMode};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement, Transaction};
 use warnseed_ledger::report::{PeriodSelection, RollupSource};
@@ -145,10 +146,7 @@ impl PgClient {
     /// selects the schema. Must run inside a tokio runtime.
     pub async fn connect(config: &PgConfig) -> Result<Self, FleetError> {
         config.check()?;
-        let mut pg: tokio_postgres::Config = config
-            .conninfo
-            .parse()
-            .map_err(|e| FleetError::Config(format!("fleet.postgres: {e}")))?;
+        let (mut pg, tls) = config.parse()?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(10));
         }
@@ -157,12 +155,18 @@ impl PgClient {
         }
         // A dead peer (pulled cable, stopped VM) is noticed without traffic.
         pg.keepalives(true).keepalives_idle(Duration::from_secs(30));
-        let (client, connection) = pg.connect(NoTls).await?;
-        let connection = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL connection closed");
-            }
-        });
+        let mode = tls.mode_for(&pg);
+        let (client, connection) = if mode == TlsMode::Disable {
+            pg.ssl_mode(SslMode::Disable);
+            let (client, connection) = pg.connect(NoTls).await?;
+            (client, tokio::spawn(watch_connection(connection)))
+        } else {
+            // Never fall back to plain text: the server must take TLS.
+            pg.ssl_mode(SslMode::Require);
+            let (client, connection) = pg.connect(tls.connector(mode)?).await?;
+            (client, tokio::spawn(watch_connection(connection)))
+        };
+        tracing::debug!(tls = mode.as_str(), "connected to PostgreSQL");
         client
             .batch_execute(&format!("SET search_path TO \"{}\"", config.schema))
             .await?;
@@ -235,6 +239,19 @@ impl PgClient {
             });
         }
         Ok(self.statements.as_ref().expect("prepared"))
+    }
+
+    /// The TLS version of this connection as the server sees it
+    /// (`TLSv1.3`), or `None` in plain text.
+    pub async fn tls_version(&self) -> Result<Option<String>, FleetError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+                &[],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// The resume point of a node: its newest record and seal here.
@@ -488,6 +505,18 @@ impl PgClient {
 /// Records that were already here must be the very records of this batch:
 /// otherwise two ledgers share a node id and one's records would be
 /// silently dropped.
+/// Drives a connection until it ends; its error, if any, reaches the
+/// client's next call, so it is only worth a debug line here.
+async fn watch_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "PostgreSQL connection closed");
+    }
+}
+
 async fn check_same(
     tx: &Transaction<'_>,
     node_id: &str,
@@ -792,6 +821,10 @@ impl PgStore {
 
     pub fn head(&mut self, node_id: &str) -> Result<NodeHead, FleetError> {
         self.run(async |c| c.head(node_id).await)
+    }
+
+    pub fn tls_version(&mut self) -> Result<Option<String>, FleetError> {
+        self.run(async |c| c.tls_version().await)
     }
 
     /// Every node that has forwarded: (node id, newest record, when).

@@ -1307,18 +1307,23 @@ pub fn fleet_status(data: &Path, json: bool) -> Result<()> {
     let pg = dir.fleet_pg()?;
     let remote = pg.as_ref().map(|pg| {
         warnseed_fleet::PgStore::connect(pg)
-            .and_then(|mut s| s.head(&node_id))
+            .and_then(|mut s| Ok((s.head(&node_id)?, s.tls_version()?)))
             .map_err(|e| e.to_string())
     });
+    let tls_mode = pg.as_ref().and_then(|pg| pg.tls_mode().ok()).map(|m| m.as_str());
     if json {
         let postgres = match (&pg, &remote) {
-            (Some(pg), Some(Ok(h))) => serde_json::json!({
+            (Some(pg), Some(Ok((h, tls)))) => serde_json::json!({
                 "schema": pg.schema,
                 "forwarded_seq": h.seq,
                 "forwarded_seal": h.seal_id,
                 "lag": (local_head - h.seq).max(0),
+                "sslmode": tls_mode,
+                "tls_version": tls,
             }),
-            (Some(pg), Some(Err(e))) => serde_json::json!({ "schema": pg.schema, "error": e }),
+            (Some(pg), Some(Err(e))) => {
+                serde_json::json!({ "schema": pg.schema, "sslmode": tls_mode, "error": e })
+            }
             _ => serde_json::Value::Null,
         };
         let v = serde_json::json!({
@@ -1334,12 +1339,16 @@ pub fn fleet_status(data: &Path, json: bool) -> Result<()> {
     println!("local ledger      {local_head} records");
     match (&pg, &remote) {
         (None, _) => println!("fleet mode        off (set [fleet] postgres in warnseed.toml)"),
-        (Some(pg), Some(Ok(h))) => println!(
-            "postgres          {} records, {} seals in schema {} (lag {})",
+        (Some(pg), Some(Ok((h, tls)))) => println!(
+            "postgres          {} records, {} seals in schema {} (lag {}); {}",
             h.seq,
             h.seal_id,
             pg.schema,
-            (local_head - h.seq).max(0)
+            (local_head - h.seq).max(0),
+            match tls {
+                Some(version) => format!("{version}, sslmode {}", tls_mode.unwrap_or("?")),
+                None => "plain text (sslmode disable)".into(),
+            }
         ),
         (Some(pg), _) => println!(
             "postgres          unreachable (schema {}): {}",

@@ -119,6 +119,9 @@ fn a_node_in_fleet_mode_forwards_its_ledger_to_postgres() {
     let s = status_json(&node);
     assert_eq!(s["local_head"], 600, "{s}");
     assert_eq!(s["postgres"]["lag"], 0, "{s}");
+    // 127.0.0.1 with no sslmode: plain text, and the status says so.
+    assert_eq!(s["postgres"]["sslmode"], "disable", "{s}");
+    assert_eq!(s["postgres"]["tls_version"], serde_json::Value::Null, "{s}");
     assert!(
         ["caught_up", "forwarding"].contains(&s["forwarder"]["state"].as_str().unwrap_or("")),
         "{s}"
@@ -126,7 +129,9 @@ fn a_node_in_fleet_mode_forwards_its_ledger_to_postgres() {
     let text = warnseed(&["fleet", "status", "--data", node.data_arg()]);
     assert!(text.contains("local ledger      600 records"), "{text}");
     assert!(
-        text.contains(&format!("in schema {schema_name} (lag 0)")),
+        text.contains(&format!(
+            "in schema {schema_name} (lag 0); plain text (sslmode disable)"
+        )),
         "{text}"
     );
     let out = node.stop();
