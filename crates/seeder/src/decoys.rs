@@ -58,6 +58,11 @@ struct Entry {
     id: i64,
 }
 
+/// A load compacts the piece file only when this much or more of it is
+/// records no decoy uses (and more than the live ones): rewriting a small
+/// file saves nothing worth the write.
+const PIECE_FILE_MIN_DEAD: u64 = 64 << 20;
+
 /// Keyed-fill decoys' piece hashes: the file and where each decoy's are.
 struct KeyedPieces {
     file: PieceHashFile,
@@ -113,6 +118,18 @@ impl DecoyTable {
         payloads: Arc<PayloadSet>,
         piece_file: Option<&Path>,
         progress: &mut dyn LoadProgress,
+    ) -> Result<Self, LoadError> {
+        Self::load_compacting(store, payloads, piece_file, progress, PIECE_FILE_MIN_DEAD)
+    }
+
+    /// [`DecoyTable::load`], compacting the piece file once its dead
+    /// records take more room than its live ones and at least `min_dead`.
+    fn load_compacting(
+        store: &mut CatalogStore,
+        payloads: Arc<PayloadSet>,
+        piece_file: Option<&Path>,
+        progress: &mut dyn LoadProgress,
+        min_dead: u64,
     ) -> Result<Self, LoadError> {
         let key = payloads.content_key();
         let (keyed, mut on_disk) = match (payloads.fill_mode(), piece_file) {
@@ -187,6 +204,22 @@ impl DecoyTable {
                 })?;
             }
             store.store_info_hashes(&rows)?;
+        }
+        if let (Some(keyed), Some(path)) = (&mut table.keyed, piece_file) {
+            let before = keyed.file.len();
+            match keyed.file.compact(path, &mut keyed.records, min_dead) {
+                Ok(0) => {}
+                Ok(freed) => tracing::info!(
+                    path = %path.display(),
+                    before_bytes = before,
+                    after_bytes = before - freed,
+                    "compacted the piece-hash file: dropped the records no decoy uses"
+                ),
+                // The file is as it was; the next load tries again.
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot compact the piece-hash file")
+                }
+            }
         }
         if let Some(keyed) = &table.keyed {
             keyed.file.unlock().map_err(|source| LoadError::PieceFile {
@@ -750,6 +783,11 @@ mod tests {
     use warnseed_payload::{CellKind, Variant};
 
     fn synthetic_set(mode: FillMode) -> Arc<PayloadSet> {
+        synthetic_set_with(mode, b"test secret")
+    }
+
+    /// Another secret: the same decoys with other fill bytes (and keys).
+    fn synthetic_set_with(mode: FillMode, secret: &[u8]) -> Arc<PayloadSet> {
         let media = |n: usize| (0..n).map(|i| (i * 13) as u8).collect::<Vec<u8>>();
         Arc::new(
             PayloadSet::new(
@@ -760,7 +798,7 @@ mod tests {
                     Variant::trailing("txt", b"WARNING".to_vec()),
                 ],
                 mode,
-                b"test secret".to_vec(),
+                secret.to_vec(),
             )
             .unwrap(),
         )
@@ -962,5 +1000,35 @@ mod tests {
             a.entries.iter().map(|e| e.info_hash).collect::<Vec<_>>(),
             c.entries.iter().map(|e| e.info_hash).collect::<Vec<_>>()
         );
+    }
+    #[test]
+    fn rebuilt_payloads_do_not_grow_the_piece_file_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = catalogue(dir.path());
+        let pieces = dir.path().join("pieces.bin");
+        let load = |store: &mut CatalogStore, secret: &[u8]| {
+            let set = synthetic_set_with(FillMode::Unique, secret);
+            Arc::new(DecoyTable::load_compacting(store, set, Some(&pieces), &mut (), 0).unwrap())
+        };
+        let first = load(&mut store, b"first");
+        let one_set = std::fs::metadata(&pieces).unwrap().len();
+        // A rebuilt payload set: every decoy gets a new key and new hashes.
+        // The first set's records are as big as the live ones: kept.
+        let second = load(&mut store, b"second");
+        assert_eq!(std::fs::metadata(&pieces).unwrap().len(), 2 * one_set);
+        // A third: the dead records now outweigh the live ones.
+        let third = load(&mut store, b"third");
+        assert_eq!(std::fs::metadata(&pieces).unwrap().len(), one_set);
+        for table in [&first, &second, &third] {
+            for d in table.iter() {
+                check_decoy(&d);
+            }
+        }
+        // A later load finds every record of the compacted file.
+        let again = load(&mut store, b"third");
+        assert_eq!(std::fs::metadata(&pieces).unwrap().len(), one_set);
+        let hashes = |t: &DecoyTable| t.entries.iter().map(|e| e.info_hash).collect::<Vec<_>>();
+        assert_eq!(hashes(&again), hashes(&third));
+        assert_ne!(hashes(&third), hashes(&second));
     }
 }

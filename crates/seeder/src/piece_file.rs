@@ -15,11 +15,19 @@
 //! Appends happen only while a table is loading, and a load holds an
 //! exclusive lock on the file: two processes (`run` and `catalog import`,
 //! say) never append at once, and neither cuts the other's record.
+//!
+//! Records nobody needs any more (a rebuilt payload set gives every decoy
+//! a new key; titles leave the catalogue) are dropped by a loader that
+//! finds them taking more room than the live ones: it writes the live
+//! records to a new file and renames it over the old one. A process still
+//! reading the old file keeps its own handle on the old inode, so its
+//! offsets stay right; a loader that waited for the lock on the old inode
+//! notices the rename and opens the new file.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -56,12 +64,20 @@ impl PieceHashFile {
     /// another loader to finish) and returns every whole record by decoy key
     /// (the newest wins). Call [`PieceHashFile::unlock`] when done appending.
     pub fn open(path: &Path) -> std::io::Result<(Self, HashMap<DecoyKey, PieceRecord>)> {
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
-        file.lock()?;
+        let file = loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(path)?;
+            file.lock()?;
+            // Another loader may have compacted the file while this one
+            // waited: the lock is then on a file no longer at `path`.
+            let (held, named) = (file.metadata()?, std::fs::metadata(path));
+            if named.is_ok_and(|n| (n.dev(), n.ino()) == (held.dev(), held.ino())) {
+                break file;
+            }
+        };
         let len = file.metadata()?.len();
         let mut records = HashMap::new();
         let mut pos = 0u64;
@@ -181,6 +197,83 @@ impl PieceHashFile {
     pub fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()
     }
+
+    /// Bytes in the file.
+    pub fn len(&self) -> u64 {
+        *self.end.lock().expect("no panics while held")
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// If the records not in `live` take more room than those in it, and
+    /// at least `min_dead` bytes, rewrites the file at `path` with only
+    /// the live records and points `live` at their new places. The caller
+    /// holds the load lock (this file came from [`PieceHashFile::open`])
+    /// and keeps it on the new file. Returns the bytes freed (0: left as
+    /// it was). A live record that fails its CRC stops the compaction and
+    /// leaves the file as it was.
+    pub fn compact(&mut self, path: &Path, live: &mut [PieceRecord], min_dead: u64) -> std::io::Result<u64> {
+        let old_len = self.len();
+        let live_len: u64 = live.iter().map(|r| HEADER_LEN + u64::from(r.count) * 20).sum();
+        let dead = old_len.saturating_sub(live_len);
+        if dead < min_dead || dead <= live_len {
+            return Ok(0);
+        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".compacting");
+        let tmp = dir.join(tmp_name);
+        let new = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .truncate(false)
+            .open(&tmp)?;
+        new.lock()?;
+        new.set_len(0)?;
+        let mut moved = Vec::with_capacity(live.len());
+        let mut pos = 0u64;
+        let written = (|| {
+            let mut out = BufWriter::with_capacity(1 << 20, &new);
+            let mut raw = Vec::new();
+            for record in live.iter() {
+                raw.resize((HEADER_LEN + u64::from(record.count) * 20) as usize, 0);
+                self.file.read_exact_at(&mut raw, record.offset - HEADER_LEN)?;
+                if raw[..4] != MAGIC || crc32fast::hash(&raw[HEADER_LEN as usize..]) != record.hashes_crc {
+                    return Err(corrupt(format!(
+                        "piece hashes at offset {} fail their CRC; not compacting",
+                        record.offset
+                    )));
+                }
+                out.write_all(&raw)?;
+                moved.push(PieceRecord {
+                    offset: pos + HEADER_LEN,
+                    ..*record
+                });
+                pos += raw.len() as u64;
+            }
+            out.flush()?;
+            drop(out);
+            new.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()?;
+        live.copy_from_slice(&moved);
+        // Dropping the old file releases its lock; a loader waiting on it
+        // sees the rename and waits on the new file's lock instead.
+        self.file = new;
+        *self.end.get_mut().expect("no panics while held") = pos;
+        Ok(old_len - pos)
+    }
 }
 
 #[cfg(test)]
@@ -228,6 +321,77 @@ mod tests {
         file.write_all_at(&[0; 40], a.offset).unwrap();
         let (f, found) = PieceHashFile::open(&path).unwrap();
         assert!(f.read(found[&[1; 32]]).is_err());
+    }
+
+    #[test]
+    fn compaction_keeps_only_live_records_and_old_readers_keep_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pieces.bin");
+        let (f, _) = PieceHashFile::open(&path).unwrap();
+        let dead_a = f.append(&[1; 32], &[[1; 20]; 30], None).unwrap();
+        let live_b = f.append(&[2; 32], &[[2; 20], [3; 20]], Some(5)).unwrap();
+        let dead_c = f.append(&[3; 32], &[[4; 20]; 30], None).unwrap();
+        let live_d = f.append(&[4; 32], &[[6; 20]], None).unwrap();
+        f.unlock().unwrap();
+        // Another process that loaded before the compaction.
+        let (reader, _) = PieceHashFile::open(&path).unwrap();
+        reader.unlock().unwrap();
+        let (mut f, found) = PieceHashFile::open(&path).unwrap();
+        let full = f.len();
+        let mut live = [found[&[2; 32]], found[&[4; 32]]];
+        assert_eq!(live, [live_b, live_d]);
+        // Below the floor nothing happens.
+        assert_eq!(f.compact(&path, &mut live, full).unwrap(), 0);
+        assert_eq!(live, [live_b, live_d]);
+        let freed = f.compact(&path, &mut live, 0).unwrap();
+        assert_eq!(freed, 2 * (HEADER_LEN + 30 * 20));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), full - freed);
+        assert_eq!(f.read(live[0]).unwrap(), vec![[2; 20], [3; 20]]);
+        assert_eq!(live[0].fill_crc, Some(5));
+        assert_eq!(f.read(live[1]).unwrap(), vec![[6; 20]]);
+        // Appends after the compaction land in the new file.
+        let e = f.append(&[5; 32], &[[7; 20]], None).unwrap();
+        f.unlock().unwrap();
+        assert_eq!(reader.read(dead_a).unwrap(), vec![[1; 20]; 30]);
+        assert_eq!(reader.read(dead_c).unwrap(), vec![[4; 20]; 30]);
+        assert_eq!(reader.read(live_d).unwrap(), vec![[6; 20]]);
+        drop(f);
+        let (_, found) = PieceHashFile::open(&path).unwrap();
+        assert_eq!(found.len(), 3);
+        assert_eq!(
+            (found[&[2; 32]], found[&[4; 32]], found[&[5; 32]]),
+            (live[0], live[1], e)
+        );
+        assert!(!dir.path().join("pieces.bin.compacting").exists());
+    }
+
+    #[test]
+    fn a_loader_that_waited_through_a_compaction_locks_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pieces.bin");
+        let (mut first, _) = PieceHashFile::open(&path).unwrap();
+        first.append(&[1; 32], &[[1; 20]; 50], None).unwrap();
+        let mut live = [first.append(&[2; 32], &[[2; 20]], None).unwrap()];
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let waiter = std::thread::spawn(move || {
+            let (second, found) = PieceHashFile::open(&p).unwrap();
+            let record = second.append(&[3; 32], &[[3; 20]], None).unwrap();
+            tx.send((found, record)).unwrap();
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err());
+        assert!(first.compact(&path, &mut live, 0).unwrap() > 0);
+        // The waiter got the old file's lock when the old file was dropped,
+        // but must still wait for this loader, which holds the new one's.
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err());
+        first.unlock().unwrap();
+        let (found, third) = rx.recv().unwrap();
+        waiter.join().unwrap();
+        assert_eq!(found.len(), 1, "the waiter read the compacted file");
+        assert_eq!(found[&[2; 32]], live[0]);
+        let (f, found) = PieceHashFile::open(&path).unwrap();
+        assert_eq!(found[&[3; 32]], third, "its append went to the file at the path");
+        assert_eq!(f.read(third).unwrap(), vec![[3; 20]]);
     }
 
     #[test]
