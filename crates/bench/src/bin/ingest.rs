@@ -82,6 +82,11 @@ struct Args {
     /// Also walk the chain (`LedgerStore::verify`) after each round.
     #[arg(long)]
     verify: bool,
+    /// The raw loop's table without its three indexes: the ceiling of a
+    /// bare append into a rowid table of this width (not the limit the
+    /// ledger is compared with).
+    #[arg(long)]
+    raw_without_indexes: bool,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -116,6 +121,8 @@ CREATE TABLE sessions (
     kind TEXT NOT NULL,
     session_key INTEGER NOT NULL
 );
+";
+const RAW_INDEXES: &str = "
 CREATE INDEX sessions_started ON sessions(started_at_ms);
 CREATE INDEX sessions_ip ON sessions(remote_ip);
 CREATE INDEX sessions_key ON sessions(session_key, kind);
@@ -157,7 +164,13 @@ fn timed(f: impl FnOnce() -> Result<()>) -> Result<Timing> {
 
 /// The limit: records into an identical table, `batch` per transaction,
 /// with the store's pragmas and durability.
-fn raw_insert(path: &Path, records: &[SessionRecord], batch: usize, page_size: i64) -> Result<Timing> {
+fn raw_insert(
+    path: &Path,
+    records: &[SessionRecord],
+    batch: usize,
+    page_size: i64,
+    indexes: bool,
+) -> Result<Timing> {
     let mut conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "page_size", page_size)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -165,6 +178,9 @@ fn raw_insert(path: &Path, records: &[SessionRecord], batch: usize, page_size: i
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     conn.execute_batch(RAW_SCHEMA)?;
+    if indexes {
+        conn.execute_batch(RAW_INDEXES)?;
+    }
     // Fixed stand-ins of the right sizes for the salt and the three digests.
     let salt = [0x5au8; 16];
     let digest = [0xa5u8; 32];
@@ -371,7 +387,7 @@ fn main() -> Result<()> {
     let run_raw = |round: usize| -> Result<Timing> {
         quiet();
         let path = work.path().join(format!("raw-{round}.sqlite"));
-        let t = raw_insert(&path, &records, batch, page_size)?;
+        let t = raw_insert(&path, &records, batch, page_size, !args.raw_without_indexes)?;
         println!(
             "  round {round}: raw SQLite insert {:>9.0} records/s ({:.2} s wall, {:.2} CPU s = {:.0} records per CPU s)",
             n / t.wall,
