@@ -75,6 +75,15 @@ impl CatalogStore {
         Ok(Self { conn })
     }
 
+    /// The highest catalogue id, `None` for an empty catalogue. Ids only
+    /// grow, so a running node compares it with its table's to notice an
+    /// import (one B-tree probe).
+    pub fn max_id(&self) -> Result<Option<i64>, CatalogError> {
+        Ok(self
+            .conn
+            .query_row("SELECT max(id) FROM titles", [], |r| r.get(0))?)
+    }
+
     pub fn count(&self) -> Result<u64, CatalogError> {
         Ok(self
             .conn

@@ -9,8 +9,8 @@
 use crate::piece_file::{DecoyKey, PieceHashFile, PieceRecord};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use warnseed_bittorrent::metainfo::{self, InfoFields, InfoHash};
 use warnseed_bittorrent::mse;
 use warnseed_bittorrent::session::SeedContent;
@@ -92,6 +92,57 @@ pub struct DecoyTable {
     active_count: AtomicUsize,
     /// `(catalogue id, entry)` sorted by id, built on first use.
     by_id: OnceLock<Vec<(i64, u32)>>,
+}
+
+/// The table a running node serves from. Titles imported into the
+/// catalogue while the node runs are loaded into a new table, which then
+/// replaces the old one here: peers see it at their next handshake, the
+/// DHT and tracker sweeps at their next step. A session keeps the decoy
+/// (and so the table) it started with.
+#[derive(Clone)]
+pub struct LiveTable(Arc<LiveInner>);
+
+struct LiveInner {
+    current: RwLock<Arc<DecoyTable>>,
+    /// Counts replacements, so a sweep can tell that its positions (entry
+    /// indices) now refer to another table.
+    generation: AtomicU64,
+}
+
+impl LiveTable {
+    pub fn new(table: Arc<DecoyTable>) -> Self {
+        Self(Arc::new(LiveInner {
+            current: RwLock::new(table),
+            generation: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn current(&self) -> Arc<DecoyTable> {
+        Arc::clone(&self.0.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The current table and its generation, read together.
+    pub fn current_with_generation(&self) -> (Arc<DecoyTable>, u64) {
+        let table = self.0.current.read().unwrap_or_else(|e| e.into_inner());
+        (Arc::clone(&table), self.0.generation.load(Ordering::Acquire))
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::Acquire)
+    }
+
+    /// Makes `table` the one served from now on.
+    pub fn replace(&self, table: Arc<DecoyTable>) {
+        let mut current = self.0.current.write().unwrap_or_else(|e| e.into_inner());
+        *current = table;
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl From<Arc<DecoyTable>> for LiveTable {
+    fn from(table: Arc<DecoyTable>) -> Self {
+        Self::new(table)
+    }
 }
 
 /// Reports load phases to the caller (the CLI draws progress bars).
@@ -388,8 +439,8 @@ impl DecoyTable {
         }
     }
 
-    /// The highest catalogue id loaded (titles imported later wait for a
-    /// restart), or `None` for an empty table.
+    /// The highest catalogue id loaded (titles imported later wait until a
+    /// [`LiveTable`] reload), or `None` for an empty table.
     pub fn max_id(&self) -> Option<i64> {
         self.entries.iter().map(|e| e.id).max()
     }
@@ -599,8 +650,9 @@ impl DecoyTable {
                 .map_or(0, |k| k.records.capacity() * std::mem::size_of::<PieceRecord>())
     }
 
-    /// The active decoy with this info hash.
-    pub fn lookup(self: &Arc<Self>, info_hash: &InfoHash) -> Option<Decoy> {
+    /// The entry (info-hash order) of the decoy with this info hash,
+    /// active or not.
+    pub fn index_of(&self, info_hash: &InfoHash) -> Option<usize> {
         let b = hash_bucket(info_hash);
         let (start, end) = match (self.hash_buckets.get(b), self.hash_buckets.get(b + 1)) {
             (Some(&s), Some(&e)) => (s as usize, e as usize),
@@ -610,6 +662,11 @@ impl DecoyTable {
             .binary_search_by(|e| e.info_hash.cmp(info_hash))
             .ok()
             .map(|i| start + i)
+    }
+
+    /// The active decoy with this info hash.
+    pub fn lookup(self: &Arc<Self>, info_hash: &InfoHash) -> Option<Decoy> {
+        self.index_of(info_hash)
             .filter(|&index| self.is_active_index(index))
             .map(|index| Decoy {
                 table: Arc::clone(self),

@@ -8,10 +8,9 @@
 //! (queries that name one of our decoys) is logged and counted into the
 //! ledger every minute.
 
-use crate::decoys::DecoyTable;
+use crate::decoys::{DecoyTable, LiveTable};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -85,17 +84,17 @@ fn save_nodes(path: &std::path::Path, node: &Node<TableIndex>) {
     }
 }
 
-struct TableIndex(Arc<DecoyTable>);
+struct TableIndex(LiveTable);
 
 impl DecoyIndex for TableIndex {
     fn contains(&self, info_hash: &[u8; 20]) -> bool {
-        self.0.lookup(info_hash).is_some()
+        self.0.current().lookup(info_hash).is_some()
     }
     fn sample(&self, target: &NodeId, n: usize) -> Vec<[u8; 20]> {
-        self.0.info_hashes_from(&target.0, n)
+        self.0.current().info_hashes_from(&target.0, n)
     }
     fn count(&self) -> u64 {
-        self.0.active_len() as u64
+        self.0.current().active_len() as u64
     }
 }
 
@@ -156,6 +155,12 @@ impl Announcer {
             in_flight: HashMap::new(),
             next_round: 1,
         }
+    }
+
+    /// The table was replaced: the round's remaining positions would name
+    /// other decoys, so the next announce starts a new round.
+    fn table_replaced(&mut self) {
+        self.schedule = SweepSchedule::new(0, 1);
     }
 
     /// The next active decoy to announce, starting a round when the last
@@ -301,7 +306,7 @@ fn log_totals(c: &Counters, node: &Node<TableIndex>, stopped: bool) {
 
 /// Runs the node on `socket` until `stop` turns true.
 pub async fn run_dht(
-    table: Arc<DecoyTable>,
+    table: impl Into<LiveTable>,
     socket: UdpSocket,
     settings: DhtSettings,
     mut stop: watch::Receiver<bool>,
@@ -315,7 +320,9 @@ pub async fn run_dht(
     let tokens = TokenIssuer::new(Instant::now(), Box::new(random::<16>));
     let mut config = Config::new(settings.peer_addr);
     config.own_addr = Some(local);
-    let mut node = Node::new(id, config, TableIndex(Arc::clone(&table)), tokens);
+    let live: LiveTable = table.into();
+    let (mut table, mut generation) = live.current_with_generation();
+    let mut node = Node::new(id, config, TableIndex(live.clone()), tokens);
     let mut bootstrap = Vec::new();
     for host in &settings.bootstrap {
         match tokio::net::lookup_host(host.as_str()).await {
@@ -414,6 +421,15 @@ pub async fn run_dht(
             }
         }
         if now >= next_announce {
+            if live.generation() != generation {
+                (table, generation) = live.current_with_generation();
+                announcer.table_replaced();
+                tracing::info!(
+                    decoys = table.len(),
+                    active = table.active_len(),
+                    "DHT: announcing the reloaded catalogue"
+                );
+            }
             let active = table.active_len();
             if active == 0 {
                 next_announce = now + Duration::from_secs(1);
@@ -525,6 +541,7 @@ pub async fn run_dht(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use warnseed_payload::{FillMode, PayloadSet};
 
     fn table(n: usize) -> Arc<DecoyTable> {
@@ -581,5 +598,28 @@ mod tests {
             "round 2 is not fully handed out"
         );
         assert_eq!(announcer.next_info_hash(&table, || 1, now), None);
+    }
+    #[test]
+    fn a_replaced_table_starts_a_new_round_over_its_decoys() {
+        let now = Instant::now();
+        let mut announcer = Announcer::new();
+        let small = table(3);
+        let first = announcer.next_info_hash(&small, || 1, now).unwrap();
+        // The catalogue grew: the rest of round 1's positions would name
+        // other decoys in the new table.
+        let grown = table(6);
+        announcer.table_replaced();
+        let mut round: Vec<[u8; 20]> = (0..6)
+            .map(|_| announcer.next_info_hash(&grown, || 1, now).unwrap())
+            .collect();
+        assert_eq!(announcer.rounds.len(), 2, "round 2 began with the new table");
+        assert!(announcer.rounds[0].scheduled, "round 1 hands out nothing more");
+        assert_eq!(announcer.rounds[0].started, 1);
+        assert_eq!(announcer.rounds[1].started, 6);
+        round.sort();
+        let mut all: Vec<[u8; 20]> = (0..6).filter_map(|i| grown.info_hash_at(i)).collect();
+        all.sort();
+        assert_eq!(round, all, "every decoy of the new table once");
+        assert!(all.contains(&first));
     }
 }

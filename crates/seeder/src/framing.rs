@@ -8,8 +8,7 @@
 //! told its bytes are written only when the socket has taken them, so its
 //! send watermark, stall timer and byte counts stay true.
 
-use crate::decoys::{Decoy, DecoyTable};
-use std::sync::Arc;
+use crate::decoys::{Decoy, LiveTable};
 use std::time::{Duration, Instant};
 use warnseed_bittorrent::metainfo::InfoHash;
 use warnseed_bittorrent::mse::{Method, MseResponder};
@@ -80,7 +79,7 @@ impl Framing {
         &mut self,
         data: &[u8],
         session: &mut PeerSession<Decoy>,
-        table: &Arc<DecoyTable>,
+        table: &LiveTable,
         now: Instant,
     ) {
         if let Kind::Undecided = self.kind {
@@ -110,13 +109,7 @@ impl Framing {
         self.route(data, session, table, now);
     }
 
-    fn route(
-        &mut self,
-        data: &[u8],
-        session: &mut PeerSession<Decoy>,
-        table: &Arc<DecoyTable>,
-        now: Instant,
-    ) {
+    fn route(&mut self, data: &[u8], session: &mut PeerSession<Decoy>, table: &LiveTable, now: Instant) {
         if data.is_empty() {
             return;
         }
@@ -128,6 +121,7 @@ impl Framing {
                 if result.is_ok() {
                     if let Some(req2) = r.pending_lookup() {
                         let info_hash = table
+                            .current()
                             .lookup_req2(&req2)
                             .map(|d| *warnseed_bittorrent::session::SeedContent::info_hash(&d));
                         result = r.resolve(info_hash);

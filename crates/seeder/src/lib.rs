@@ -17,7 +17,7 @@ mod status;
 mod tracker;
 mod udp_tracker;
 
-pub use decoys::{Decoy, DecoyTable, LoadError, LoadProgress};
+pub use decoys::{Decoy, DecoyTable, LiveTable, LoadError, LoadProgress};
 pub use dht::{run_dht, DhtSettings};
 pub use piece_file::{PieceHashFile, PieceRecord};
 pub use server::{ConnectionClosed, PeerServer, ServerConfig};

@@ -1,7 +1,7 @@
 //! The tokio driver for peer sessions: accept, per-connection task, upload
 //! slots, ledger records, graceful stop.
 
-use crate::decoys::{Decoy, DecoyTable};
+use crate::decoys::{Decoy, LiveTable};
 use crate::framing::Framing;
 use crate::limiter::ConnectionLimiter;
 use std::net::SocketAddr;
@@ -49,7 +49,7 @@ pub struct ConnectionClosed {
 }
 
 pub struct PeerServer {
-    table: Arc<DecoyTable>,
+    table: LiveTable,
     config: ServerConfig,
     ledger: SyncSender<SessionRecord>,
     observer: Option<mpsc::UnboundedSender<ConnectionClosed>>,
@@ -58,9 +58,11 @@ pub struct PeerServer {
 use warnseed_ledger::unix_ms as now_ms;
 
 impl PeerServer {
-    pub fn new(table: Arc<DecoyTable>, config: ServerConfig, ledger: SyncSender<SessionRecord>) -> Self {
+    /// Serves the decoys of `table`: an `Arc<DecoyTable>`, or a
+    /// [`LiveTable`] whose table may be replaced while serving.
+    pub fn new(table: impl Into<LiveTable>, config: ServerConfig, ledger: SyncSender<SessionRecord>) -> Self {
         Self {
-            table,
+            table: table.into(),
             config,
             ledger,
             observer: None,
@@ -96,7 +98,7 @@ impl PeerServer {
 }
 
 struct Shared {
-    table: Arc<DecoyTable>,
+    table: LiveTable,
     config: ServerConfig,
     ledger: SyncSender<SessionRecord>,
     observer: Option<mpsc::UnboundedSender<ConnectionClosed>>,
@@ -273,7 +275,7 @@ async fn run_connection(
     loop {
         if let Some(info_hash) = session.pending_lookup() {
             let mse_named = framing.mse_info_hash();
-            match shared.table.lookup(info_hash) {
+            match shared.table.current().lookup(info_hash) {
                 // Under MSE the torrent was already named by req2; the
                 // handshake inside must name the same one.
                 Some(_) if mse_named.is_some_and(|h| h != info_hash) => session.refuse(

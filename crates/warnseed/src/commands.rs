@@ -15,7 +15,7 @@ use warnseed_catalog::{CatalogError, CatalogStore};
 use warnseed_ledger::{LedgerStore, LedgerWriter, WriterConfig};
 use warnseed_payload::{FillMode, PayloadSet};
 use warnseed_seeder::{
-    AnnounceSettings, DecoyTable, LoadProgress, PeerServer, ServerConfig, StatusBoard, TrackerUrl,
+    AnnounceSettings, DecoyTable, LiveTable, LoadProgress, PeerServer, ServerConfig, StatusBoard, TrackerUrl,
 };
 
 /// Files smaller than this import too fast for a progress bar to help.
@@ -348,8 +348,23 @@ pub fn run(args: RunArgs) -> Result<()> {
     let payload = load_payload(&dir)?;
     let started = std::time::Instant::now();
     let table = load_table(&dir, Arc::clone(&payload))?;
+    // Titles imported while the node runs are loaded into a new table,
+    // which replaces this one everywhere it is served.
+    let live = LiveTable::new(Arc::clone(&table));
+    let reload: warnseed::schedule::Reload = {
+        let payload = Arc::clone(&payload);
+        let piece_file = dir.piece_file_path();
+        Box::new(move |store: &mut CatalogStore| {
+            Ok(DecoyTable::load(
+                store,
+                Arc::clone(&payload),
+                Some(&piece_file),
+                &mut (),
+            )?)
+        })
+    };
     let (schedule, first_step) =
-        warnseed::schedule::ScheduleRunner::start(&dir.catalog_path(), policy, Arc::clone(&table))?;
+        warnseed::schedule::ScheduleRunner::start(&dir.catalog_path(), policy, live.clone(), Some(reload))?;
     tracing::info!(
         released = first_step.released.len(),
         retired = first_step.retired.len(),
@@ -417,7 +432,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let fleet = start_fleet_forwarder(&dir, stop_rx.clone())?;
-        let server = PeerServer::new(Arc::clone(&table), server_config, writer.sender());
+        let server = PeerServer::new(live.clone(), server_config, writer.sender());
         let serving = tokio::spawn(server.serve(listeners, stop_rx.clone()));
         let scheduling = tokio::spawn(schedule.run(stop_rx.clone()));
         let retaining = tokio::spawn(retain_periodically(dir.root.clone(), stop_rx.clone()));
@@ -431,7 +446,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             announcers.push(tokio::spawn(warnseed_seeder::announce_loop(
                 i + 1,
                 tier,
-                Arc::clone(&table),
+                live.clone(),
                 announcing.clone(),
                 Arc::clone(&board),
                 stop_rx.clone(),
@@ -477,7 +492,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     ledger: Some(dir.ledger_path()),
                 };
                 dht_tasks.push(tokio::spawn(warnseed_seeder::run_dht(
-                    Arc::clone(&table),
+                    live.clone(),
                     socket,
                     settings,
                     stop_rx.clone(),
@@ -490,7 +505,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             pid: std::process::id(),
             started_at_ms: now_ms(),
             listen: addrs.clone(),
-            table: Arc::clone(&table),
+            table: live.clone(),
             board: Arc::clone(&board),
         };
         status.write("running")?;
@@ -554,7 +569,7 @@ struct NodeStatusWriter {
     pid: u32,
     started_at_ms: i64,
     listen: Vec<String>,
-    table: Arc<DecoyTable>,
+    table: LiveTable,
     board: Arc<StatusBoard>,
 }
 
@@ -566,8 +581,8 @@ impl NodeStatusWriter {
             "started_at_ms": self.started_at_ms,
             "updated_at_ms": now_ms(),
             "listen": self.listen,
-            "decoys_loaded": self.table.len(),
-            "decoys_active": self.table.active_len(),
+            "decoys_loaded": self.table.current().len(),
+            "decoys_active": self.table.current().active_len(),
             "trackers": self.board.trackers(),
         });
         // Write then rename, so a reader never sees half a file.

@@ -185,3 +185,82 @@ fn unreleased_and_retired_decoys_are_refused_while_released_ones_download() {
     node.stop();
     assert_eq!(released_ids(&node), vec![1, 2]);
 }
+
+#[test]
+fn titles_imported_while_the_node_runs_are_released_and_served_without_a_restart() {
+    let size = 2 * 16 * 1024 + 3;
+    let row = |i: u32| format!("sample-title-{i:06}.mkv,{size}\n");
+    let mut node = Node::new(
+        &(1..=2).map(row).collect::<String>(),
+        Some(BUILTIN_WARNING.as_bytes()),
+    );
+    set_config(&node.data, "schedule", "daily_quota = 3");
+    let ip = Ipv4Addr::new(127, 0, 7, 11);
+    let listen = SocketAddr::from((ip, free_port(ip)));
+    node.start(listen, &["--no-dht"]);
+    assert_eq!(schedule_json(&node)["active"], 2);
+
+    // Two more titles while it runs: today's quota has room for one.
+    let csv = node.dir.path().join("more.csv");
+    std::fs::write(
+        &csv,
+        format!("title,size_bytes\n{}", (3..=4).map(row).collect::<String>()),
+    )
+    .unwrap();
+    warnseed(&[
+        "catalog",
+        "import",
+        csv.to_str().unwrap(),
+        "--data",
+        node.data_arg(),
+    ]);
+    let node_status = || {
+        let out = warnseed(&["status", "--json", "--data", node.data_arg()]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    wait_until(
+        "the running node to load the imported titles and release one",
+        Duration::from_secs(60),
+        || {
+            let s = node_status();
+            s["decoys_loaded"] == 4 && s["decoys_active"] == 3
+        },
+    );
+    assert_eq!(released_ids(&node), vec![1, 2, 3]);
+    assert!(node.log().contains("imported titles loaded"), "{}", node.log());
+
+    let torrents = node.export_torrents(&[]);
+    let index = Node::index(&torrents);
+    let by_id = |id: i64| index.iter().find(|r| r.1 == id).unwrap().clone();
+    let (imported, _, _, title) = by_id(3);
+    let (waiting, ..) = by_id(4);
+    let (earlier, ..) = by_id(1);
+    assert!(
+        answers_handshake(listen, &imported),
+        "the imported, released decoy is not served"
+    );
+    assert!(
+        !answers_handshake(listen, &waiting),
+        "an imported, unreleased decoy is served"
+    );
+    assert!(
+        answers_handshake(listen, &earlier),
+        "a decoy of the first table is no longer served"
+    );
+
+    // A real client downloads the imported decoy from the running node.
+    let client = Ipv4Addr::new(127, 0, 7, 12);
+    let out = node.dir.path().join("lt");
+    let torrent = torrents.join(format!("{imported}.torrent"));
+    libtorrent_download(
+        ("--torrent", torrent.to_str().unwrap()),
+        Some(listen),
+        client,
+        &out,
+    );
+    let sessions = node.wait_for_completed(&client.to_string(), &imported);
+    assert!(sessions.iter().any(|s| s.bytes_sent >= size));
+    assert_eq!(std::fs::metadata(out.join(&title)).unwrap().len(), size);
+    node.stop();
+    assert_eq!(released_ids(&node), vec![1, 2, 3]);
+}

@@ -127,6 +127,27 @@ impl AnnounceState {
         *slot = mark;
     }
 
+    /// The same marks for a new table (the catalogue was reloaded): each
+    /// decoy's mark moves to its place in the new table (`new_index` of its
+    /// info hash); decoys the new table lacks are forgotten.
+    pub fn moved_to(
+        self,
+        old: &impl DecoyView,
+        new_len: usize,
+        new_index: impl Fn(&InfoHash) -> Option<usize>,
+    ) -> Self {
+        let mut moved = Self::new(new_len);
+        let marked: Vec<usize> = (0..self.marks.len())
+            .filter(|&i| self.marks[i] != Mark::Unannounced)
+            .collect();
+        for (i, info_hash) in old.info_hashes(&marked) {
+            if let Some(j) = new_index(&info_hash) {
+                moved.set(j, self.marks[i]);
+            }
+        }
+        moved
+    }
+
     /// Compares the marks with the table. A refused decoy that was retired
     /// is simply forgotten (the tracker never had it).
     pub fn changes(&mut self, view: &impl DecoyView) -> Changes {
@@ -762,5 +783,43 @@ mod tests {
             t.record(&Err(Failure::Unreachable("timed out".into())));
         }
         assert!(t.aborted());
+    }
+    #[test]
+    fn marks_follow_their_decoys_into_a_reloaded_table() {
+        let view = Fake::new(&[true, true, true, true, false]);
+        let mut state = AnnounceState::new(5);
+        let jobs = sweep(SweepKind::Full, &mut state, &view);
+        assert_eq!(jobs.len(), 4);
+        // 0 and 2 listed, 1 refused, 3 unanswered.
+        for (index, result) in [
+            (0, OK),
+            (2, OK),
+            (1, Err(Failure::Refused("not whitelisted".into()))),
+        ] {
+            state.record(
+                &Job {
+                    index,
+                    info_hash: [index as u8; 20],
+                    event: AnnounceEvent::Started,
+                },
+                &result,
+            );
+        }
+        assert_eq!(state.listed(), 2);
+        // The new table has two more decoys; the old ones moved: decoy i
+        // is now at 6 - i, and decoy 2 is gone.
+        let moved = state.moved_to(&view, 7, |h| match h[0] {
+            2 => None,
+            i => Some(6 - i as usize),
+        });
+        assert_eq!(moved.listed(), 1);
+        assert!(moved.is_listed(6), "decoy 0 stays listed at its new place");
+        assert!(!moved.is_listed(0) && !moved.is_listed(4));
+        assert_eq!(
+            moved.marks[5],
+            Mark::Refused,
+            "decoy 1 stays refused until the next full round"
+        );
+        assert_eq!(moved.marks.iter().filter(|m| **m != Mark::Unannounced).count(), 2);
     }
 }

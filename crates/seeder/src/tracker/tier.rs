@@ -18,7 +18,7 @@ use super::sweep::{
     AnnounceState, Backoff, DecoyView, Job, ScrapeCursor, ScrapeTally, Sweep, SweepKind, Tally, TierOrder,
 };
 use super::{Announced, Failure, Scheme, ScrapeCounts, TrackerUrl, HTTP_SCRAPE_BATCH};
-use crate::decoys::DecoyTable;
+use crate::decoys::{DecoyTable, LiveTable};
 use crate::status::{at_ms_from_now, unix_now_ms, ScrapeStatus, StatusBoard, TrackerStatus};
 use crate::udp_tracker::{UdpTrackerClient, SCRAPE_BATCH as UDP_SCRAPE_BATCH};
 use std::net::IpAddr;
@@ -281,7 +281,7 @@ fn random_seed() -> u64 {
 pub async fn announce_loop(
     tier: usize,
     urls: Vec<TrackerUrl>,
-    table: Arc<DecoyTable>,
+    table: impl Into<LiveTable>,
     settings: AnnounceSettings,
     status: Arc<StatusBoard>,
     mut shutdown: watch::Receiver<bool>,
@@ -304,6 +304,8 @@ pub async fn announce_loop(
             .into();
         });
     }
+    let live: LiveTable = table.into();
+    let (mut table, mut generation) = live.current_with_generation();
     let mut state = AnnounceState::new(table.len());
     let mut backoff = Backoff::default();
     let mut client: Option<Arc<Client>> = None;
@@ -311,6 +313,11 @@ pub async fn announce_loop(
     let mut healthy = false;
     let mut next_round = Instant::now();
     loop {
+        if live.generation() != generation {
+            let (new, g) = live.current_with_generation();
+            state = state.moved_to(&table, new.len(), |h| new.index_of(h));
+            (table, generation) = (new, g);
+        }
         let current = order.current();
         let name = &names[current];
         if Instant::now() < next_round {
