@@ -18,6 +18,9 @@ use warnseed_seeder::{
     AnnounceSettings, DecoyTable, LiveTable, LoadProgress, PeerServer, ServerConfig, StatusBoard, TrackerUrl,
 };
 
+/// Held by `warnseed run` for as long as it runs.
+const NODE_LOCK_FILE: &str = "node.lock";
+
 /// Files smaller than this import too fast for a progress bar to help.
 const PROGRESS_MIN_BYTES: u64 = 256 * 1024;
 /// How many invalid rows are printed before the rest are only counted.
@@ -55,7 +58,28 @@ pub fn catalog_import(data: &Path, files: &[PathBuf]) -> Result<()> {
     // Compute the new titles' info hashes now (cached in the catalogue), so
     // `run` and `decoys export` start warm.
     load_table(&dir, load_payload(&dir)?)?;
+    if node_running(&dir)? {
+        eprintln!(
+            "the node running on {} loads the new titles within a few seconds; the schedule releases them",
+            data.display()
+        );
+    }
     Ok(())
+}
+
+/// Whether a `warnseed run` holds this data directory's node lock.
+fn node_running(dir: &DataDir) -> Result<bool> {
+    let path = dir.root.join(NODE_LOCK_FILE);
+    let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
+        return Ok(false);
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(false),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("checking {}", path.display()))
+        }
+    }
 }
 
 fn import_one(store: &mut CatalogStore, file: &Path) -> Result<()> {
@@ -285,7 +309,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     // One node per data directory: two would interleave one ledger chain
     // and overwrite each other's status. The lock goes with the process.
-    let lock_path = dir.root.join("node.lock");
+    let lock_path = dir.root.join(NODE_LOCK_FILE);
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -207,13 +207,22 @@ fn titles_imported_while_the_node_runs_are_released_and_served_without_a_restart
         format!("title,size_bytes\n{}", (3..=4).map(row).collect::<String>()),
     )
     .unwrap();
-    warnseed(&[
-        "catalog",
-        "import",
-        csv.to_str().unwrap(),
-        "--data",
-        node.data_arg(),
-    ]);
+    let out = std::process::Command::new(bin())
+        .args([
+            "catalog",
+            "import",
+            csv.to_str().unwrap(),
+            "--data",
+            node.data_arg(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("loads the new titles within a few seconds"),
+        "{said}"
+    );
     let node_status = || {
         let out = warnseed(&["status", "--json", "--data", node.data_arg()]);
         serde_json::from_str::<serde_json::Value>(&out).unwrap()
