@@ -57,6 +57,29 @@ fn answers_handshake(addr: SocketAddr, info_hash: &str) -> bool {
     }
 }
 
+/// libtorrent, bound to `client`, downloads the decoy `(info hash, title,
+/// size)` from the node at `listen` with its exported `.torrent`; the
+/// file arrives whole and the ledger has the completed session.
+fn download_with_libtorrent(
+    node: &Node,
+    listen: SocketAddr,
+    torrents: &std::path::Path,
+    (info_hash, title, size): (&str, &str, u64),
+    client: Ipv4Addr,
+) {
+    let out = node.dir.path().join(format!("lt-{client}"));
+    let torrent = torrents.join(format!("{info_hash}.torrent"));
+    libtorrent_download(
+        ("--torrent", torrent.to_str().unwrap()),
+        Some(listen),
+        client,
+        &out,
+    );
+    let sessions = node.wait_for_completed(&client.to_string(), info_hash);
+    assert!(sessions.iter().any(|s| s.bytes_sent >= size));
+    assert_eq!(std::fs::metadata(out.join(title)).unwrap().len(), size);
+}
+
 #[test]
 fn the_daily_quota_is_released_once_and_survives_restarts() {
     let rows: String = (1..=5)
@@ -142,18 +165,13 @@ fn unreleased_and_retired_decoys_are_refused_while_released_ones_download() {
     );
 
     // A real client downloads the released decoy and the ledger has it.
-    let client = Ipv4Addr::new(127, 0, 7, 2);
-    let out = node.dir.path().join("lt");
-    let torrent = torrents.join(format!("{released}.torrent"));
-    libtorrent_download(
-        ("--torrent", torrent.to_str().unwrap()),
-        Some(listen),
-        client,
-        &out,
+    download_with_libtorrent(
+        &node,
+        listen,
+        &torrents,
+        (&released, &title, size),
+        Ipv4Addr::new(127, 0, 7, 2),
     );
-    let sessions = node.wait_for_completed(&client.to_string(), &released);
-    assert!(sessions.iter().any(|s| s.bytes_sent >= size));
-    assert_eq!(std::fs::metadata(out.join(&title)).unwrap().len(), size);
     node.stop();
 
     // Shorten the lifetime so decoy 1 retires a few seconds into the next
@@ -258,18 +276,13 @@ fn titles_imported_while_the_node_runs_are_released_and_served_without_a_restart
     );
 
     // A real client downloads the imported decoy from the running node.
-    let client = Ipv4Addr::new(127, 0, 7, 12);
-    let out = node.dir.path().join("lt");
-    let torrent = torrents.join(format!("{imported}.torrent"));
-    libtorrent_download(
-        ("--torrent", torrent.to_str().unwrap()),
-        Some(listen),
-        client,
-        &out,
+    download_with_libtorrent(
+        &node,
+        listen,
+        &torrents,
+        (&imported, &title, size),
+        Ipv4Addr::new(127, 0, 7, 12),
     );
-    let sessions = node.wait_for_completed(&client.to_string(), &imported);
-    assert!(sessions.iter().any(|s| s.bytes_sent >= size));
-    assert_eq!(std::fs::metadata(out.join(&title)).unwrap().len(), size);
     node.stop();
     assert_eq!(released_ids(&node), vec![1, 2, 3]);
 }
