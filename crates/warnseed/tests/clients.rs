@@ -585,6 +585,50 @@ fn a_dead_tracker_in_a_tier_gives_way_to_opentracker() {
 }
 
 #[test]
+fn a_title_imported_while_the_node_runs_reaches_opentracker() {
+    let sizes = [PIECE, PIECE + 1, PIECE + 2];
+    let rows = |n: usize| -> String {
+        sizes[..n]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("sample-title-{:06}.mkv,{s}\n", i + 1))
+            .collect()
+    };
+    // opentracker whitelists all three decoys (the setup's node, never
+    // started, only names them); the node under test starts with two.
+    let s = tracker_setup("imp", &sizes);
+    let mut node = Node::new(&rows(2), Some(&test_payload()));
+    set_config(&node.data, "node", &format!("trackers = [{:?}]", s.tracker.url));
+    node.start_in(Some(&s.ns), SocketAddr::from((NODE_IP, 6881)), &[]);
+    let url = s.tracker.url.clone();
+    wait_for_status(&node, "the tracker to take both decoys", |v| {
+        tracker_status(v, &url)["started"].as_u64() == Some(2)
+    });
+    let csv = node.dir.path().join("more.csv");
+    std::fs::write(&csv, format!("title,size_bytes\n{}", &rows(3)[rows(2).len()..])).unwrap();
+    warnseed(&[
+        "catalog",
+        "import",
+        csv.to_str().unwrap(),
+        "--data",
+        node.data_arg(),
+    ]);
+    // Loaded, released (the default quota has room) and announced on the
+    // reconcile tick, without a restart and long before the next round.
+    let v = wait_for_status(&node, "the imported decoy to reach the tracker", |v| {
+        let t = tracker_status(v, &url);
+        v["decoys_loaded"] == 3 && t["started"].as_u64() == Some(3) && t["tracked"].as_u64() == Some(3)
+    });
+    assert_eq!(tracker_status(&v, &url)["rounds"], 1, "{v}");
+    assert_eq!(
+        s.tracker.seeders(&s.ns, &s.hashes),
+        vec![1, 1, 1],
+        "opentracker lists all three"
+    );
+    node.stop();
+}
+
+#[test]
 fn retired_decoys_leave_opentracker() {
     let sizes = [PIECE, PIECE + 1, PIECE + 2];
     let n = sizes.len() as u64;
