@@ -74,10 +74,20 @@ pub struct TlsSettings {
 
 impl TlsSettings {
     /// The mode for this connection: the one asked for, else plain text
-    /// when every host is this machine, else `verify-full`.
+    /// when every address connected to is this machine, else `verify-full`.
     pub fn mode_for(&self, config: &tokio_postgres::Config) -> TlsMode {
         if let Some(mode) = self.mode {
             return mode;
+        }
+        // With `hostaddr`, that is where the connection goes (`host` then
+        // only names the server for its certificate).
+        let addrs = config.get_hostaddrs();
+        if !addrs.is_empty() {
+            return if addrs.iter().all(IpAddr::is_loopback) {
+                TlsMode::Disable
+            } else {
+                TlsMode::VerifyFull
+            };
         }
         let hosts = config.get_hosts();
         let local = |host: &Host| match host {
@@ -91,8 +101,8 @@ impl TlsSettings {
                         .is_ok_and(|ip| ip.is_loopback())
             }
         };
-        // No host at all means libpq's default, the local Unix socket.
-        if hosts.iter().all(local) {
+        // No host at all cannot connect; nothing is sent in plain text.
+        if !hosts.is_empty() && hosts.iter().all(local) {
             TlsMode::Disable
         } else {
             TlsMode::VerifyFull
@@ -211,6 +221,10 @@ pub fn split_conninfo(conninfo: &str) -> Result<(String, TlsSettings), FleetErro
         }
     }
     settings.check()?;
+    // As libpq: `require` with a root certificate checks the chain.
+    if settings.mode == Some(TlsMode::Require) && settings.root_cert.is_some() {
+        settings.mode = Some(TlsMode::VerifyCa);
+    }
     Ok((rest, settings))
 }
 
@@ -313,6 +327,7 @@ fn percent_decode(text: &str) -> Result<String, FleetError> {
         if bytes[i] == b'%' {
             let hex = bytes
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| {
@@ -383,7 +398,23 @@ mod tests {
         assert_eq!(mode("host=127.0.0.1 user=u"), TlsMode::Disable);
         assert_eq!(mode("host=localhost,::1 user=u"), TlsMode::Disable);
         assert_eq!(mode("host=/run/postgresql user=u"), TlsMode::Disable);
-        assert_eq!(mode("user=u"), TlsMode::Disable);
+        assert_eq!(mode("user=u"), TlsMode::VerifyFull);
+        // hostaddr is where the connection goes, whatever host says.
+        assert_eq!(mode("hostaddr=192.0.2.7 user=u"), TlsMode::VerifyFull);
+        assert_eq!(
+            mode("host=localhost hostaddr=192.0.2.7 user=u"),
+            TlsMode::VerifyFull
+        );
+        assert_eq!(
+            mode("host=db.example hostaddr=127.0.0.1 user=u"),
+            TlsMode::Disable
+        );
+        assert_eq!(mode("postgresql://u@[::1]/fleet"), TlsMode::Disable);
+        // require with a root certificate checks the chain, as in libpq.
+        assert_eq!(
+            mode("host=db.example sslmode=require sslrootcert=/ca.pem"),
+            TlsMode::VerifyCa
+        );
         assert_eq!(mode("host=db.example user=u"), TlsMode::VerifyFull);
         assert_eq!(mode("host=127.0.0.1,192.0.2.7 user=u"), TlsMode::VerifyFull);
         assert_eq!(mode("postgresql://u@[2001:db8::5]/fleet"), TlsMode::VerifyFull);
@@ -401,6 +432,7 @@ mod tests {
         assert!(err("host=db sslmode").contains("missing \"=\""));
         assert!(err("host='db").contains("unterminated"));
         assert!(err("postgres://db/x?sslrootcert=%zz").contains("percent escape"));
+        assert!(err("postgres://db/x?sslrootcert=%+f").contains("percent escape"));
         let (_, tls) = split("host=db sslrootcert=system");
         assert_eq!(tls.root_cert, None);
     }

@@ -352,12 +352,18 @@ fn nodes_reach_a_tls_only_server_with_each_sslmode() {
     let remote = PgConfig::new("host=db.invalid user=postgres", "ws_tls").unwrap();
     assert_eq!(remote.tls_mode().unwrap(), warnseed_fleet::TlsMode::VerifyFull);
 
-    // require encrypts and checks nothing.
+    // require encrypts and checks nothing; given a root certificate it
+    // checks the chain, as libpq does.
     assert!(
         connect(&server.config("host=127.0.0.1 user=postgres sslmode=require"))
             .unwrap()
             .is_some()
     );
+    let err = connect(&server.config(&format!(
+        "host=127.0.0.1 user=postgres sslmode=require sslrootcert={other}"
+    )))
+    .unwrap_err();
+    assert!(err.contains("certificate verify failed"), "{err}");
     // Plain text is refused by this server, so every success above was TLS.
     let err = connect(&server.config("host=127.0.0.1 user=postgres sslmode=disable")).unwrap_err();
     assert!(err.contains("no encryption"), "{err}");

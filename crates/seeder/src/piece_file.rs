@@ -55,6 +55,13 @@ pub struct PieceHashFile {
     end: Mutex<u64>,
 }
 
+/// Where a compaction writes the file's next version.
+fn compacting_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".compacting");
+    path.with_file_name(name)
+}
+
 fn corrupt(what: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what)
 }
@@ -64,6 +71,7 @@ impl PieceHashFile {
     /// another loader to finish) and returns every whole record by decoy key
     /// (the newest wins). Call [`PieceHashFile::unlock`] when done appending.
     pub fn open(path: &Path) -> std::io::Result<(Self, HashMap<DecoyKey, PieceRecord>)> {
+        let mut tries = 0;
         let file = loop {
             let file = OpenOptions::new()
                 .read(true)
@@ -77,7 +85,16 @@ impl PieceHashFile {
             if named.is_ok_and(|n| (n.dev(), n.ino()) == (held.dev(), held.ino())) {
                 break file;
             }
+            tries += 1;
+            if tries == 100 {
+                return Err(std::io::Error::other(format!(
+                    "{}: replaced 100 times while waiting for its lock",
+                    path.display()
+                )));
+            }
         };
+        // A compaction that died before its rename left its copy behind.
+        let _ = std::fs::remove_file(compacting_path(path));
         let len = file.metadata()?.len();
         let mut records = HashMap::new();
         let mut pos = 0u64;
@@ -221,13 +238,7 @@ impl PieceHashFile {
         if dead < min_dead || dead <= live_len {
             return Ok(0);
         }
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".compacting");
-        let tmp = dir.join(tmp_name);
+        let tmp = compacting_path(path);
         let new = OpenOptions::new()
             .read(true)
             .append(true)
@@ -266,7 +277,15 @@ impl PieceHashFile {
             return Err(e);
         }
         std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()?;
+        // The new file is in place and whole; only the rename's durability
+        // is in doubt, and the old file holds the same live records.
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot sync the directory after compacting");
+        }
         live.copy_from_slice(&moved);
         // Dropping the old file releases its lock; a loader waiting on it
         // sees the rename and waits on the new file's lock instead.
@@ -362,6 +381,11 @@ mod tests {
             (found[&[2; 32]], found[&[4; 32]], found[&[5; 32]]),
             (live[0], live[1], e)
         );
+        assert!(!dir.path().join("pieces.bin.compacting").exists());
+        // A compaction that died before its rename: its copy is removed
+        // by the next open.
+        std::fs::write(dir.path().join("pieces.bin.compacting"), [0; 99]).unwrap();
+        drop(PieceHashFile::open(&path).unwrap());
         assert!(!dir.path().join("pieces.bin.compacting").exists());
     }
 

@@ -58,7 +58,7 @@ pub fn catalog_import(data: &Path, files: &[PathBuf]) -> Result<()> {
     // Compute the new titles' info hashes now (cached in the catalogue), so
     // `run` and `decoys export` start warm.
     load_table(&dir, load_payload(&dir)?)?;
-    if node_running(&dir)? {
+    if node_running(&dir) {
         eprintln!(
             "the node running on {} loads the new titles within a few seconds; the schedule releases them",
             data.display()
@@ -67,19 +67,20 @@ pub fn catalog_import(data: &Path, files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Whether a `warnseed run` holds this data directory's node lock.
-fn node_running(dir: &DataDir) -> Result<bool> {
-    let path = dir.root.join(NODE_LOCK_FILE);
-    let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
-        return Ok(false);
+/// Whether a `warnseed run` is running on this data directory, by its
+/// status file and its process. (Probing the node lock would take it for
+/// a moment, and a node starting just then would refuse to.)
+fn node_running(dir: &DataDir) -> bool {
+    let Ok(text) = std::fs::read(dir.root.join(STATUS_FILE)) else {
+        return false;
     };
-    match file.try_lock() {
-        Ok(()) => Ok(false),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(true),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("checking {}", path.display()))
-        }
-    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return false;
+    };
+    v["state"] == "running"
+        && v["pid"]
+            .as_u64()
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 fn import_one(store: &mut CatalogStore, file: &Path) -> Result<()> {
@@ -566,6 +567,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     // Every sender is gone once the server has returned; drain the queue.
     let written = writer.close()?;
     fleet_push_on_stop(&dir, &runtime);
+    // A catalogue reload still running in the blocking pool is not waited
+    // for (its table would never be served; what it cached is atomic).
+    runtime.shutdown_timeout(Duration::from_secs(1));
     registered?;
     println!("stopped: {written} ledger records written");
     Ok(())
@@ -1346,7 +1350,8 @@ pub fn fleet_status(data: &Path, json: bool) -> Result<()> {
     let pg = dir.fleet_pg()?;
     let remote = pg.as_ref().map(|pg| {
         warnseed_fleet::PgStore::connect(pg)
-            .and_then(|mut s| Ok((s.head(&node_id)?, s.tls_version()?)))
+            // A pooler may not show pg_stat_ssl: the head still counts.
+            .and_then(|mut s| Ok((s.head(&node_id)?, s.tls_version().map_err(|e| e.to_string()))))
             .map_err(|e| e.to_string())
     });
     let tls_mode = pg.as_ref().and_then(|pg| pg.tls_mode().ok()).map(|m| m.as_str());
@@ -1358,7 +1363,8 @@ pub fn fleet_status(data: &Path, json: bool) -> Result<()> {
                 "forwarded_seal": h.seal_id,
                 "lag": (local_head - h.seq).max(0),
                 "sslmode": tls_mode,
-                "tls_version": tls,
+                "tls_version": tls.as_ref().ok().cloned().flatten(),
+                "tls_error": tls.as_ref().err(),
             }),
             (Some(pg), Some(Err(e))) => {
                 serde_json::json!({ "schema": pg.schema, "sslmode": tls_mode, "error": e })
@@ -1385,8 +1391,9 @@ pub fn fleet_status(data: &Path, json: bool) -> Result<()> {
             pg.schema,
             (local_head - h.seq).max(0),
             match tls {
-                Some(version) => format!("{version}, sslmode {}", tls_mode.unwrap_or("?")),
-                None => "plain text (sslmode disable)".into(),
+                Ok(Some(version)) => format!("{version}, sslmode {}", tls_mode.unwrap_or("?")),
+                Ok(None) => "plain text (sslmode disable)".into(),
+                Err(e) => format!("sslmode {}, TLS version unknown: {e}", tls_mode.unwrap_or("?")),
             }
         ),
         (Some(pg), _) => println!(

@@ -101,14 +101,7 @@ impl ScheduleRunner {
             return Ok(None);
         }
         let started = Instant::now();
-        let table = match reload(&mut self.store) {
-            Ok(t) => t,
-            Err(e) => {
-                self.reload_after = Some(Instant::now() + RELOAD_RETRY);
-                return Err(e);
-            }
-        };
-        self.reload_after = None;
+        let table = reload(&mut self.store)?;
         // Nothing new is served before the schedule releases it.
         let active: HashSet<i64> = self.store.active_ids()?.into_iter().collect();
         table.retain_active(|id| active.contains(&id));
@@ -130,9 +123,13 @@ impl ScheduleRunner {
     /// due (or after a reload, so new titles may be released at once).
     fn check(&mut self, tick_due: bool) -> Option<Result<Tick, warnseed_catalog::CatalogError>> {
         let loaded = match self.reload_if_imported() {
-            Ok(n) => n,
+            Ok(n) => {
+                self.reload_after = None;
+                n
+            }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot load the imported titles; retrying in a minute");
+                self.reload_after = Some(Instant::now() + RELOAD_RETRY);
                 None
             }
         };
@@ -156,12 +153,16 @@ impl ScheduleRunner {
                 _ = stop.wait_for(|s| *s) => return,
             }
             let tick_due = Instant::now() >= next_tick;
-            // SQLite work (and a reload) stays off the async threads.
-            let result = tokio::task::spawn_blocking(move || {
+            // SQLite work (and a reload) stays off the async threads, and a
+            // stop does not wait for it.
+            let task = tokio::task::spawn_blocking(move || {
                 let checked = runner.check(tick_due);
                 (runner, checked)
-            })
-            .await;
+            });
+            let result = tokio::select! {
+                result = task => result,
+                _ = stop.wait_for(|s| *s) => return,
+            };
             let checked;
             (runner, checked) = match result {
                 Ok(pair) => pair,

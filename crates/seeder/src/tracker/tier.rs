@@ -268,6 +268,23 @@ async fn run_scrape(
     Some(tally)
 }
 
+/// After a catalogue reload: the new table, with each decoy's mark moved to
+/// its place in it.
+fn follow_reload(
+    live: &LiveTable,
+    table: &mut Arc<DecoyTable>,
+    generation: &mut u64,
+    state: AnnounceState,
+) -> AnnounceState {
+    if live.generation() == *generation {
+        return state;
+    }
+    let (new, g) = live.current_with_generation();
+    let moved = state.moved_to(&*table, new.len(), |h| new.index_of(h));
+    (*table, *generation) = (new, g);
+    moved
+}
+
 fn random_seed() -> u64 {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).expect("the operating system provides randomness");
@@ -313,11 +330,7 @@ pub async fn announce_loop(
     let mut healthy = false;
     let mut next_round = Instant::now();
     loop {
-        if live.generation() != generation {
-            let (new, g) = live.current_with_generation();
-            state = state.moved_to(&table, new.len(), |h| new.index_of(h));
-            (table, generation) = (new, g);
-        }
+        state = follow_reload(&live, &mut table, &mut generation, state);
         let current = order.current();
         let name = &names[current];
         if Instant::now() < next_round {
@@ -333,6 +346,7 @@ pub async fn announce_loop(
             let Some(c) = client.as_ref().filter(|_| healthy && Instant::now() < next_round) else {
                 continue;
             };
+            state = follow_reload(&live, &mut table, &mut generation, state);
             if state.changes(&table).is_empty() {
                 continue;
             }
