@@ -28,7 +28,11 @@ fn check(text: &str) {
     );
     let (again, none) = split_conninfo(&rest).unwrap_or_else(|e| panic!("{rest:?} from {text:?}: {e}"));
     assert_eq!(again, rest, "splitting twice changed {text:?}");
-    assert_eq!(none, TlsSettings::default(), "TLS keywords left in {rest:?} from {text:?}");
+    assert_eq!(
+        none,
+        TlsSettings::default(),
+        "TLS keywords left in {rest:?} from {text:?}"
+    );
     if let Ok(config) = rest.parse::<tokio_postgres::Config>() {
         let mode = tls.mode_for(&config);
         if tls.mode.is_none() && mode == TlsMode::Disable {
@@ -36,7 +40,11 @@ fn check(text: &str) {
             let addrs = config.get_hostaddrs();
             let hosts = config.get_hosts();
             assert!(
-                if addrs.is_empty() { !hosts.is_empty() } else { addrs.iter().all(local_ip) },
+                if addrs.is_empty() {
+                    !hosts.is_empty()
+                } else {
+                    addrs.iter().all(local_ip)
+                },
                 "plain text chosen for {text:?}"
             );
         }
