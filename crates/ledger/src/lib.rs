@@ -23,6 +23,7 @@ pub fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
+pub mod block;
 pub mod chain;
 pub mod clock;
 mod evidence;
