@@ -858,7 +858,11 @@ impl PgStore {
 
     /// Mirrors a node's retention: each `(seq, replacement)` replaces the
     /// record's address (its salt goes too), and its city and coordinates
-    /// go, as on the node. One transaction.
+    /// go, as on the node. The record's aggregate key goes as well: it is
+    /// an HMAC of the address under a secret every node holds, so whoever
+    /// has the secret could find the address again by trying every IPv4
+    /// address (the aggregates keep their keys, but no longer tied to a
+    /// record). One transaction.
     pub fn mirror_retention(&mut self, node_id: &str, rows: &[(i64, String)]) -> Result<u64, FleetError> {
         self.run(async |c| {
             let client = c.raw();
@@ -866,7 +870,7 @@ impl PgStore {
             let result = async {
                 let update = client
                     .prepare(
-                        "UPDATE sessions SET remote_ip = $3, ip_salt = NULL
+                        "UPDATE sessions SET remote_ip = $3, ip_salt = NULL, ip_key = ''::bytea
                          WHERE node_id = $1 AND seq = $2 AND ip_salt IS NOT NULL",
                     )
                     .await?;

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     record_hash BYTEA NOT NULL,
     kind TEXT NOT NULL,
     session_key BIGINT NOT NULL,
-    -- The aggregates' key of remote_ip (HMAC with the fleet's secret).
+    -- The aggregates' key of remote_ip (HMAC with the fleet's secret);
+    -- empty once retention has replaced the address.
     ip_key BYTEA NOT NULL,
     PRIMARY KEY (node_id, seq)
 );

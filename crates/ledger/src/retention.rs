@@ -52,6 +52,26 @@ pub struct RetentionOutcome {
 }
 
 impl LedgerStore {
+    /// Copies every committed page into the database and empties the WAL
+    /// file: its older frames still hold the pages as they were before
+    /// retention, addresses and salts included. A running node's writer
+    /// waits (busy timeout) while this runs; a checkpoint that cannot
+    /// finish is an error, so the caller knows the old bytes are still on
+    /// disk.
+    fn scrub_wal(&mut self) -> Result<(), LedgerError> {
+        let (busy, _, _): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        if busy != 0 {
+            return Err(LedgerError::Io(
+                "retention: the WAL file could not be emptied (another connection kept reading); \
+                 erased addresses stay in it until the next retention run"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Replaces every address of records that started before `before_ms`:
     /// in sessions (in batches, so the writer is never held up for long;
     /// their city and coordinates go too) and in DHT interest (with its
@@ -131,6 +151,9 @@ impl LedgerStore {
         }
         tx.commit()?;
         outcome.interest_rows = rows.len() as u64;
+        if outcome.sessions > 0 || outcome.interest_rows > 0 {
+            self.scrub_wal()?;
+        }
         Ok(outcome)
     }
 }

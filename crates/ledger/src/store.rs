@@ -172,6 +172,10 @@ impl LedgerStore {
         // database once. Neither changes what a commit guarantees.
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+        // Retention replaces addresses in place; without this SQLite leaves
+        // the old bytes in the page's free space and in freed pages, where
+        // anyone holding the file could read an erased address back.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         // CREATE TABLE IF NOT EXISTS keeps an older table as it is; every

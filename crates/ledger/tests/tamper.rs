@@ -290,3 +290,88 @@ fn retention_replaces_old_addresses_and_the_ledger_still_verifies() {
     assert_eq!(store.verify().unwrap().first_bad, None);
     assert!(store.sessions().unwrap()[30].remote_ip == "erased");
 }
+
+/// The needles that occur somewhere in `haystack` (one pass per needle
+/// length, not per needle: the files are megabytes).
+fn found<'a>(haystack: &[u8], needles: &'a [Vec<u8>]) -> Vec<&'a [u8]> {
+    use std::collections::{BTreeMap, HashSet};
+    let mut by_len: BTreeMap<usize, HashSet<&[u8]>> = BTreeMap::new();
+    for n in needles {
+        by_len.entry(n.len()).or_default().insert(n);
+    }
+    let mut out = Vec::new();
+    for (len, set) in by_len {
+        let mut seen = HashSet::new();
+        for w in haystack.windows(len) {
+            if let Some(n) = set.get(w) {
+                seen.insert(*n);
+            }
+        }
+        out.extend(seen);
+    }
+    out
+}
+
+#[test]
+fn erased_addresses_and_their_salts_are_gone_from_the_files() {
+    use warnseed_ledger::Retention;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let mut store = LedgerStore::open(&path).unwrap();
+    // Enough records, with distinct addresses of several lengths, that the
+    // address index splits its pages many times over.
+    let addresses: Vec<String> = (0..1_500u32)
+        .map(|i| match i % 3 {
+            0 => format!("203.0.{}.{}", 113 + i / 250 % 10, i % 250 + 1),
+            1 => format!("2001:db8:77:{:x}::{:x}", i / 100, i % 100 + 1),
+            _ => format!("198.51.{}.{}", i / 250 % 100, i % 250 + 1),
+        })
+        // As the ledger writes them.
+        .map(|ip| ip.parse::<std::net::IpAddr>().unwrap().to_string())
+        .collect();
+    for chunk in addresses.chunks(250).enumerate() {
+        let batch: Vec<SessionRecord> = chunk
+            .1
+            .iter()
+            .enumerate()
+            .map(|(j, ip)| SessionRecord {
+                remote_ip: ip.parse().unwrap(),
+                ..record((chunk.0 * 250 + j) as u32)
+            })
+            .collect();
+        store.append(&batch).unwrap();
+    }
+    let salts: Vec<Vec<u8>> = {
+        let conn = Connection::open(&path).unwrap();
+        let mut stmt = conn.prepare("SELECT ip_salt FROM sessions").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let files = || -> Vec<u8> {
+        let mut all = std::fs::read(&path).unwrap();
+        all.extend(std::fs::read(path.with_extension("sqlite-wal")).unwrap_or_default());
+        all
+    };
+    let needles: Vec<Vec<u8>> = addresses.iter().map(|a| a.as_bytes().to_vec()).collect();
+    // Before: every address is in the files (row and index entry).
+    assert_eq!(found(&files(), &needles).len(), addresses.len());
+    assert_eq!(found(&files(), &salts).len(), salts.len());
+    // A second connection, like a running node's writer, keeps the WAL.
+    let _node = Connection::open(&path).unwrap();
+    // Half pseudonymised, then the rest erased.
+    let cutoff = 1_790_000_000_000 + 750 * 1000;
+    let pseudonymised = store
+        .retain(cutoff, &Retention::Pseudonym { key: b"operator key".to_vec() })
+        .unwrap();
+    assert_eq!(pseudonymised.sessions, 750);
+    assert_eq!(store.retain(i64::MAX, &Retention::Erase).unwrap().sessions, 750);
+    assert_eq!(store.verify().unwrap().first_bad, None);
+    // Read while the ledger is still open, as on a running node: closing
+    // the last connection would checkpoint and delete the WAL anyway.
+    let after = files();
+    let left = found(&after, &needles);
+    assert!(left.is_empty(), "{} addresses still in the ledger's files after erasure, e.g. {:?}", left.len(), String::from_utf8_lossy(left[0]));
+    assert!(found(&after, &salts).is_empty(), "salts still in the ledger's files");
+}
