@@ -59,9 +59,10 @@ impl LedgerStore {
     /// finish is an error, so the caller knows the old bytes are still on
     /// disk.
     fn scrub_wal(&mut self) -> Result<(), LedgerError> {
-        let (busy, _, _): (i64, i64, i64) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let (busy, _, _): (i64, i64, i64) =
+            self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
         if busy != 0 {
             return Err(LedgerError::Io(
                 "retention: the WAL file could not be emptied (another connection kept reading); \

@@ -216,7 +216,15 @@ impl LedgerWriter {
                     let mut attempt = 0u32;
                     while let Err(e) = store.append_deferring(&mut batch, &mut unrolled, !defer) {
                         if !transient(&e) {
-                            tracing::error!(error = %e, records = batch.len(), "ledger write failed for good");
+                            // Those in hand and those queued: the thread
+                            // ends here, and the node stops when it sees
+                            // that (`LedgerWriter::has_stopped`).
+                            let lost = batch.len() + rx.try_iter().count();
+                            tracing::error!(
+                                error = %e,
+                                records_not_written = lost,
+                                "ledger write failed for good; the ledger writer stops"
+                            );
                             return Err(e);
                         }
                         attempt += 1;
@@ -241,6 +249,15 @@ impl LedgerWriter {
             tx: Some(tx),
             thread: Some(thread),
         })
+    }
+
+    /// Whether the writer thread has ended before [`LedgerWriter::close`]:
+    /// a database error it cannot retry (a file turned read-only, a
+    /// corrupt database, a failed constraint). Records sent from then on
+    /// are refused; `close` returns the error. A node must stop rather than
+    /// go on serving decoys it cannot register.
+    pub fn has_stopped(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| t.is_finished())
     }
 
     /// A handle adapters clone to submit records.
@@ -290,6 +307,46 @@ mod tests {
             completed: i.is_multiple_of(2),
             close_reason: "peer_complete".into(),
         }
+    }
+
+    #[test]
+    fn a_database_error_that_cannot_pass_stops_the_writer_and_close_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let writer = LedgerWriter::open(&path, WriterConfig::default()).unwrap();
+        let tx = writer.sender();
+        tx.send(record(1)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let count = || {
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .query_row("SELECT count(*) FROM sessions", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+        };
+        while count() < 1 {
+            assert!(Instant::now() < deadline, "first record never committed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!writer.has_stopped());
+        // Every later insert fails with a constraint error: retrying
+        // cannot help.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON sessions BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        tx.send(record(2)).unwrap();
+        while !writer.has_stopped() {
+            assert!(Instant::now() < deadline, "the writer kept running");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Nothing more is accepted, and close says why.
+        assert!(tx.send(record(3)).is_err());
+        drop(tx);
+        let err = writer.close().unwrap_err();
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert_eq!(count(), 1);
     }
 
     #[test]

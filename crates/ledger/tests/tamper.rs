@@ -363,7 +363,12 @@ fn erased_addresses_and_their_salts_are_gone_from_the_files() {
     // Half pseudonymised, then the rest erased.
     let cutoff = 1_790_000_000_000 + 750 * 1000;
     let pseudonymised = store
-        .retain(cutoff, &Retention::Pseudonym { key: b"operator key".to_vec() })
+        .retain(
+            cutoff,
+            &Retention::Pseudonym {
+                key: b"operator key".to_vec(),
+            },
+        )
         .unwrap();
     assert_eq!(pseudonymised.sessions, 750);
     assert_eq!(store.retain(i64::MAX, &Retention::Erase).unwrap().sessions, 750);
@@ -372,6 +377,14 @@ fn erased_addresses_and_their_salts_are_gone_from_the_files() {
     // the last connection would checkpoint and delete the WAL anyway.
     let after = files();
     let left = found(&after, &needles);
-    assert!(left.is_empty(), "{} addresses still in the ledger's files after erasure, e.g. {:?}", left.len(), String::from_utf8_lossy(left[0]));
-    assert!(found(&after, &salts).is_empty(), "salts still in the ledger's files");
+    assert!(
+        left.is_empty(),
+        "{} addresses still in the ledger's files after erasure, e.g. {:?}",
+        left.len(),
+        String::from_utf8_lossy(left[0])
+    );
+    assert!(
+        found(&after, &salts).is_empty(),
+        "salts still in the ledger's files"
+    );
 }

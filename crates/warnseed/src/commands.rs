@@ -543,7 +543,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
         std::io::stdout().flush()?;
 
-        wait_for_signal(signals).await;
+        // A node that cannot register downloads must not go on serving
+        // decoys: a ledger writer that stopped on its own stops the node,
+        // and `writer.close()` below makes the exit status say why.
+        let writer_stopped = async {
+            while !writer.has_stopped() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        tokio::select! {
+            _ = wait_for_signal(signals) => {}
+            _ = writer_stopped => tracing::error!(
+                "the ledger writer stopped on an error it cannot retry; stopping the node"
+            ),
+        }
         tracing::info!("stopping: closing sessions and flushing the ledger");
         let _ = stop_tx.send(true);
         serving.await?;
@@ -565,7 +578,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         anyhow::Ok(())
     });
     // Every sender is gone once the server has returned; drain the queue.
-    let written = writer.close()?;
+    let written = writer
+        .close()
+        .context("the ledger writer failed; sessions after the error were not registered")?;
     fleet_push_on_stop(&dir, &runtime);
     // A catalogue reload still running in the blocking pool is not waited
     // for (its table would never be served; what it cached is atomic).

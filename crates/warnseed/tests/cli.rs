@@ -331,3 +331,55 @@ fn status_shows_a_failing_tracker_then_a_stopped_node() {
         serde_json::from_str(&warnseed(&["status", "--data", data_s, "--json"])).unwrap();
     assert_eq!(v["state"], "stopped", "{v}");
 }
+
+#[test]
+fn a_node_whose_ledger_cannot_be_written_stops_instead_of_serving_unregistered() {
+    use std::io::{Read, Write};
+    let mut node = Node::new("sample-title-000001.mp4,1000000\n", None);
+    let torrents = node.export_torrents(&[]);
+    let info_hash = Node::index(&torrents)[0].0.clone();
+    let ip = Ipv4Addr::LOCALHOST;
+    let listen = SocketAddr::from((ip, free_port(ip)));
+    node.start(listen, &[]);
+    // Every insert into the ledger now fails with an error no retry can
+    // pass (as a corrupt or read-only database would).
+    rusqlite::Connection::open(node.data.join("ledger.sqlite"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON sessions BEGIN SELECT RAISE(ABORT, 'test refuses inserts'); END;",
+        )
+        .unwrap();
+    // A peer names the decoy: its open record cannot be written.
+    let mut peer = std::net::TcpStream::connect(listen).unwrap();
+    let mut handshake = vec![19u8];
+    handshake.extend_from_slice(b"BitTorrent protocol");
+    handshake.extend_from_slice(&[0; 8]);
+    handshake.extend_from_slice(
+        &(0..20)
+            .map(|i| u8::from_str_radix(&info_hash[2 * i..2 * i + 2], 16).unwrap())
+            .collect::<Vec<_>>(),
+    );
+    handshake.extend_from_slice(b"-LT2080-testtesttest");
+    peer.write_all(&handshake).unwrap();
+    let mut reply = [0u8; 68];
+    peer.read_exact(&mut reply).unwrap();
+    let mut proc = node.proc.take().unwrap();
+    let mut status = None;
+    wait_until(
+        "the node to stop on its own",
+        std::time::Duration::from_secs(60),
+        || {
+            status = proc.child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    let status = status.unwrap();
+    assert!(
+        !status.success(),
+        "a node that cannot register must exit with an error"
+    );
+    let log = node.log();
+    assert!(log.contains("test refuses inserts"), "{log}");
+    assert!(log.contains("the ledger writer stopped"), "{log}");
+    assert!(log.contains("records_not_written"), "{log}");
+}
