@@ -89,7 +89,8 @@ impl Seal {
 
     /// Records this seal covers.
     pub fn len(&self) -> u64 {
-        (self.last_seq - self.first_seq + 1).max(0) as u64
+        // i128: an altered seal may hold any two i64s.
+        (i128::from(self.last_seq) - i128::from(self.first_seq) + 1).clamp(0, i128::from(u64::MAX)) as u64
     }
 
     pub fn is_empty(&self) -> bool {

@@ -439,6 +439,31 @@ impl LedgerStore {
         Ok(Some(seal))
     }
 
+    /// The seals up to the first row that cannot be read as one, and that
+    /// row as a bad seal at the first record after the seals before it.
+    fn seals_as_found(&self) -> Result<(Vec<Seal>, Option<BadRecord>), LedgerError> {
+        if !self.has_table("seals")? {
+            return Ok((Vec::new(), None));
+        }
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {SEAL_COLUMNS} FROM seals ORDER BY id"))?;
+        let mut rows = stmt.query([])?;
+        let mut seals: Vec<Seal> = Vec::new();
+        while let Some(r) = rows.next()? {
+            match row_to_seal(r) {
+                Ok(s) => seals.push(s),
+                Err(e) => {
+                    let id: rusqlite::types::Value = r.get(0)?;
+                    let seq = seals.last().map_or(1, |s| s.last_seq.saturating_add(1));
+                    let reason = format!("seal row {id:?} unreadable ({e}): altered");
+                    return Ok((seals, Some(BadRecord { seq, reason })));
+                }
+            }
+        }
+        Ok((seals, None))
+    }
+
     /// Every seal, oldest first.
     pub fn seals(&self) -> Result<Vec<Seal>, LedgerError> {
         if !self.has_table("seals")? {
@@ -700,9 +725,15 @@ impl LedgerStore {
         let mut expected_seq = 1i64;
         let mut records = 0u64;
         let mut first_bad = None;
-        let seals = self.seals()?;
+        // A seal row whose values are not what a seal holds (text in a
+        // number column, say) was altered: it is reported as a bad seal,
+        // not as an error reading the database.
+        let (seals, unreadable) = self.seals_as_found()?;
         let node_id = self.node_id()?;
-        let (mut sealing, bad_seal) = SealCheck::new(&seals, &node_id);
+        let (mut sealing, mut bad_seal) = SealCheck::new(&seals, &node_id);
+        if bad_seal.is_none() {
+            bad_seal = unreadable;
+        }
         while let Some(r) = rows.next()? {
             let seq: i64 = r.get(0)?;
             let problem = match check_row(r, seq, expected_seq, &prev) {
@@ -743,7 +774,7 @@ impl LedgerStore {
             last_hash: hex(&prev),
             seals: seals.len() as u64,
             last_seal_hash: seals.last().map(|s| hex(&s.seal_hash)),
-            unsealed: (last_seq - sealed_to).max(0) as u64,
+            unsealed: last_seq.saturating_sub(sealed_to).max(0) as u64,
             first_bad,
         })
     }

@@ -126,6 +126,27 @@ fn tampering_with_seals_is_detected() {
 }
 
 #[test]
+fn seals_with_impossible_or_mistyped_values_are_named_not_fatal() {
+    // Extreme numbers: no overflow (tests build with overflow checks).
+    for sql in [
+        "UPDATE seals SET last_seq = -9223372036854775808 WHERE id = 2",
+        "UPDATE seals SET last_seq = 9223372036854775807 WHERE id = 2",
+        "UPDATE seals SET first_seq = -9223372036854775808 WHERE id = 2",
+    ] {
+        let (seq, why) = tampered(sql).unwrap();
+        assert_eq!(seq, 12, "{sql}");
+        assert!(why.contains("seal 2"), "{sql}: {why}");
+    }
+    // A value of the wrong type is a bad seal, not a database error.
+    let (seq, why) = tampered("UPDATE seals SET sealed_at_ms = 'noon' WHERE id = 2").unwrap();
+    assert_eq!(seq, 12);
+    assert!(why.contains("unreadable"), "{why}");
+    let (seq, why) = tampered("UPDATE seals SET head_hash = 7 WHERE id = 1").unwrap();
+    assert_eq!(seq, 1);
+    assert!(why.contains("unreadable"), "{why}");
+}
+
+#[test]
 fn a_seal_moved_to_another_range_is_caught_even_when_its_head_and_root_are_forged() {
     // Moving a seal's start would once skip its own checks.
     let (seq, why) = tampered("UPDATE seals SET first_seq = 11, clock_synced = 1 WHERE id = 2").unwrap();

@@ -768,7 +768,9 @@ pub fn ledger_verify(data: &Path, json: bool) -> Result<()> {
             "ledger verification failed at record {}: {} ({} records before it verified)",
             bad.seq,
             bad.reason,
-            v.records
+            // A bad seal is reported at the first record it covers, which
+            // the walk may have passed.
+            bad.seq.saturating_sub(1).clamp(0, v.records as i64)
         );
     }
     Ok(())
