@@ -231,6 +231,25 @@ impl LedgerStore {
         now_ms: i64,
     ) -> Result<Evidence, LedgerError> {
         self.seal(clock, now_ms)?;
+        // Records a running node commits after this seal are not in this
+        // export (they would have no proof yet): it covers the ledger as
+        // sealed now.
+        let sealed_to: i64 =
+            self.conn
+                .query_row("SELECT coalesce(max(last_seq), 0) FROM seals", [], |r| r.get(0))?;
+        self.evidence_through(ip, from_ms, to_ms, sealed_to, now_ms)
+    }
+
+    /// [`LedgerStore::evidence`] of the records up to `sealed_to`, which a
+    /// seal covers.
+    fn evidence_through(
+        &self,
+        ip: IpRange,
+        from_ms: i64,
+        to_ms: i64,
+        sealed_to: i64,
+        now_ms: i64,
+    ) -> Result<Evidence, LedgerError> {
         let node_id = self.node_id()?;
         let mut records = Vec::new();
         {
@@ -239,7 +258,7 @@ impl LedgerStore {
                 (
                     format!(
                         "SELECT {RECORD_COLUMNS} FROM sessions WHERE remote_ip = ?3
-                         AND started_at_ms >= ?1 AND started_at_ms <= ?2 ORDER BY id"
+                         AND started_at_ms >= ?1 AND started_at_ms <= ?2 AND id <= ?4 ORDER BY id"
                     ),
                     true,
                 )
@@ -247,16 +266,16 @@ impl LedgerStore {
                 (
                     format!(
                         "SELECT {RECORD_COLUMNS} FROM sessions WHERE started_at_ms >= ?1 AND started_at_ms <= ?2
-                         ORDER BY id"
+                         AND id <= ?3 ORDER BY id"
                     ),
                     false,
                 )
             };
             let mut stmt = self.conn.prepare(&sql)?;
             let mut rows = if single {
-                stmt.query(rusqlite::params![from_ms, to_ms, ip.base.to_string()])?
+                stmt.query(rusqlite::params![from_ms, to_ms, ip.base.to_string(), sealed_to])?
             } else {
-                stmt.query(rusqlite::params![from_ms, to_ms])?
+                stmt.query(rusqlite::params![from_ms, to_ms, sealed_to])?
             };
             while let Some(r) = rows.next()? {
                 let remote_ip: Option<String> = r.get(8)?;
@@ -536,4 +555,54 @@ pub fn verify_evidence_anchored(e: &Evidence, anchor: &str) -> Result<EvidenceCh
         .ok_or_else(|| format!("the anchor {anchor} is not one of the export's seals"))?;
     check.anchored_records = Some(e.records.iter().filter(|r| r.seq <= seal.last_seq).count());
     Ok(check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RecordKind, SessionRecord, Transport};
+
+    #[test]
+    fn records_committed_after_the_exports_seal_are_left_to_the_next_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LedgerStore::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let record = |i: i64| SessionRecord {
+            kind: RecordKind::Session,
+            session_key: i,
+            started_at_ms: 1_790_000_000_000 + i,
+            ended_at_ms: 1_790_000_001_000 + i,
+            network: "bittorrent",
+            decoy_id: 1,
+            info_hash: [1; 20],
+            remote_ip: "198.51.100.7".parse().unwrap(),
+            remote_port: 6881,
+            peer_id: None,
+            client_name: None,
+            client_version: None,
+            transport: Transport::Tcp,
+            bytes_sent: 0,
+            pieces_sent: 0,
+            piece_count: 1,
+            peer_pieces_initial: None,
+            peer_pieces_final: 0,
+            completed: false,
+            close_reason: "peer_closed".into(),
+        };
+        let clock = crate::clock::read();
+        store.append(&[record(1), record(2)]).unwrap();
+        let seal = store.seal(&clock, 1_790_000_100_000).unwrap().unwrap();
+        // A running node commits between the export's seal and its query.
+        store.append(&[record(3)]).unwrap();
+        let ip: IpRange = "198.51.100.7".parse().unwrap();
+        let e = store
+            .evidence_through(ip, 0, i64::MAX, seal.last_seq, 1_790_000_200_000)
+            .unwrap();
+        assert_eq!(e.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
+        verify_evidence(&e).unwrap();
+        // The next export seals and covers it.
+        let e = store
+            .evidence(ip, 0, i64::MAX, &clock, 1_790_000_300_000)
+            .unwrap();
+        assert_eq!(e.records.len(), 3);
+    }
 }

@@ -174,3 +174,53 @@ fn any_change_to_an_export_is_caught() {
         assert!(verify_evidence(&forged).is_err(), "{what} went unnoticed");
     }
 }
+
+#[test]
+fn exports_taken_while_a_node_writes_cover_what_was_sealed_and_never_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let mut store = LedgerStore::open(&path).unwrap();
+    let ip = "198.51.100.7";
+    store.append(&[record(0, ip)]).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A second connection appends records of the same address, as a
+    // running node's writer would.
+    let writer = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut node = LedgerStore::open(&path).unwrap();
+            let mut i = 1u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                node.append(&[record(i % 1000, ip)]).unwrap();
+                i += 1;
+                // A commit every few milliseconds: SQLite's busy wait is
+                // not fair, and a loop with no pause could starve the
+                // export's seal.
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+            i
+        })
+    };
+    let clock = warnseed_ledger::clock::read();
+    let mut last = 0;
+    for _ in 0..30 {
+        // Exports may begin between a seal and the next append: each one
+        // covers exactly what its seal covers.
+        let e = store
+            .evidence(
+                ip.parse::<IpRange>().unwrap(),
+                0,
+                i64::MAX,
+                &clock,
+                1_790_020_000_000,
+            )
+            .unwrap();
+        verify_evidence(&e).unwrap();
+        let newest = e.records.last().unwrap().seq;
+        assert!(newest >= last);
+        assert!(newest <= e.seals.last().unwrap().last_seq);
+        last = newest;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 1);
+}
