@@ -305,6 +305,7 @@ impl Model {
             network: "bittorrent",
             decoy_id: s.decoy_id,
             ip_key,
+            address_known: true,
             client: self.client_name(s.client),
             completed: !open && s.completed,
             downloading: !s.seed,

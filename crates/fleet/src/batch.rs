@@ -114,6 +114,10 @@ impl Batch {
             network: &self.network[i],
             decoy_id: self.decoy_id[i],
             ip_key: self.ip_key[i].as_slice().try_into().unwrap_or([0; 16]),
+            // Erased on the node before it was forwarded: unknown, not one
+            // address shared by every erased record. (A pseudonym still
+            // tells one downloader from another.)
+            address_known: self.remote_ip[i] != warnseed_ledger::chain::ERASED_IP,
             client: self.client_name[i].as_deref(),
             completed: self.completed[i],
             // As the ledger decides it: the peer lacked pieces at the start

@@ -84,6 +84,11 @@ pub struct RollupRow<'a> {
     pub network: &'a str,
     pub decoy_id: i64,
     pub ip_key: [u8; 16],
+    /// False when the address was erased before these aggregates were
+    /// made (a fleet copy forwarded after retention, an old ledger caught
+    /// up): the record counts in sessions, downloads and bytes, but not
+    /// as a distinct address, a delivery to one or a repeat.
+    pub address_known: bool,
     pub client: Option<&'a str>,
     pub completed: bool,
     /// (Close records) the peer lacked pieces when the session began: a
@@ -356,7 +361,7 @@ impl Plan {
             let day = r.started_at_ms.div_euclid(MS_PER_DAY);
             let country = r.country.map_or(unknown, |c| strings.id(c));
             let kommune = r.kommune.map(|k| strings.id(k));
-            if r.is_open {
+            if r.is_open && r.address_known {
                 days.entry(day)
                     .or_insert_with(|| periods(day).map(|p| strings.id(&p)));
                 plan.uniques.insert((day, "all", empty, r.ip_key));
@@ -388,7 +393,7 @@ impl Plan {
                 e[2] += i64::from(r.completed && r.downloading);
                 e[3] += r.bytes_sent as i64;
             }
-            if r.downloading {
+            if r.downloading && r.address_known {
                 days.entry(day)
                     .or_insert_with(|| periods(day).map(|p| strings.id(&p)));
                 let latest = plan.starts.entry((day, r.ip_key)).or_insert(i64::MIN);
@@ -705,7 +710,7 @@ mod tests {
                 e[2] += i64::from(r.completed && r.downloading);
                 e[3] += r.bytes_sent as i64;
             }
-            if r.is_open {
+            if r.is_open && r.address_known {
                 for period in periods(day) {
                     uniques.insert((period.clone(), "all", String::new(), r.ip_key));
                     uniques.insert((
@@ -719,7 +724,7 @@ mod tests {
                     }
                 }
             }
-            if r.is_close && r.downloading {
+            if r.is_close && r.downloading && r.address_known {
                 starts.insert((day, r.ip_key, r.started_at_ms));
                 if r.completed {
                     let first = firsts.entry(r.ip_key).or_insert(i64::MAX);
@@ -811,6 +816,7 @@ mod tests {
                     network: if next(5) == 0 { "ed2k" } else { "bittorrent" },
                     decoy_id: next(7) as i64 - 1,
                     ip_key,
+                    address_known: next(8) != 0,
                     client: CLIENTS[next(6) as usize],
                     completed: next(3) == 0,
                     downloading: next(6) != 0,
@@ -845,6 +851,34 @@ mod tests {
             }
             assert_eq!(new, reference, "seed {seed}");
         }
+    }
+
+    /// A record whose address was erased before its aggregates were made
+    /// counts as a session but adds no address, delivery or repeat rows.
+    #[test]
+    fn an_erased_address_counts_the_session_not_an_address() {
+        let known = rows(7, 300);
+        let erased: Vec<RollupRow<'_>> = known
+            .iter()
+            .map(|r| RollupRow {
+                address_known: false,
+                ..r.clone()
+            })
+            .collect();
+        let statements = Plan::new(&erased).statements();
+        assert!(
+            statements.iter().all(|(sql, _)| *sql == DAILY_SQL),
+            "only daily counters"
+        );
+        let daily = |rows: &[RollupRow<'_>]| -> Vec<_> {
+            Plan::new(rows)
+                .statements()
+                .into_iter()
+                .filter(|(sql, _)| *sql == DAILY_SQL)
+                .collect()
+        };
+        assert_eq!(daily(&erased), daily(&known));
+        assert!(Plan::new(&known).statements().len() > statements.len());
     }
 
     /// A one-record session counts exactly as its open and close records.

@@ -284,7 +284,8 @@ impl LedgerStore {
 
     /// Brings the aggregates up to the newest record: they are written with
     /// each batch, so this only runs for a ledger written before they
-    /// existed (records with erased addresses count as one address).
+    /// existed (records with erased addresses count in sessions and
+    /// downloads, not as addresses: [`RollupRow::address_known`]).
     fn catch_up_rollups(&mut self) -> Result<(), LedgerError> {
         loop {
             // Read and advance the mark inside one write transaction, so a
@@ -1135,6 +1136,7 @@ fn roll_up_range(
                 network: &r.network,
                 decoy_id: r.decoy_id,
                 ip_key: ip_key(secret, &r.ip),
+                address_known: r.ip != chain::ERASED_IP,
                 client: r.client.as_deref(),
                 completed: r.completed,
                 downloading: is_download(r.initial, r.piece_count),
@@ -1165,6 +1167,7 @@ fn rollup_row<'a>(r: &'a SessionRecord, ip_key: [u8; 16], geo: &'a GeoFields) ->
         network: r.network,
         decoy_id: r.decoy_id,
         ip_key,
+        address_known: true,
         client: r.client_name.as_deref(),
         completed: r.completed,
         downloading: is_download(r.peer_pieces_initial.map(i64::from), i64::from(r.piece_count)),
