@@ -8,7 +8,7 @@ secs="${1:-45}"
 shift || true
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 status=0
-for target in bencode wire_message peer_session mse_responder tracker_response tracker_scrape catalog_row krpc dht_node dht_sweep evidence conninfo; do
+for target in bencode wire_message peer_session mse_responder tracker_response tracker_scrape catalog_row krpc dht_node dht_sweep evidence conninfo ledger_block; do
     echo "== $target (${secs}s)"
     if ! cargo +nightly fuzz run "$target" -- -max_total_time="$secs" -rss_limit_mb=2048 "$@"; then
         echo "!! $target failed: see fuzz/artifacts/$target/" >&2

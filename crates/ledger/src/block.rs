@@ -636,6 +636,16 @@ mod tests {
             let block = decode(&bytes).unwrap();
             assert_eq!(block.first_seq, first_seq);
             assert_eq!(block.records, records);
+            // Seeds for the fuzz target `ledger_block` (fuzz/README.md).
+            if let Some(dir) = std::env::var_os("WARNSEED_FUZZ_SEED_DIR") {
+                if n <= 7 {
+                    std::fs::write(
+                        std::path::Path::new(&dir).join(format!("seed-{first_seq}-{n}")),
+                        &bytes,
+                    )
+                    .unwrap();
+                }
+            }
         }
     }
 
