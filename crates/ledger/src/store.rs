@@ -114,6 +114,8 @@ pub struct LedgerSummary {
     /// graceful shutdown while they ran.
     pub unterminated: u64,
     pub completed: u64,
+    /// Distinct stored addresses (raw or pseudonym); erased ones are not
+    /// counted.
     pub unique_ips: u64,
     pub bytes_sent: u64,
     pub first_session_ms: Option<i64>,
@@ -790,7 +792,9 @@ impl LedgerStore {
                 (SELECT count(*) FROM sessions o WHERE o.kind = 'open' AND NOT EXISTS
                     (SELECT 1 FROM sessions c WHERE c.session_key = o.session_key AND c.kind = 'close')),
                 (SELECT coalesce(sum(completed), 0) FROM sessions WHERE kind IN ('close', 'session')),
-                (SELECT count(DISTINCT remote_ip) FROM sessions),
+                -- An erased address is no address (pseudonyms still tell
+                -- downloaders apart).
+                (SELECT count(DISTINCT remote_ip) FROM sessions WHERE remote_ip != 'erased'),
                 (SELECT coalesce(sum(bytes_sent), 0) FROM sessions WHERE kind IN ('close', 'session')),
                 (SELECT min(started_at_ms) FROM sessions),
                 (SELECT max(started_at_ms) FROM sessions)",

@@ -310,6 +310,11 @@ fn retention_replaces_old_addresses_and_the_ledger_still_verifies() {
     assert_eq!(store.retain(i64::MAX, &Retention::Erase).unwrap().sessions, 31);
     assert_eq!(store.verify().unwrap().first_bad, None);
     assert!(store.sessions().unwrap()[30].remote_ip == "erased");
+    // The summary counts the pseudonyms apart and no erased "address".
+    assert_eq!(
+        store.summary().unwrap().unique_ips as usize,
+        distinct(&before[..20])
+    );
 }
 
 /// The needles that occur somewhere in `haystack` (one pass per needle
