@@ -560,7 +560,7 @@ mod tests {
     use super::*;
 
     fn record(i: u32) -> PackedRecord<'static> {
-        let ip = if i % 3 == 0 {
+        let ip = if i.is_multiple_of(3) {
             IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16))
         } else {
             IpAddr::V4(Ipv4Addr::new(198, 51, 100, i as u8))
@@ -584,7 +584,7 @@ mod tests {
             },
             ip_commitment: [i as u8 ^ 0x11; 32],
             remote_port: 6881 + i as u16,
-            peer_id: (i % 2 == 0).then_some([b'-'; 20]),
+            peer_id: (i.is_multiple_of(2)).then_some([b'-'; 20]),
             client_name: (i % 4 != 1)
                 .then_some(["libtorrent 2.0.8.0", "Transmission 4.0.5", "aria2 1.37.0"][i as usize % 3]),
             client_version: (i % 4 == 2).then_some("\u{2603} v"),
@@ -603,14 +603,14 @@ mod tests {
                 PackedGeo {
                     country: Some(["NO", "SE", "DE"][i as usize % 3]),
                     country_name: Some(["Norway", "Sweden", "Germany"][i as usize % 3]),
-                    region: (i % 2 == 0).then_some("Region"),
+                    region: (i.is_multiple_of(2)).then_some("Region"),
                     city: Some("City"),
                     latitude: Some(59.9 + f64::from(i)),
-                    longitude: (i % 4 != 0).then_some(-10.75),
+                    longitude: (!i.is_multiple_of(4)).then_some(-10.75),
                     accuracy_km: Some(i * 10),
-                    kommune: (i % 3 == 0).then_some("0301"),
-                    kommune_name: (i % 3 == 0).then_some("Oslo"),
-                    kommune_confidence: (i % 3 == 0).then_some("city"),
+                    kommune: (i.is_multiple_of(3)).then_some("0301"),
+                    kommune_name: (i.is_multiple_of(3)).then_some("Oslo"),
+                    kommune_confidence: (i.is_multiple_of(3)).then_some("city"),
                 }
             },
         }
