@@ -113,6 +113,8 @@ pub struct LedgerSummary {
     /// Sessions opened but never closed: the node stopped without a
     /// graceful shutdown while they ran.
     pub unterminated: u64,
+    /// Files delivered: downloads (not seeds reconnecting) that ended with
+    /// every piece.
     pub completed: u64,
     /// Distinct stored addresses (raw or pseudonym); erased ones are not
     /// counted.
@@ -791,7 +793,11 @@ impl LedgerStore {
                 (SELECT count(*) FROM sessions WHERE kind IN ('close', 'session')),
                 (SELECT count(*) FROM sessions o WHERE o.kind = 'open' AND NOT EXISTS
                     (SELECT 1 FROM sessions c WHERE c.session_key = o.session_key AND c.kind = 'close')),
-                (SELECT coalesce(sum(completed), 0) FROM sessions WHERE kind IN ('close', 'session')),
+                -- Files delivered: downloads that ended complete. A seed
+                -- reconnecting (it had every piece at the start) is none,
+                -- as in the aggregates (`is_download`).
+                (SELECT coalesce(sum(completed), 0) FROM sessions WHERE kind IN ('close', 'session')
+                    AND (peer_pieces_initial IS NULL OR peer_pieces_initial < piece_count)),
                 -- An erased address is no address (pseudonyms still tell
                 -- downloaders apart).
                 (SELECT count(DISTINCT remote_ip) FROM sessions WHERE remote_ip != 'erased'),

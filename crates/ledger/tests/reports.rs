@@ -234,4 +234,7 @@ fn a_seed_that_reconnects_is_neither_a_download_nor_a_repeat() {
         ),
         (1, 2, 1, Some(0), Some(1))
     );
+    // The ledger's own summary agrees: one file delivered, two sessions.
+    let summary = s.summary().unwrap();
+    assert_eq!((summary.sessions, summary.completed), (2, 1));
 }

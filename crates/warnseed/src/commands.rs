@@ -808,17 +808,20 @@ pub fn report_summary(data: &Path, json: bool, from: Option<&str>) -> Result<()>
         println!("catalogue titles    {titles}");
         println!("decoys released     {released}");
         println!("decoys active       {decoys}");
-        println!("sessions            {}", s.sessions);
+        println!("sessions, all time  {}", s.sessions);
         if s.unterminated > 0 {
             println!(
                 "  unterminated      {} (the node stopped without a graceful shutdown)",
                 s.unterminated
             );
         }
-        println!("completed downloads {}", s.completed);
-        println!("unique IPs          {}", campaign.unique_ips);
-        println!("repeat downloaders  {}", campaign.repeat_ips);
-        println!("bytes sent          {}", s.bytes_sent);
+        // Everything below is the window's (UTC days), as the sentence.
+        println!("{} to {} (UTC days):", campaign.from, campaign.to);
+        println!("  downloads started {}", campaign.downloads_started);
+        println!("  files delivered   {}", campaign.files_delivered);
+        println!("  bytes sent        {}", campaign.bytes_sent);
+        println!("  unique IPs        {}", campaign.unique_ips);
+        println!("  repeat downloaders {}", campaign.repeat_ips);
         println!(
             "DHT interest        {dht_queries} queries from {dht_ips} addresses for {dht_decoys} decoys"
         );
