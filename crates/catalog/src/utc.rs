@@ -101,6 +101,25 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
     Ok(ms)
 }
 
+/// The last millisecond that `text` ([`parse_time`]'s forms) names, for
+/// the end of an inclusive window: a date means the whole day, a minute
+/// the whole minute, a second the whole second.
+pub fn parse_time_end(text: &str) -> Result<i64, String> {
+    let start = parse_time(text)?;
+    let t = text.trim();
+    let span = match t.find(['T', ' ']) {
+        None => MS_PER_DAY,
+        Some(i) if t[i + 1..].split(':').count() == 2 => 60_000,
+        Some(_) => 1_000,
+    };
+    Ok(start + span - 1)
+}
+
+/// Whether `text` names a time of day, not just a date.
+pub fn has_time_of_day(text: &str) -> bool {
+    text.trim().contains(['T', ' '])
+}
+
 /// Parses a duration like `90d`, `12h`, `30m` or `45s` into milliseconds.
 pub fn parse_duration(text: &str) -> Result<i64, String> {
     let t = text.trim();
@@ -135,6 +154,23 @@ mod tests {
         assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
         // 2026-11-29T20:41:07Z, checked with `date -u -d @1795984867`.
         assert_eq!(format_time(1_795_984_867_000), "2026-11-29T20:41:07Z");
+    }
+
+    #[test]
+    fn the_end_of_a_window_is_the_last_millisecond_its_text_names() {
+        let day = parse_time("2026-11-30").unwrap();
+        assert_eq!(parse_time_end("2026-11-30").unwrap(), day + MS_PER_DAY - 1);
+        assert_eq!(parse_time_end("2026-11-30T23:59Z").unwrap(), day + MS_PER_DAY - 1);
+        assert_eq!(
+            parse_time_end("2026-11-30 23:59:59Z").unwrap(),
+            day + MS_PER_DAY - 1
+        );
+        assert_eq!(
+            parse_time_end("2026-11-30T08:00:00Z").unwrap(),
+            day + 8 * 3_600_000 + 999
+        );
+        assert!(parse_time_end("2026-11-30T24:00Z").is_err());
+        assert!(has_time_of_day("2026-11-30T08:00Z") && !has_time_of_day(" 2026-11-30 "));
     }
 
     #[test]

@@ -1051,14 +1051,9 @@ pub fn ledger_export(data: &Path, ip: &str, from: Option<&str>, to: Option<&str>
         .map(|t| parse_time(t).map_err(|e| anyhow::anyhow!("--from: {e}")))
         .transpose()?
         .unwrap_or(0);
-    // A date alone means the whole of that day.
+    // Inclusive: a date is the whole day, `T23:59Z` the whole minute.
     let to_ms = to
-        .map(|t| {
-            let date_only = !t.trim().contains(['T', ' ']);
-            parse_time(t)
-                .map(|ms| if date_only { ms + 86_400_000 - 1 } else { ms })
-                .map_err(|e| anyhow::anyhow!("--to: {e}"))
-        })
+        .map(|t| warnseed_catalog::utc::parse_time_end(t).map_err(|e| anyhow::anyhow!("--to: {e}")))
         .transpose()?
         .unwrap_or(i64::MAX);
     if to_ms < from_ms {

@@ -191,7 +191,8 @@ enum LedgerCommand {
         /// UTC start of the window (2026-11-01 or 2026-11-01T08:00:00Z).
         #[arg(long)]
         from: Option<String>,
-        /// UTC end of the window (inclusive).
+        /// UTC end of the window, inclusive: a date is the whole day,
+        /// 2026-11-30T23:59Z the whole minute.
         #[arg(long)]
         to: Option<String>,
         /// Directory the three files go to.
@@ -218,8 +219,10 @@ enum LedgerCommand {
         data: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// First UTC day (2026-01-01); default: the first.
         #[arg(long)]
         from: Option<String>,
+        /// Last UTC day, inclusive; default: today.
         #[arg(long)]
         to: Option<String>,
     },
@@ -253,7 +256,8 @@ enum ReportCommand {
         data: PathBuf,
         #[arg(long)]
         json: bool,
-        /// UTC start of the sentence's window (default: the first download).
+        /// First UTC day of the window (2026-01-01; default: the first day
+        /// with data).
         #[arg(long)]
         from: Option<String>,
     },
@@ -276,10 +280,11 @@ enum ReportCommand {
 struct ReportArgs {
     #[arg(long, default_value = "./node")]
     data: PathBuf,
-    /// UTC start (2026-01-01 or 2026-01-01T00:00:00Z); default: first download.
+    /// First UTC day (2026-01-01; reports count whole days); default: the
+    /// first day with data.
     #[arg(long)]
     from: Option<String>,
-    /// UTC end, inclusive; default: today.
+    /// Last UTC day, inclusive; default: today.
     #[arg(long)]
     to: Option<String>,
     /// day, week (ISO), month, year or total.

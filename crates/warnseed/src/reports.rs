@@ -37,7 +37,15 @@ pub fn window(
     now_ms: i64,
 ) -> Result<(i64, i64)> {
     let today = now_ms.div_euclid(MS_PER_DAY);
+    let (from_given, to_given) = (from.is_some(), to.is_some());
     let day = |t: &str, flag: &str| {
+        // Reports count whole days; a time of day would be silently
+        // rounded to its day.
+        if warnseed_catalog::utc::has_time_of_day(t) {
+            return Err(anyhow!(
+                "{flag}: {t:?}: reports count whole UTC days; give a date like 2026-11-01"
+            ));
+        }
         parse_time(t)
             .map(|ms| ms.div_euclid(MS_PER_DAY))
             .map_err(|e| anyhow!("{flag}: {e}"))
@@ -51,7 +59,13 @@ pub fn window(
         None => today,
     };
     if to < from {
-        anyhow::bail!("--to is before --from");
+        match (from_given, to_given) {
+            (true, true) => anyhow::bail!("--to is before --from"),
+            (true, false) => anyhow::bail!("--from is after today ({})", format_date(today * MS_PER_DAY)),
+            // The default start is the first day with data: a window that
+            // ends before it is empty, not an error.
+            (false, _) => return Ok((to, to)),
+        }
     }
     Ok((from, to))
 }
@@ -252,4 +266,37 @@ pub fn render(dim: &str, rows: &[Row], format: Format, footer: &[String]) -> Res
             out
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_windows_are_whole_days_and_an_empty_one_is_no_error() {
+        let day = |t: &str| parse_time(t).unwrap().div_euclid(MS_PER_DAY);
+        let now = parse_time("2026-11-30T12:00:00Z").unwrap();
+        let first = Some(day("2026-06-01"));
+        assert_eq!(
+            window(Some("2026-11-01"), Some("2026-11-07"), first, now).unwrap(),
+            (day("2026-11-01"), day("2026-11-07"))
+        );
+        assert_eq!(
+            window(None, None, first, now).unwrap(),
+            (day("2026-06-01"), day("2026-11-30"))
+        );
+        // A time of day is refused, not rounded to its day.
+        let err = window(Some("2026-11-01T12:00:00Z"), None, first, now).unwrap_err();
+        assert!(err.to_string().contains("whole UTC days"), "{err}");
+        // Before the first day with data: an empty window, not "--to is
+        // before --from" about a --from nobody gave.
+        assert_eq!(
+            window(None, Some("2025-12-31"), first, now).unwrap(),
+            (day("2025-12-31"), day("2025-12-31"))
+        );
+        let err = window(Some("2026-12-05"), None, first, now).unwrap_err();
+        assert!(err.to_string().contains("after today"), "{err}");
+        let err = window(Some("2026-11-05"), Some("2026-11-01"), first, now).unwrap_err();
+        assert!(err.to_string().contains("--to is before --from"), "{err}");
+    }
 }
