@@ -26,6 +26,17 @@ const MAX_HEAD: usize = 16 * 1024;
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(60);
 /// The interval when a tracker names none.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(1800);
+/// Longest wait a tracker's `interval` or `min interval` can ask for.
+/// Trackers ask for 15-60 minutes; a larger value (hostile, or a bug on
+/// their side) would let listings expire and, near `i64::MAX` seconds,
+/// overflow the clock's arithmetic.
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(2 * 3600);
+
+/// A tracker's interval in seconds, floored at [`MIN_INTERVAL`] and capped
+/// at [`MAX_INTERVAL`].
+pub(crate) fn bounded_interval(seconds: u64) -> Duration {
+    Duration::from_secs(seconds).clamp(MIN_INTERVAL, MAX_INTERVAL)
+}
 /// Info hashes per HTTP scrape request. opentracker answers up to 64.
 pub(crate) const HTTP_SCRAPE_BATCH: usize = 50;
 
@@ -415,10 +426,10 @@ pub(crate) fn announce_body(url: &str, body: &[u8]) -> Result<Announced, Announc
         dict.get(key)
             .and_then(|v| v.as_int())
             .filter(|&n| n > 0)
-            .map(|n| Duration::from_secs(n as u64))
+            .map(|n| bounded_interval(n as u64))
     };
     Ok(Announced {
-        interval: seconds(b"interval").unwrap_or(DEFAULT_INTERVAL).max(MIN_INTERVAL),
+        interval: seconds(b"interval").unwrap_or(DEFAULT_INTERVAL),
         min_interval: seconds(b"min interval"),
     })
 }
@@ -594,6 +605,9 @@ mod tests {
         assert_eq!((a.interval, a.min_interval), (MIN_INTERVAL, None));
         let a = reply("d8:intervali-5e12:min intervali0ee").unwrap();
         assert_eq!((a.interval, a.min_interval), (DEFAULT_INTERVAL, None));
+        // Too long to honour (or to add to a clock): capped.
+        let a = reply("d8:intervali9223372036854775807e12:min intervali9223372036854775807ee").unwrap();
+        assert_eq!((a.interval, a.min_interval), (MAX_INTERVAL, Some(MAX_INTERVAL)));
         // Content-Length cuts the body: the rest is the next response's.
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\nd8:intervali99eeXYZ";
         assert_eq!(

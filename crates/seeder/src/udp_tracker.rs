@@ -328,7 +328,7 @@ impl UdpTrackerClient {
             .await?
         {
             UdpResponse::Announced { interval } => Ok(Announced {
-                interval: interval.max(crate::tracker::MIN_INTERVAL),
+                interval: crate::tracker::bounded_interval(interval.as_secs()),
                 min_interval: None,
             }),
             _ => Err(Failure::Unreachable("unexpected answer to announce".into())),

@@ -328,8 +328,12 @@ impl Tally {
     /// When the next full round is due: the tracker's interval (floored at
     /// a minute), but never before its `min interval`.
     pub fn next_round_in(&self) -> Duration {
+        // Bounded again here: every answer's were, but this is what the
+        // clock gets added to.
         let interval = self.interval.unwrap_or(DEFAULT_INTERVAL).max(MIN_INTERVAL);
-        self.min_interval.map_or(interval, |m| interval.max(m))
+        self.min_interval
+            .map_or(interval, |m| interval.max(m))
+            .min(crate::tracker::MAX_INTERVAL)
     }
 }
 
