@@ -740,6 +740,13 @@ impl<T: SeedContent> PeerSession<T> {
             // The peer was told metadata_size: asking past it is an error.
             return self.close(CloseReason::InvalidMetadataRequest(piece));
         }
+        // A crawler asks for every piece at once, so the whole metadata may
+        // wait unsent; a peer that asks for more than that while reading
+        // nothing is making us hold memory for it (16 KiB for a 45-byte
+        // request), on as many connections as it can open.
+        if self.unsent() > total + self.limits.send_watermark {
+            return self.close(CloseReason::SendBufferFull);
+        }
         let start = piece as usize * METADATA_PIECE;
         let end = (start + METADATA_PIECE).min(total);
         head.begin_dict()

@@ -588,6 +588,26 @@ fn rejects_for_a_peer_that_never_reads_are_capped() {
 }
 
 #[test]
+fn metadata_for_a_peer_that_never_reads_is_capped_near_the_metadata_size() {
+    // 2,000 pieces: 40,000 bytes of metadata, three pieces.
+    let t = Bytes::new(2000 * 16384, 16384);
+    let mut h = Harness::new(&t, true, true);
+    h.feed(&ext_handshake_with_metadata(3));
+    // Every piece, as crawlers ask: served.
+    for piece in 0..3 {
+        h.feed(&metadata_request(piece));
+    }
+    assert!(!h.s.is_closed());
+    // The same piece again and again, reading nothing.
+    let flood: Vec<u8> = (0..256).flat_map(|_| metadata_request(0)).collect();
+    h.feed(&flood);
+    assert_eq!(h.s.close_reason(), Some(&CloseReason::SendBufferFull));
+    let held = h.s.poll_transmit().len();
+    let cap = (&t).metadata_len() + SessionLimits::default().send_watermark + 16_384 + 64;
+    assert!(held <= cap, "{held} bytes held, cap {cap}");
+}
+
+#[test]
 fn extended_messages_need_the_bep10_bit() {
     let t = Bytes::new(40_000, 16384);
     let mut h = Harness::new(&t, true, false);
