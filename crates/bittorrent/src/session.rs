@@ -587,6 +587,11 @@ impl<T: SeedContent> PeerSession<T> {
                 if i >= n {
                     return self.close(CloseReason::Malformed("have index out of range"));
                 }
+                // BEP 3: a peer with nothing may skip its bitfield; a HAVE
+                // before any says it started with none.
+                if self.summary.peer_pieces_initial.is_none() {
+                    self.summary.peer_pieces_initial = Some(0);
+                }
                 self.peer_has.insert(i);
                 self.note_peer_progress();
             }
@@ -627,6 +632,11 @@ impl<T: SeedContent> PeerSession<T> {
                 let r = BlockRequest { index, begin, length };
                 if let Some(pos) = self.requests.iter().position(|q| *q == r) {
                     self.requests.remove(pos);
+                    // BEP 6: every request gets exactly one answer, a
+                    // piece or a reject, cancelled ones included.
+                    if fast {
+                        write::triple(&mut self.send, msg::REJECT, index, begin, length);
+                    }
                 }
             }
             Message::Piece { .. } => self.close(CloseReason::UnexpectedMessage("piece sent to a seed")),

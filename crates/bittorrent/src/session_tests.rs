@@ -317,6 +317,53 @@ fn choking_rejects_the_queue_for_fast_peers() {
 }
 
 #[test]
+fn a_cancelled_request_is_rejected_for_fast_peers_and_dropped_for_others() {
+    let t = Bytes::new(1 << 20, 16384);
+    for fast in [true, false] {
+        // A one-byte watermark keeps requests queued behind the first.
+        let limits = SessionLimits {
+            send_watermark: 1,
+            ..SessionLimits::default()
+        };
+        let now = Instant::now();
+        let mut s: PeerSession<&Bytes> = PeerSession::new(limits, local(), ip(), now);
+        s.handle_input(&handshake(t.info_hash, fast, false), now);
+        s.attach(&t, now);
+        s.handle_input(&frame(msg::INTERESTED, &[]), now);
+        s.unchoke(now);
+        let n = s.poll_transmit().len();
+        s.consume_transmit(n, now);
+        for i in 0..3 {
+            s.handle_input(&request(i, 0, 16384), now);
+        }
+        let mut cancel = Vec::new();
+        for x in [2u32, 0, 16384] {
+            cancel.extend_from_slice(&x.to_be_bytes());
+        }
+        s.handle_input(&frame(msg::CANCEL, &cancel), now);
+        let msgs = messages(s.poll_transmit());
+        let rejects: Vec<_> = msgs.iter().filter(|m| m.0 == msg::REJECT).collect();
+        if fast {
+            assert_eq!(rejects.len(), 1, "one answer for the cancelled request");
+            assert_eq!(rejects[0].1, cancel);
+        } else {
+            assert!(rejects.is_empty());
+        }
+        assert!(!s.is_closed());
+    }
+}
+
+#[test]
+fn a_peer_that_skips_its_bitfield_started_with_nothing() {
+    let t = Bytes::new(1 << 20, 16384);
+    let mut h = Harness::new(&t, false, false);
+    h.feed(&frame(msg::HAVE, &3u32.to_be_bytes()));
+    h.feed(&frame(msg::HAVE, &4u32.to_be_bytes()));
+    assert_eq!(h.s.summary().peer_pieces_initial, Some(0));
+    assert_eq!(h.s.summary().peer_pieces, 2);
+}
+
+#[test]
 fn queue_is_bounded() {
     let t = Bytes::new(1 << 20, 16384);
     let limits = SessionLimits {
