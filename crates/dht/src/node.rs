@@ -234,14 +234,18 @@ const MAX_STORED_HASHES: usize = 10_000;
 const PEER_TTL: Duration = Duration::from_secs(30 * 60);
 
 impl<D: DecoyIndex> Node<D> {
-    pub fn new(id: NodeId, config: Config, decoys: D, tokens: TokenIssuer) -> Self {
+    pub fn new(id: NodeId, config: Config, decoys: D, mut tokens: TokenIssuer) -> Self {
         let cache = NodeCache::new(config.cache_nodes);
+        // Transaction ids count up from a random start: a node that could
+        // spoof the address we queried must still guess one to forge a
+        // reply (counting from 0 made that trivial).
+        let first_tid = tokens.random_u32();
         Self {
             config,
             table: RoutingTable::new(id),
             tokens,
             decoys,
-            next_tid: 0,
+            next_tid: first_tid,
             pending: HashMap::new(),
             expiries: VecDeque::new(),
             lookups: HashMap::new(),
@@ -837,8 +841,10 @@ impl<D: DecoyIndex> Node<D> {
         self.clock = Some(now);
         let interval = self.config.per_destination_interval;
         if let Some((to, bytes)) = self.replies.pop_front() {
-            // The remote counts our replies against our pace too.
-            self.destinations.entry(to.ip()).or_default().last_sent = Some(now);
+            // Replies do not count against our pace to that address: a
+            // node that queried us four times a second would otherwise
+            // hold our own queries to it back for ever, and a lookup
+            // waiting on one would never end.
             self.counters.replies_sent += 1;
             return Some((to, bytes));
         }
@@ -1457,7 +1463,7 @@ mod tests {
     }
 
     #[test]
-    fn queries_to_one_address_wait_for_its_pace_and_replies_count_against_it() {
+    fn queries_to_one_address_wait_for_its_pace_and_its_queries_do_not_hold_them_back() {
         let t0 = Instant::now();
         let peer: SocketAddr = "10.77.0.1:51413".parse().unwrap();
         let mut node = Node::new(NodeId([0x22; 20]), Config::new(peer), Hashes(vec![]), tokens(3));
@@ -1467,20 +1473,38 @@ mod tests {
         assert!(node.poll_transmit(t0).is_none(), "paced");
         assert_eq!(node.queued_queries(), 2);
         assert_eq!(node.next_timeout(), Some(t0 + Duration::from_millis(250)));
-        // A query from that address: the reply goes at once and pushes our
-        // next query back a full interval.
-        let t1 = t0 + Duration::from_millis(200);
+        // That address queries us every 200 ms (a crawler, or someone
+        // trying to stall our lookups): each reply goes at once, and our
+        // queries to it still leave at their own pace.
         let ping = krpc::encode_query(b"pp", &id(9), &Query::Ping, false);
-        node.handle_datagram(other, &ping, t1);
-        let (to, reply) = node.poll_transmit(t1).unwrap();
-        assert_eq!(to, other);
-        assert!(matches!(krpc::parse(&reply), Ok(Message::Reply { .. })));
-        assert!(node.poll_transmit(t0 + Duration::from_millis(300)).is_none());
-        assert!(node.poll_transmit(t1 + Duration::from_millis(250)).is_some());
+        let mut sent_at = Vec::new();
+        for step in 1..=5u64 {
+            let t = t0 + Duration::from_millis(200 * step);
+            node.handle_datagram(other, &ping, t);
+            let (to, reply) = node.poll_transmit(t).unwrap();
+            assert_eq!(to, other);
+            assert!(matches!(krpc::parse(&reply), Ok(Message::Reply { .. })));
+            for at in [t, t + Duration::from_millis(60)] {
+                if let Some((_, q)) = node.poll_transmit(at) {
+                    assert!(matches!(krpc::parse(&q), Ok(Message::Query { .. })));
+                    sent_at.push(at);
+                }
+            }
+        }
+        // Both queued queries left (and a ping to check the new node that
+        // queried us), each a full interval after the one before.
+        assert!(sent_at.len() >= 2, "queued queries held back: {sent_at:?}");
+        assert_eq!(node.queued_queries(), 0);
+        let mut last = t0;
+        for at in &sent_at {
+            assert!(*at - last >= Duration::from_millis(250), "not paced: {sent_at:?}");
+            last = *at;
+        }
         // Unanswered queries expire.
-        node.handle_timeout(t1 + Duration::from_secs(10));
-        assert_eq!(node.counters().timeouts, 2);
-        assert_eq!(node.counters().queries_sent, 2);
-        assert_eq!(node.counters().replies_sent, 1);
+        node.handle_timeout(t0 + Duration::from_secs(20));
+        let sent = 1 + sent_at.len() as u64;
+        assert_eq!(node.counters().queries_sent, sent);
+        assert_eq!(node.counters().timeouts, sent);
+        assert_eq!(node.counters().replies_sent, 5);
     }
 }
