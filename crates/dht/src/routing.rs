@@ -79,7 +79,17 @@ impl RoutingTable {
         let b = self.bucket_of(&node.id);
         let bucket = &mut self.buckets[b];
         if let Some(e) = bucket.iter_mut().find(|e| e.node.id == node.id) {
-            e.node.addr = node.addr;
+            if e.node.addr != node.addr {
+                // Anyone can send a packet carrying a known id; moving the
+                // id to the sender's address would let them take its
+                // place in our lookups and in the nodes we hand out (as
+                // libtorrent, the id keeps its address while it answers).
+                // A node that stopped answering may have moved.
+                if !e.is_bad() {
+                    return Insert::Ignored;
+                }
+                e.node.addr = node.addr;
+            }
             e.last_seen = now;
             e.failures = 0;
             return Insert::Refreshed;
@@ -196,6 +206,26 @@ mod tests {
             ),
             Insert::Ignored
         );
+    }
+
+    #[test]
+    fn a_known_id_keeps_its_address_while_it_answers() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new(NodeId([0; 20]));
+        let real = node(0x40, 2);
+        t.insert(real, now);
+        let impostor = NodeInfo {
+            addr: "10.77.99.99:6881".parse().unwrap(),
+            ..real
+        };
+        assert_eq!(t.insert(impostor, now), Insert::Ignored);
+        assert_eq!(t.closest(&real.id, 1)[0].addr, real.addr);
+        // Once it has stopped answering, the id may move.
+        for _ in 0..MAX_FAILURES {
+            t.failed(&real.id);
+        }
+        assert_eq!(t.insert(impostor, now), Insert::Refreshed);
+        assert_eq!(t.closest(&real.id, 1)[0].addr, impostor.addr);
     }
 
     #[test]
