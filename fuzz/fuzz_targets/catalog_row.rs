@@ -4,8 +4,9 @@
 //! The first input byte picks what the rest is used as (low two bits: 0 a
 //! title, 1 a CSV file, 2 a JSON Lines file, 3 all three):
 //! 1. as a title (UTF-8, lossily repaired): `validate_title` never panics,
-//!    and an accepted title meets every rule it documents (not blank, at most
-//!    255 bytes, no `/` or `\`, no control character, not `.` or `..`). An
+//!    and an accepted title meets every rule it documents (not blank, no
+//!    whitespace around it, at most 255 bytes, no `/` or `\`, no control
+//!    character, not `.` or `..`). An
 //!    accepted title is then written as a one-row CSV file (RFC 4180 quoted)
 //!    and as a one-line JSON Lines file; importing each must add exactly that
 //!    title, byte for byte;
@@ -94,6 +95,7 @@ fn import_and_check(path: &Path, file_len: u64) -> Option<Vec<String>> {
 fn check_title(title: &str) {
     let Ok(()) = validate_title(title) else { return };
     assert!(!title.trim().is_empty());
+    assert_eq!(title.trim(), title, "an accepted title has no whitespace around it");
     assert!(title.len() <= MAX_TITLE_BYTES);
     assert!(!title.contains(['/', '\\']));
     assert!(!title.chars().any(char::is_control));

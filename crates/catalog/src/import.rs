@@ -66,7 +66,15 @@ fn detect_format(path: &Path, first: &[u8]) -> Format {
     {
         Some("csv") => Format::Csv,
         Some("jsonl" | "ndjson" | "json") => Format::JsonLines,
-        _ if first.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => Format::JsonLines,
+        _ if first
+            .strip_prefix("\u{feff}".as_bytes())
+            .unwrap_or(first)
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            == Some(&b'{') =>
+        {
+            Format::JsonLines
+        }
         _ => Format::Csv,
     }
 }
@@ -273,6 +281,10 @@ fn row_from_fields(
     language: &str,
     priority: &str,
 ) -> Result<TitleRow, String> {
+    // Spaces around a field are the file's layout (`title, size_bytes`),
+    // not part of the name: `foo.mp4 ` would lose its extension and its
+    // format.
+    let title = title.trim();
     validate_title(title)?;
     Ok(TitleRow {
         title: title.to_string(),
@@ -317,7 +329,8 @@ fn read_json_lines(
             push(errors, "line is not valid UTF-8".into());
             continue;
         };
-        let text = text.trim();
+        // A byte-order mark (Windows tools write one) before the first line.
+        let text = text.trim().trim_start_matches('\u{feff}');
         if text.is_empty() {
             continue;
         }
@@ -346,7 +359,7 @@ fn row_from_json(text: &str) -> Result<TitleRow, String> {
         }
     };
     let title = match obj.get("title") {
-        Some(serde_json::Value::String(s)) => s.as_str(),
+        Some(serde_json::Value::String(s)) => s.trim(),
         None | Some(serde_json::Value::Null) => return Err("missing title".into()),
         Some(_) => return Err("title must be a string".into()),
     };
@@ -391,6 +404,43 @@ mod tests {
             .write_all(body.as_bytes())
             .unwrap();
         p
+    }
+
+    #[test]
+    fn spaces_around_a_title_are_layout_and_a_bom_is_no_title() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CatalogStore::open_in_memory().unwrap();
+        let csv = write(
+            &dir,
+            "t.csv",
+            "title, size_bytes\nsample-title-000001.mp4 , 1000\n",
+        );
+        import_file(&mut store, &csv, |_| {}).unwrap();
+        // Windows PowerShell 5 writes JSON Lines with a byte-order mark,
+        // and a .txt extension says nothing of the format.
+        let jsonl = write(
+            &dir,
+            "t.txt",
+            "\u{feff}{\"title\": \"  sample-title-000002.mkv\", \"size_bytes\": 2000}\n",
+        );
+        let out = import_file(&mut store, &jsonl, |_| {}).unwrap();
+        assert_eq!(out.added, 1);
+        assert_eq!(store.count().unwrap(), 2);
+        assert_eq!(
+            store.find("sample-title-000001.mp4").unwrap().unwrap().size_bytes,
+            Some(1000)
+        );
+        assert_eq!(
+            store.find("sample-title-000002.mkv").unwrap().unwrap().size_bytes,
+            Some(2000)
+        );
+        // The same titles with their spaces are the same titles.
+        let again = write(
+            &dir,
+            "again.csv",
+            "title,size_bytes\n  sample-title-000001.mp4,1000\n",
+        );
+        assert_eq!(import_file(&mut store, &again, |_| {}).unwrap().added, 0);
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub fn validate_title(title: &str) -> Result<(), String> {
     if title.trim().is_empty() {
         return Err("empty title".into());
     }
+    // Imports drop them (they are the file's layout); a name with them
+    // would hide its extension (`foo.mp4 `) and so its format.
+    if title.trim() != title {
+        return Err("title begins or ends with whitespace".into());
+    }
     if title.len() > MAX_TITLE_BYTES {
         return Err(format!(
             "title is {} bytes of UTF-8; the limit is {MAX_TITLE_BYTES}",
@@ -116,6 +121,9 @@ mod tests {
             "\u{85}x",
             ".",
             "..",
+            "sample-title-000001.mp4 ",
+            " sample-title-000001.mp4",
+            "sample-title-000001.mp4\u{a0}",
         ] {
             assert!(validate_title(bad).is_err(), "{bad:?}");
         }
