@@ -198,7 +198,11 @@ pub fn export(
     match format {
         ExportFormat::Torrent => {
             std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-            let mut index = std::io::BufWriter::new(std::fs::File::create(out.join("index.tsv"))?);
+            let index_path = out.join("index.tsv");
+            let mut index = std::io::BufWriter::new(
+                std::fs::File::create(&index_path)
+                    .with_context(|| format!("creating {}", index_path.display()))?,
+            );
             writeln!(index, "info_hash\tdecoy_id\tsize_bytes\ttitle")?;
             for decoy in table.iter() {
                 let name = format!("{}.torrent", hex(decoy.info_hash()));
@@ -317,12 +321,23 @@ pub fn run(args: RunArgs) -> Result<()> {
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
-        bail!(
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
             "another warnseed is already running on {} (lock {})",
             args.data.display(),
             lock_path.display()
-        );
+        ),
+        // Some network filesystems have no locks at all: say so, rather
+        // than blame a node that does not exist.
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot lock {} (a data directory needs a filesystem with file locks)",
+                    lock_path.display()
+                )
+            })
+        }
     }
     CatalogStore::open(&dir.catalog_path())?;
     if let Some(catalog) = &args.catalog {
@@ -1230,45 +1245,52 @@ pub fn ledger_export_pseudonymised(
     let store = LedgerStore::open(&dir.ledger_path())?;
     let (from_day, to_day) = warnseed::reports::window(from, to, Some(0), now_ms())?;
     let (from_ms, to_ms) = (from_day * 86_400_000, (to_day + 1) * 86_400_000);
-    let tmp = out.with_extension("tmp");
-    let mut w = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-    );
-    writeln!(
+    let tmp = warnseed::evidence::temp_path_for(out);
+    let mut n = 0u64;
+    let written = (|| -> Result<()> {
+        let mut w = std::io::BufWriter::new(
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+        );
+        writeln!(
         w,
         "started_at_utc,ended_at_utc,pseudonym,network,decoy_id,info_hash,client,transport,bytes_sent,completed,close_reason,country,kommune"
     )?;
-    let mut n = 0u64;
-    store.for_each_closed(from_ms, to_ms, |s, geo| {
-        // Stored pseudonyms were made with the same key: keep them as they
-        // are; erased addresses stay erased.
-        let pseudonym = if warnseed_ledger::chain::is_erased_ip(&s.remote_ip) {
-            s.remote_ip.clone()
-        } else {
-            warnseed_ledger::pseudonym(&key, &s.remote_ip)
-        };
-        n += 1;
-        writeln!(
-            w,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            warnseed::evidence::format_time_ms(s.started_at_ms),
-            warnseed::evidence::format_time_ms(s.ended_at_ms),
-            pseudonym,
-            s.network,
-            s.decoy_id,
-            s.info_hash,
-            csv_field(&warnseed_ledger::rollup::client_family(s.client_name.as_deref())),
-            s.transport,
-            s.bytes_sent,
-            s.completed,
-            csv_field(&s.close_reason),
-            csv_field(&geo.0.unwrap_or_default()),
-            csv_field(&geo.1.unwrap_or_default()),
-        )
-    })?;
-    w.flush()?;
-    drop(w);
-    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+        store.for_each_closed(from_ms, to_ms, |s, geo| {
+            // Stored pseudonyms were made with the same key: keep them as they
+            // are; erased addresses stay erased.
+            let pseudonym = if warnseed_ledger::chain::is_erased_ip(&s.remote_ip) {
+                s.remote_ip.clone()
+            } else {
+                warnseed_ledger::pseudonym(&key, &s.remote_ip)
+            };
+            n += 1;
+            writeln!(
+                w,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                warnseed::evidence::format_time_ms(s.started_at_ms),
+                warnseed::evidence::format_time_ms(s.ended_at_ms),
+                pseudonym,
+                s.network,
+                s.decoy_id,
+                s.info_hash,
+                csv_field(&warnseed_ledger::rollup::client_family(s.client_name.as_deref())),
+                s.transport,
+                s.bytes_sent,
+                s.completed,
+                csv_field(&s.close_reason),
+                csv_field(&geo.0.unwrap_or_default()),
+                csv_field(&geo.1.unwrap_or_default()),
+            )
+        })?;
+        w.flush()?;
+        drop(w);
+        warnseed::evidence::commit_temp(&tmp, out)
+    })();
+    // Nothing half-written is left beside the output.
+    if written.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    written?;
     println!(
         "{n} sessions written to {} with pseudonymised addresses",
         out.display()

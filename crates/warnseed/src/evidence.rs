@@ -215,8 +215,62 @@ fn html(e: &Evidence, check: &EvidenceCheck, title: &dyn Fn(i64) -> String) -> S
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let tmp = temp_path_for(path);
+    let written = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|()| commit_temp(&tmp, path));
+    if written.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    written
+}
+
+/// Where a file is written before it replaces `path`: hidden beside it,
+/// named for this process, so it never takes the name of a file the user
+/// keeps there (`report.csv` once went through `report.tmp`).
+pub fn temp_path_for(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.part", std::process::id()))
+}
+
+/// Makes the finished `tmp` durable and puts it in `path`'s place: an
+/// export handed over as evidence is either whole or absent after a crash.
+pub fn commit_temp(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // The rename itself is durable once the directory is.
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_atomic_write_leaves_the_users_files_and_no_part_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("evidence.json");
+        // A file of the user's that the old temporary name would have taken.
+        std::fs::write(dir.path().join("evidence.tmp"), b"mine").unwrap();
+        write_atomic(&out, b"{}").unwrap();
+        write_atomic(&out, b"{\"again\": 1}").unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"{\"again\": 1}");
+        assert_eq!(std::fs::read(dir.path().join("evidence.tmp")).unwrap(), b"mine");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A write that cannot finish leaves nothing behind either.
+        assert!(write_atomic(&dir.path().join("missing").join("x.json"), b"{}").is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 }
