@@ -25,7 +25,15 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Peers we upload to at once; the rest wait choked.
     pub upload_slots: usize,
+    /// How long a peer keeps its upload slot while others wait for one.
+    /// A decoy downloads in seconds; a peer that trickles requests (one
+    /// block a minute keeps a slot from going idle) would otherwise hold
+    /// it for ever, and a few addresses could hold every slot.
+    pub slot_tenure: std::time::Duration,
 }
+
+/// A peer whose slot went to a waiting one asks again only after this.
+const SLOT_REST: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl ServerConfig {
     pub fn new(identity: LocalIdentity) -> Self {
@@ -35,6 +43,7 @@ impl ServerConfig {
             max_connections: 20_000,
             max_connections_per_ip: 16,
             upload_slots: 1_000,
+            slot_tenure: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -85,6 +94,7 @@ impl PeerServer {
             observer: self.observer,
             limiter: ConnectionLimiter::new(self.config.max_connections, self.config.max_connections_per_ip),
             slots: Arc::new(Semaphore::new(self.config.upload_slots)),
+            slot_waiters: std::sync::atomic::AtomicUsize::new(0),
         });
         let mut accepts = JoinSet::new();
         for listener in listeners {
@@ -104,6 +114,9 @@ struct Shared {
     observer: Option<mpsc::UnboundedSender<ConnectionClosed>>,
     limiter: Arc<ConnectionLimiter>,
     slots: Arc<Semaphore>,
+    /// Sessions waiting for a slot now: holders past their tenure give
+    /// theirs up only when someone waits.
+    slot_waiters: std::sync::atomic::AtomicUsize,
 }
 
 /// Sessions of one accept loop that have not ended yet. Counted rather
@@ -257,6 +270,9 @@ async fn run_connection(
     // connections never read more than a few hundred bytes.
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut slot = None;
+    let mut slot_since = Instant::now();
+    let mut slot_rest_until: Option<Instant> = None;
+    let mut counted_waiting = false;
     let mut framing = Framing::new(Instant::now());
     let session_key = session_key();
     let idle = shared.config.limits.idle_timeout;
@@ -292,11 +308,22 @@ async fn run_connection(
                 None => session.refuse(CloseReason::UnknownInfoHash),
             }
         }
-        if session.wants_unchoke() && slot.is_none() {
+        let now = Instant::now();
+        if session.wants_unchoke() && slot.is_none() && slot_rest_until.is_none_or(|t| now >= t) {
             if let Ok(permit) = Arc::clone(&shared.slots).try_acquire_owned() {
                 slot = Some(permit);
-                session.unchoke(Instant::now());
+                slot_since = now;
+                session.unchoke(now);
             }
+        }
+        let past_tenure = slot.is_some() && now.duration_since(slot_since) >= shared.config.slot_tenure;
+        if past_tenure && shared.slot_waiters.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            // Rotation: the slot goes to a waiting peer; this one queues
+            // again after a rest (fast peers get rejects for what they
+            // had asked for, BEP 6).
+            session.choke();
+            slot = None;
+            slot_rest_until = Some(now + SLOT_REST);
         }
         if session.holds_idle_slot() && slot.is_some() {
             session.choke();
@@ -311,6 +338,24 @@ async fn run_connection(
             break;
         }
         let waiting_for_slot = session.wants_unchoke() && slot.is_none();
+        // A peer resting after its turn would not take a freed slot: it
+        // must not make a holder give one up.
+        let counts_as_waiter = waiting_for_slot && slot_rest_until.is_none_or(|t| now >= t);
+        if counts_as_waiter != counted_waiting {
+            if counts_as_waiter {
+                shared
+                    .slot_waiters
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                shared
+                    .slot_waiters
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            counted_waiting = counts_as_waiter;
+        }
+        // A holder past its tenure looks once a second for someone waiting.
+        let holding_past_tenure =
+            slot.is_some() && now.duration_since(slot_since) >= shared.config.slot_tenure;
         let mut deadline = session
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(60));
@@ -330,7 +375,7 @@ async fn run_connection(
                 w = wr.write(out), if !out.is_empty() => Step::Wrote(w),
                 _ = &mut timer => Step::Timer,
                 // In a block, so no timer is made while the branch is off.
-                _ = async { tokio::time::sleep(std::time::Duration::from_secs(1)).await }, if waiting_for_slot => Step::SlotRetry,
+                _ = async { tokio::time::sleep(std::time::Duration::from_secs(1)).await }, if waiting_for_slot || holding_past_tenure => Step::SlotRetry,
                 _ = &mut shutdown_signal, if !shutdown_seen => Step::Shutdown,
             }
         };
@@ -350,6 +395,11 @@ async fn run_connection(
         }
     }
     drop(slot);
+    if counted_waiting {
+        shared
+            .slot_waiters
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
     // Best effort: let a peer we drop for a protocol error see the reject
     // that explains it, but never wait on it for long.
     if !matches!(

@@ -442,3 +442,48 @@ async fn an_idle_slot_is_taken_back_and_given_to_a_waiting_peer() {
     drop((first, second));
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_held_past_its_tenure_goes_to_a_waiting_peer_in_turn() {
+    let node = start(|c| {
+        c.upload_slots = 1;
+        c.slot_tenure = Duration::from_secs(1);
+        c.limits.idle_timeout = Duration::from_secs(60);
+        // Not idle-slot reclaiming: the slot must move by rotation.
+        c.limits.unchoked_idle_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let ih = node.decoy_hash();
+    let mut hs = [0u8; 68];
+    let mut first = TcpStream::connect(node.addr).await.unwrap();
+    first.write_all(&handshake(ih, true)).await.unwrap();
+    first.read_exact(&mut hs).await.unwrap();
+    first.write_all(&msg(2, &[])).await.unwrap();
+    assert!(unchoked_within(&mut first, Duration::from_secs(5)).await);
+    let mut second = TcpStream::connect(node.addr).await.unwrap();
+    second.write_all(&handshake(ih, true)).await.unwrap();
+    second.read_exact(&mut hs).await.unwrap();
+    second.write_all(&msg(2, &[])).await.unwrap();
+    // The first keeps asking (one block every half second: never idle),
+    // yet after its tenure the slot goes to the second...
+    let keep_asking = async {
+        loop {
+            first.write_all(&request(0, 0, 16384)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        _ = keep_asking => unreachable!(),
+        unchoked = unchoked_within(&mut second, Duration::from_secs(10)) => {
+            assert!(unchoked, "the waiting peer got the slot");
+        }
+    }
+    // ...and, once the second's tenure is over and the first has rested,
+    // back to the first.
+    let wait = async { while read_msg(&mut first).await.0 != 1 {} };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .expect("the slot came back in turn");
+    drop((first, second));
+    node.stop().await;
+}
