@@ -123,6 +123,27 @@ pub struct Counters {
     pub timeouts: u64,
     /// BEP 42 id changes.
     pub id_changes: u64,
+    /// Queries left unanswered because their source sent too many
+    /// ([`QUERY_BURST`] within [`QUERY_WINDOW`]).
+    pub queries_refused: u64,
+}
+
+/// libtorrent's rule for a source that queries too fast, applied to those
+/// that query us: more than this many queries within [`QUERY_WINDOW`] and
+/// the source gets no answer for [`QUERY_BAN`]. Without it anyone could
+/// spoof queries and have us send each victim replies many times the
+/// size of what they sent.
+pub const QUERY_BURST: u32 = 50;
+pub const QUERY_WINDOW: Duration = Duration::from_secs(10);
+pub const QUERY_BAN: Duration = Duration::from_secs(5 * 60);
+/// Sources whose rate is tracked at most; beyond it idle ones are dropped.
+const MAX_TRACKED_SOURCES: usize = 65_536;
+
+#[derive(Clone, Copy, Debug)]
+struct SourceRate {
+    window_start: Instant,
+    queries: u32,
+    banned_until: Option<Instant>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,6 +248,8 @@ pub struct Node<D> {
     size_log2: Option<f64>,
     /// The latest instant the driver passed in.
     clock: Option<Instant>,
+    /// Queries per source address, for [`QUERY_BURST`].
+    sources: HashMap<IpAddr, SourceRate>,
 }
 
 const MAX_PEERS_PER_HASH: usize = 64;
@@ -263,6 +286,7 @@ impl<D: DecoyIndex> Node<D> {
             counters: Counters::default(),
             size_log2: None,
             clock: None,
+            sources: HashMap::new(),
         }
     }
 
@@ -544,6 +568,44 @@ impl<D: DecoyIndex> Node<D> {
         });
     }
 
+    /// Counts a query from `ip`; false while the source is refused.
+    fn source_may_query(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.sources.len() >= MAX_TRACKED_SOURCES && !self.sources.contains_key(&ip) {
+            self.sources.retain(|_, r| {
+                r.banned_until.is_some_and(|t| t > now) || now.duration_since(r.window_start) < QUERY_WINDOW
+            });
+            if self.sources.len() >= MAX_TRACKED_SOURCES {
+                // Every tracked source is active: forget the lot rather
+                // than grow (a flood from that many addresses is not one
+                // source's burst).
+                self.sources.clear();
+            }
+        }
+        let r = self.sources.entry(ip).or_insert(SourceRate {
+            window_start: now,
+            queries: 0,
+            banned_until: None,
+        });
+        if let Some(until) = r.banned_until {
+            if now < until {
+                return false;
+            }
+            r.banned_until = None;
+            r.window_start = now;
+            r.queries = 0;
+        }
+        if now.duration_since(r.window_start) >= QUERY_WINDOW {
+            r.window_start = now;
+            r.queries = 0;
+        }
+        r.queries += 1;
+        if r.queries > QUERY_BURST {
+            r.banned_until = Some(now + QUERY_BAN);
+            return false;
+        }
+        true
+    }
+
     /// One datagram from the network.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
         self.clock = Some(now);
@@ -557,6 +619,10 @@ impl<D: DecoyIndex> Node<D> {
                 },
                 _,
             )) => {
+                if !self.source_may_query(from.ip(), now) {
+                    self.counters.queries_refused += 1;
+                    return;
+                }
                 if !read_only {
                     self.table.insert(NodeInfo { id, addr: from }, now);
                 }
@@ -1460,6 +1526,37 @@ mod tests {
         assert!(sent
             .iter()
             .any(|b| matches!(krpc::parse(b), Ok(Message::Query { id, .. }) if id == node.id())));
+    }
+
+    #[test]
+    fn a_source_that_queries_too_fast_gets_no_answers_for_a_while() {
+        let t0 = Instant::now();
+        let peer: SocketAddr = "10.77.0.1:51413".parse().unwrap();
+        let mut node = Node::new(NodeId([0x22; 20]), Config::new(peer), Hashes(vec![]), tokens(3));
+        let flooder: SocketAddr = "10.77.0.66:6881".parse().unwrap();
+        let other: SocketAddr = "10.77.0.67:6881".parse().unwrap();
+        let ping = krpc::encode_query(b"pp", &id(9), &Query::Ping, false);
+        let mut answered = 0;
+        for i in 0..80u64 {
+            let t = t0 + Duration::from_millis(50 * i);
+            node.handle_datagram(flooder, &ping, t);
+            while let Some((to, _)) = node.poll_transmit(t) {
+                answered += u32::from(to == flooder);
+            }
+        }
+        assert_eq!(answered, QUERY_BURST, "the burst is answered, the rest is not");
+        assert_eq!(node.counters().queries_refused, 80 - u64::from(QUERY_BURST));
+        // Others are still answered.
+        let t = t0 + Duration::from_secs(5);
+        node.handle_datagram(other, &ping, t);
+        assert!(std::iter::from_fn(|| node.poll_transmit(t)).any(|(to, _)| to == other));
+        // Still refused within the ban; answered again after it.
+        let t = t0 + Duration::from_secs(60);
+        node.handle_datagram(flooder, &ping, t);
+        assert!(!std::iter::from_fn(|| node.poll_transmit(t)).any(|(to, _)| to == flooder));
+        let t = t0 + QUERY_BAN + Duration::from_secs(10);
+        node.handle_datagram(flooder, &ping, t);
+        assert!(std::iter::from_fn(|| node.poll_transmit(t)).any(|(to, _)| to == flooder));
     }
 
     #[test]
