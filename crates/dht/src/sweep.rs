@@ -72,14 +72,17 @@ impl NodeCache {
         self.regions.len()
     }
 
-    /// Records a node (a reply from it, or another node naming it).
+    /// Records a node (a reply from it, or another node naming it). A
+    /// cached id keeps its address: anyone may name an id at an address of
+    /// their choosing, and moving it would send our announces there. A node
+    /// that really moved stops answering at the old one, is removed, and
+    /// comes back from the next mention.
     pub fn insert(&mut self, node: NodeInfo) {
         self.clock += 1;
         let used = self.clock;
         self.nodes
             .entry(node.id)
             .and_modify(|c| {
-                c.addr = node.addr;
                 c.used = used;
             })
             .or_insert(Cached {
@@ -295,6 +298,23 @@ mod tests {
             id: id(i),
             addr: SocketAddr::from(([10, 77, (i >> 8) as u8, i as u8], 6881)),
         }
+    }
+
+    #[test]
+    fn a_cached_id_keeps_its_address_until_it_is_removed() {
+        let mut cache = NodeCache::new(100);
+        let real = info(1);
+        cache.insert(real);
+        let named_elsewhere = NodeInfo {
+            addr: "10.77.9.9:6881".parse().unwrap(),
+            ..real
+        };
+        cache.insert(named_elsewhere);
+        assert_eq!(cache.closest(&real.id, 1)[0].addr, real.addr);
+        // It stopped answering there: removed, then met at its new address.
+        cache.remove(&real.id);
+        cache.insert(named_elsewhere);
+        assert_eq!(cache.closest(&real.id, 1)[0].addr, named_elsewhere.addr);
     }
 
     #[test]
