@@ -51,8 +51,19 @@ pub fn init(data: &Path) -> Result<()> {
 pub fn catalog_import(data: &Path, files: &[PathBuf]) -> Result<()> {
     let dir = DataDir::open(data)?;
     let mut store = CatalogStore::open(&dir.catalog_path())?;
-    for file in files {
-        import_one(&mut store, file)?;
+    for (i, file) in files.iter().enumerate() {
+        // Each file is its own transaction: say what stays imported.
+        import_one(&mut store, file).with_context(|| match i {
+            0 => String::from("catalogue import stopped"),
+            _ => format!(
+                "catalogue import stopped; imported before it: {}",
+                files[..i]
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
     }
     drop(store);
     // Compute the new titles' info hashes now (cached in the catalogue), so
@@ -117,7 +128,7 @@ fn import_one(store: &mut CatalogStore, file: &Path) -> Result<()> {
             if invalid > MAX_ROW_ERRORS_SHOWN {
                 eprintln!("… and {} more invalid rows", invalid - MAX_ROW_ERRORS_SHOWN);
             }
-            bail!("{path}: {invalid} invalid row(s); nothing was imported")
+            bail!("{path}: {invalid} invalid row(s); nothing of this file was imported")
         }
         Err(e) => Err(e.into()),
     }

@@ -36,7 +36,10 @@ fn import_reports_every_bad_row_and_imports_nothing() {
         err.contains(&format!("{b}:5: duplicate title (first at line 2)")),
         "{err}"
     );
-    assert!(err.contains("3 invalid row(s); nothing was imported"), "{err}");
+    assert!(
+        err.contains("3 invalid row(s); nothing of this file was imported"),
+        "{err}"
+    );
     let summary = warnseed(&["report", "summary", "--data", data, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
     assert_eq!(v["decoys_active"], 0);
@@ -45,6 +48,27 @@ fn import_reports_every_bad_row_and_imports_nothing() {
     std::fs::write(&unknown, "title,genre\nsample-title-000001.mp4,x\n").unwrap();
     let err = warnseed_fails(&["catalog", "import", unknown.to_str().unwrap(), "--data", data]);
     assert!(err.contains("unknown column \"genre\""), "{err}");
+
+    // Several files: each is its own transaction, and the error says which
+    // stayed imported.
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, "title\nsample-title-000009.mp4\n").unwrap();
+    let err = warnseed_fails(&[
+        "catalog",
+        "import",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        "--data",
+        data,
+    ]);
+    assert!(
+        err.contains(&format!("imported before it: {}", good.display())),
+        "{err}"
+    );
+    assert!(err.contains("nothing of this file was imported"), "{err}");
+    let summary = warnseed(&["report", "summary", "--data", data, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(v["titles"], 1, "{v}");
 }
 
 #[test]
