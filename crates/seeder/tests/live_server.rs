@@ -368,6 +368,17 @@ async fn serves_over_ipv6() {
     assert!(sessions[0].completed);
 }
 
+/// A peer that has shaken hands (with the fast extension) and said it is
+/// interested.
+async fn interested_peer(addr: std::net::SocketAddr, info_hash: [u8; 20]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&handshake(info_hash, true)).await.unwrap();
+    let mut hs = [0u8; 68];
+    s.read_exact(&mut hs).await.unwrap();
+    s.write_all(&msg(2, &[])).await.unwrap();
+    s
+}
+
 async fn unchoked_within(s: &mut TcpStream, limit: Duration) -> bool {
     let wait = async { while read_msg(s).await.0 != 1 {} };
     tokio::time::timeout(limit, wait).await.is_ok()
@@ -383,12 +394,7 @@ async fn upload_slots_cap_how_many_peers_are_unchoked() {
     let ih = node.decoy_hash();
     let mut peers = Vec::new();
     for _ in 0..2 {
-        let mut s = TcpStream::connect(node.addr).await.unwrap();
-        s.write_all(&handshake(ih, true)).await.unwrap();
-        let mut hs = [0u8; 68];
-        s.read_exact(&mut hs).await.unwrap();
-        s.write_all(&msg(2, &[])).await.unwrap();
-        peers.push(s);
+        peers.push(interested_peer(node.addr, ih).await);
     }
     // Exactly one of the two interested peers is unchoked.
     let first = unchoked_within(&mut peers[0], Duration::from_millis(1500)).await;
@@ -419,18 +425,11 @@ async fn an_idle_slot_is_taken_back_and_given_to_a_waiting_peer() {
     })
     .await;
     let ih = node.decoy_hash();
-    let mut first = TcpStream::connect(node.addr).await.unwrap();
-    first.write_all(&handshake(ih, true)).await.unwrap();
-    let mut hs = [0u8; 68];
-    first.read_exact(&mut hs).await.unwrap();
-    first.write_all(&msg(2, &[])).await.unwrap();
+    let mut first = interested_peer(node.addr, ih).await;
     assert!(unchoked_within(&mut first, Duration::from_secs(5)).await);
     // A second interested peer waits for the only slot, which the first
     // holds without asking for anything.
-    let mut second = TcpStream::connect(node.addr).await.unwrap();
-    second.write_all(&handshake(ih, true)).await.unwrap();
-    second.read_exact(&mut hs).await.unwrap();
-    second.write_all(&msg(2, &[])).await.unwrap();
+    let mut second = interested_peer(node.addr, ih).await;
     let wait = async { while read_msg(&mut first).await.0 != 0 {} };
     tokio::time::timeout(Duration::from_secs(5), wait)
         .await
@@ -454,16 +453,9 @@ async fn a_slot_held_past_its_tenure_goes_to_a_waiting_peer_in_turn() {
     })
     .await;
     let ih = node.decoy_hash();
-    let mut hs = [0u8; 68];
-    let mut first = TcpStream::connect(node.addr).await.unwrap();
-    first.write_all(&handshake(ih, true)).await.unwrap();
-    first.read_exact(&mut hs).await.unwrap();
-    first.write_all(&msg(2, &[])).await.unwrap();
+    let mut first = interested_peer(node.addr, ih).await;
     assert!(unchoked_within(&mut first, Duration::from_secs(5)).await);
-    let mut second = TcpStream::connect(node.addr).await.unwrap();
-    second.write_all(&handshake(ih, true)).await.unwrap();
-    second.read_exact(&mut hs).await.unwrap();
-    second.write_all(&msg(2, &[])).await.unwrap();
+    let mut second = interested_peer(node.addr, ih).await;
     // The first keeps asking (one block every half second: never idle),
     // yet after its tenure the slot goes to the second...
     let keep_asking = async {

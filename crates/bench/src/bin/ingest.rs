@@ -250,7 +250,7 @@ fn packed_ingest(
     geo: Option<&ModelGeo>,
 ) -> Result<Timing> {
     use warnseed_ledger::block::{self, PackedAddress, PackedGeo, PackedRecord, MAX_BLOCK_RECORDS};
-    use warnseed_ledger::chain::{self, ChainedFields};
+    use warnseed_ledger::chain;
     let mut conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -278,32 +278,7 @@ fn packed_ingest(
                 write!(ip, "{canonical}").expect("writing to a String");
                 keys_sum ^= warnseed_ledger::hmac_sha256(&secret, ip.as_bytes())[0];
                 let commitment = chain::ip_commitment(salt, &ip);
-                let hash = chain::record_hash(
-                    &head.1,
-                    &ChainedFields {
-                        seq,
-                        kind: r.kind.as_str(),
-                        session_key: r.session_key,
-                        started_at_ms: r.started_at_ms,
-                        ended_at_ms: r.ended_at_ms,
-                        network: r.network,
-                        decoy_id: r.decoy_id,
-                        info_hash: &r.info_hash,
-                        ip_commitment: &commitment,
-                        remote_port: r.remote_port,
-                        peer_id: r.peer_id.as_ref().map(|p| &p[..]),
-                        client_name: r.client_name.as_deref(),
-                        client_version: r.client_version.as_deref(),
-                        transport: r.transport.as_str(),
-                        bytes_sent: r.bytes_sent as i64,
-                        pieces_sent: i64::from(r.pieces_sent),
-                        piece_count: i64::from(r.piece_count),
-                        peer_pieces_initial: r.peer_pieces_initial.map(i64::from),
-                        peer_pieces_final: i64::from(r.peer_pieces_final),
-                        completed: r.completed,
-                        close_reason: &r.close_reason,
-                    },
-                );
+                let hash = chain::record_hash(&head.1, &r.chained_fields(seq, &commitment));
                 head = (seq, hash);
                 packed.push(PackedRecord {
                     kind: r.kind,
