@@ -31,13 +31,13 @@ impl TokenIssuer {
         }
     }
 
-    /// Rotates the secret if it is due.
     /// A number from the same randomness as the secrets.
     pub(crate) fn random_u32(&mut self) -> u32 {
         let b = (self.fresh)();
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 
+    /// Rotates the secret if it is due.
     pub fn tick(&mut self, now: Instant) {
         while now.saturating_duration_since(self.rotated_at) >= ROTATE_EVERY {
             self.previous = self.current;

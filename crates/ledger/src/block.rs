@@ -325,10 +325,16 @@ pub fn decode(bytes: &[u8]) -> Result<Block<'_>, BlockError> {
     if count as usize > MAX_BLOCK_RECORDS || count > u64::from(u32::MAX) {
         return Err(r.error("more records than a block holds"));
     }
+    // Sequence numbers start at 1, and the block's last must be one too.
+    if first_seq < 1 || first_seq.checked_add(count as i64).is_none() {
+        return Err(r.error("sequence numbers out of range"));
+    }
     let dict_len = r.varint()?;
-    // Each string takes at least one byte: a longer dictionary than the
-    // block cannot be real, so this bounds the allocation.
-    if dict_len > r.remaining() as u64 {
+    // A record has at most twelve strings (five of its own, seven of its
+    // place), and each string takes at least one byte: a longer dictionary
+    // cannot be real, so this bounds the allocation by the block's records,
+    // not by however large a tampered blob is.
+    if dict_len > r.remaining() as u64 || dict_len > 12 * count + 1 {
         return Err(r.error("dictionary longer than the block"));
     }
     let mut dict = Vec::with_capacity(dict_len as usize);
@@ -711,6 +717,21 @@ mod tests {
         let mut b = MAGIC.to_vec();
         b.extend_from_slice(&[0xff; 11]);
         assert!(decode(&b).is_err());
+        // A dictionary far longer than its records could use, in a blob
+        // long enough to hold it: refused before anything is allocated.
+        let mut b = MAGIC.to_vec();
+        put_varint(&mut b, 2);
+        put_varint(&mut b, 1);
+        put_varint(&mut b, 14);
+        b.extend_from_slice(&[0; 1000]);
+        assert_eq!(decode(&b).unwrap_err().what, "dictionary longer than the block");
+        // Sequence numbers start at 1 and must not overflow.
+        for first in [0i64, -5, i64::MAX] {
+            let mut b = MAGIC.to_vec();
+            put_varint(&mut b, zigzag(first));
+            put_varint(&mut b, 1);
+            assert_eq!(decode(&b).unwrap_err().what, "sequence numbers out of range", "{first}");
+        }
     }
 
     #[test]
