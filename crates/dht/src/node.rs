@@ -868,8 +868,8 @@ impl<D: DecoyIndex> Node<D> {
 
     fn fail(&mut self, p: Pending) {
         if let Some(node) = p.node {
-            self.table.failed(&node);
-            self.cache.remove(&node);
+            self.table.failed(&node, p.to);
+            self.cache.remove(&node, p.to);
         }
         if let Purpose::Lookup { lookup } = p.purpose {
             if let Some(l) = self.lookups.get_mut(&lookup) {

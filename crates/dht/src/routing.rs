@@ -116,10 +116,16 @@ impl RoutingTable {
         Insert::BucketFull { ping: stalest.node }
     }
 
-    /// A query to `id` timed out.
-    pub fn failed(&mut self, id: &NodeId) {
+    /// A query to `id` at `addr` timed out. Only a failure at the address
+    /// we hold counts: anyone can name a known id at a dead address, and
+    /// the timeouts there must not make the real node "bad" (which would
+    /// let its id be moved).
+    pub fn failed(&mut self, id: &NodeId, addr: std::net::SocketAddr) {
         let b = self.bucket_of(id);
-        if let Some(e) = self.buckets[b].iter_mut().find(|e| e.node.id == *id) {
+        if let Some(e) = self.buckets[b]
+            .iter_mut()
+            .find(|e| e.node.id == *id && e.node.addr == addr)
+        {
             e.failures = e.failures.saturating_add(1);
         }
     }
@@ -191,8 +197,8 @@ mod tests {
         let target = node(0x11, 0).id;
         let ids: Vec<u8> = t.closest(&target, 3).iter().map(|n| n.id.0[0]).collect();
         assert_eq!(ids, [0x10, 0x01, 0x20]);
-        t.failed(&node(0x10, 4).id);
-        t.failed(&node(0x10, 4).id);
+        t.failed(&node(0x10, 4).id, node(0x10, 4).addr);
+        t.failed(&node(0x10, 4).id, node(0x10, 4).addr);
         let ids: Vec<u8> = t.closest(&target, 3).iter().map(|n| n.id.0[0]).collect();
         assert_eq!(ids, [0x01, 0x20, 0x40], "a bad node is no longer offered");
         assert_eq!(t.insert(node(0x80, 1), now), Insert::Refreshed);
@@ -220,9 +226,15 @@ mod tests {
         };
         assert_eq!(t.insert(impostor, now), Insert::Ignored);
         assert_eq!(t.closest(&real.id, 1)[0].addr, real.addr);
-        // Once it has stopped answering, the id may move.
+        // Timeouts at the impostor's address (it named the id there in a
+        // reply, and we asked) do not count against the real node.
         for _ in 0..MAX_FAILURES {
-            t.failed(&real.id);
+            t.failed(&real.id, impostor.addr);
+        }
+        assert_eq!(t.insert(impostor, now), Insert::Ignored);
+        // Once it has stopped answering where we know it, the id may move.
+        for _ in 0..MAX_FAILURES {
+            t.failed(&real.id, real.addr);
         }
         assert_eq!(t.insert(impostor, now), Insert::Refreshed);
         assert_eq!(t.closest(&real.id, 1)[0].addr, impostor.addr);
@@ -262,8 +274,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(t.len(), K);
-        t.failed(&node(0x80, 0).id);
-        t.failed(&node(0x80, 0).id);
+        t.failed(&node(0x80, 0).id, node(0x80, 0).addr);
+        t.failed(&node(0x80, 0).id, node(0x80, 0).addr);
         assert_eq!(t.insert(node(0x80, 100), later), Insert::Added);
         assert_eq!(t.len(), K);
         assert!(t.entries().all(|e| e.node != node(0x80, 0)));

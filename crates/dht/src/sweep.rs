@@ -95,8 +95,12 @@ impl NodeCache {
     }
 
     /// A node that did not answer: gone from the cache until met again.
-    pub fn remove(&mut self, id: &NodeId) {
-        self.nodes.remove(id);
+    pub fn remove(&mut self, id: &NodeId, addr: SocketAddr) {
+        // Only where we hold it: a timeout at an address someone else
+        // named for this id says nothing about the node.
+        if self.nodes.get(id).is_some_and(|c| c.addr == addr) {
+            self.nodes.remove(id);
+        }
     }
 
     /// Drops the least recently used quarter (amortised O(1) per insert).
@@ -312,7 +316,13 @@ mod tests {
         cache.insert(named_elsewhere);
         assert_eq!(cache.closest(&real.id, 1)[0].addr, real.addr);
         // It stopped answering there: removed, then met at its new address.
-        cache.remove(&real.id);
+        cache.remove(&real.id, named_elsewhere.addr);
+        assert_eq!(
+            cache.closest(&real.id, 1)[0].addr,
+            real.addr,
+            "a timeout elsewhere removes nothing"
+        );
+        cache.remove(&real.id, real.addr);
         cache.insert(named_elsewhere);
         assert_eq!(cache.closest(&real.id, 1)[0].addr, named_elsewhere.addr);
     }
@@ -355,7 +365,7 @@ mod tests {
         for n in kept {
             assert!(cache.nodes.contains_key(&n.id));
         }
-        cache.remove(&id(599));
+        cache.remove(&id(599), info(599).addr);
         assert!(!cache.nodes.contains_key(&id(599)));
     }
 

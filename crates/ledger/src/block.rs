@@ -730,7 +730,11 @@ mod tests {
             let mut b = MAGIC.to_vec();
             put_varint(&mut b, zigzag(first));
             put_varint(&mut b, 1);
-            assert_eq!(decode(&b).unwrap_err().what, "sequence numbers out of range", "{first}");
+            assert_eq!(
+                decode(&b).unwrap_err().what,
+                "sequence numbers out of range",
+                "{first}"
+            );
         }
     }
 
