@@ -322,10 +322,15 @@ impl LedgerStore {
                 });
             }
         }
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {SEAL_COLUMNS} FROM seals ORDER BY id"))?;
-        let all_seals: Vec<Seal> = stmt.query_map([], row_to_seal)?.collect::<Result<_, _>>()?;
+        // Seals made since `sealed_to` (a running node seals every minute)
+        // cover records this export left out: the export's newest seal must
+        // be one whose records of the address it holds in full.
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {SEAL_COLUMNS} FROM seals WHERE last_seq <= ?1 ORDER BY id"
+        ))?;
+        let all_seals: Vec<Seal> = stmt
+            .query_map([sealed_to], row_to_seal)?
+            .collect::<Result<_, _>>()?;
         // Proofs, one seal's tree at a time.
         let mut first_needed = None;
         let mut i = 0;
@@ -598,6 +603,14 @@ mod tests {
             .evidence_through(ip, 0, i64::MAX, seal.last_seq, 1_790_000_200_000)
             .unwrap();
         assert_eq!(e.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
+        verify_evidence(&e).unwrap();
+        // The node seals record 3 before the export reads the seals: the
+        // export still ends at its own seal, which covers all it holds.
+        store.seal(&clock, 1_790_000_150_000).unwrap().unwrap();
+        let e = store
+            .evidence_through(ip, 0, i64::MAX, seal.last_seq, 1_790_000_200_000)
+            .unwrap();
+        assert_eq!(e.seals.last().unwrap().last_seq, seal.last_seq);
         verify_evidence(&e).unwrap();
         // The next export seals and covers it.
         let e = store
