@@ -32,6 +32,33 @@ pub struct ServerConfig {
     pub slot_tenure: std::time::Duration,
 }
 
+/// A session's place in [`Shared::slot_waiters`]: counted while it waits,
+/// uncounted when it stops waiting or ends, however it ends.
+struct SlotWaiter<'a> {
+    count: &'a std::sync::atomic::AtomicUsize,
+    counted: bool,
+}
+
+impl SlotWaiter<'_> {
+    fn set(&mut self, waiting: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if waiting != self.counted {
+            if waiting {
+                self.count.fetch_add(1, Relaxed);
+            } else {
+                self.count.fetch_sub(1, Relaxed);
+            }
+            self.counted = waiting;
+        }
+    }
+}
+
+impl Drop for SlotWaiter<'_> {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
 /// A peer whose slot went to a waiting one asks again only after this.
 const SLOT_REST: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -272,7 +299,10 @@ async fn run_connection(
     let mut slot = None;
     let mut slot_since = Instant::now();
     let mut slot_rest_until: Option<Instant> = None;
-    let mut counted_waiting = false;
+    let mut waiter = SlotWaiter {
+        count: &shared.slot_waiters,
+        counted: false,
+    };
     let mut framing = Framing::new(Instant::now());
     let session_key = session_key();
     let idle = shared.config.limits.idle_timeout;
@@ -317,7 +347,11 @@ async fn run_connection(
             }
         }
         let past_tenure = slot.is_some() && now.duration_since(slot_since) >= shared.config.slot_tenure;
-        if past_tenure && shared.slot_waiters.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        // Only when every slot is taken: a free one would serve the waiter.
+        if past_tenure
+            && shared.slots.available_permits() == 0
+            && shared.slot_waiters.load(std::sync::atomic::Ordering::Relaxed) > 0
+        {
             // Rotation: the slot goes to a waiting peer; this one queues
             // again after a rest (fast peers get rejects for what they
             // had asked for, BEP 6).
@@ -341,18 +375,7 @@ async fn run_connection(
         // A peer resting after its turn would not take a freed slot: it
         // must not make a holder give one up.
         let counts_as_waiter = waiting_for_slot && slot_rest_until.is_none_or(|t| now >= t);
-        if counts_as_waiter != counted_waiting {
-            if counts_as_waiter {
-                shared
-                    .slot_waiters
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            } else {
-                shared
-                    .slot_waiters
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            counted_waiting = counts_as_waiter;
-        }
+        waiter.set(counts_as_waiter);
         // A holder past its tenure looks once a second for someone waiting.
         let holding_past_tenure =
             slot.is_some() && now.duration_since(slot_since) >= shared.config.slot_tenure;
@@ -395,11 +418,7 @@ async fn run_connection(
         }
     }
     drop(slot);
-    if counted_waiting {
-        shared
-            .slot_waiters
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    drop(waiter);
     // Best effort: let a peer we drop for a protocol error see the reject
     // that explains it, but never wait on it for long.
     if !matches!(
