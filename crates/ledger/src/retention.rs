@@ -49,28 +49,39 @@ pub fn pseudonym(key: &[u8], ip: &str) -> String {
 pub struct RetentionOutcome {
     pub sessions: u64,
     pub interest_rows: u64,
+    /// Whether the write-ahead log was emptied, so no older copy of a
+    /// replaced address is left in it. False when another connection kept
+    /// reading for over a second; the next run tries again.
+    pub wal_emptied: bool,
 }
 
 impl LedgerStore {
     /// Copies every committed page into the database and empties the WAL
     /// file: its older frames still hold the pages as they were before
-    /// retention, addresses and salts included. A running node's writer
-    /// waits (busy timeout) while this runs; a checkpoint that cannot
-    /// finish is an error, so the caller knows the old bytes are still on
-    /// disk.
-    fn scrub_wal(&mut self) -> Result<(), LedgerError> {
-        let (busy, _, _): (i64, i64, i64) =
-            self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
-        if busy != 0 {
-            return Err(LedgerError::Io(
-                "retention: the WAL file could not be emptied (another connection kept reading); \
-                 erased addresses stay in it until the next retention run"
-                    .into(),
-            ));
+    /// retention, addresses and salts included. It waits at most a second
+    /// for readers (a running node's writer waits as long); whether it
+    /// succeeded is returned, not an error: the replacements themselves
+    /// are committed, and the next run tries again.
+    fn scrub_wal(&mut self) -> bool {
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+        let checkpoint = self.conn.busy_timeout(WAIT).and_then(|()| {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
+        });
+        let _ = self.conn.busy_timeout(std::time::Duration::from_secs(10));
+        match checkpoint {
+            Ok(0) => true,
+            Ok(_) => {
+                tracing::warn!(
+                    "retention: the WAL could not be emptied (a reader kept it); the next run tries again"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention: the WAL could not be emptied; the next run tries again");
+                false
+            }
         }
-        Ok(())
     }
 
     /// Replaces every address of records that started before `before_ms`:
@@ -152,9 +163,9 @@ impl LedgerStore {
         }
         tx.commit()?;
         outcome.interest_rows = rows.len() as u64;
-        if outcome.sessions > 0 || outcome.interest_rows > 0 {
-            self.scrub_wal()?;
-        }
+        // Every run, not only those that replaced something: an earlier
+        // run's checkpoint may have been kept from finishing.
+        outcome.wal_emptied = self.scrub_wal();
         Ok(outcome)
     }
 }

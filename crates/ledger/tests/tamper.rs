@@ -402,6 +402,24 @@ fn erased_addresses_and_their_salts_are_gone_from_the_files() {
     // Read while the ledger is still open, as on a running node: closing
     // the last connection would checkpoint and delete the WAL anyway.
     let after = files();
+    // A reader that holds a snapshot keeps the WAL: retention still
+    // succeeds and says so; the next run, once the reader is done, empties it.
+    let reader = Connection::open(&path).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM sessions;")
+        .unwrap();
+    store
+        .append(&[SessionRecord {
+            remote_ip: "192.0.2.200".parse().unwrap(),
+            ..record(9_999)
+        }])
+        .unwrap();
+    let held = store.retain(i64::MAX, &Retention::Erase).unwrap();
+    assert_eq!((held.sessions, held.wal_emptied), (1, false));
+    reader.execute_batch("COMMIT").unwrap();
+    let next = store.retain(i64::MAX, &Retention::Erase).unwrap();
+    assert_eq!((next.sessions, next.wal_emptied), (0, true));
+    assert!(found(&files(), &[b"192.0.2.200".to_vec()]).is_empty());
     let left = found(&after, &needles);
     assert!(
         left.is_empty(),

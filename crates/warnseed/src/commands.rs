@@ -1184,6 +1184,12 @@ pub fn ledger_retain(data: &Path, older_than: Option<&str>, mode: Option<&str>) 
         out.sessions,
         out.interest_rows
     );
+    if !out.wal_emptied {
+        eprintln!(
+            "warning: the ledger's write-ahead log could not be emptied (another process kept reading it); \
+             older copies of replaced addresses stay in it until the next retention run"
+        );
+    }
     if let Some(n) = mirror_retention(&dir, cutoff)? {
         println!("fleet store: {n} records' addresses replaced the same way");
     }
