@@ -122,6 +122,7 @@ impl PeerServer {
             limiter: ConnectionLimiter::new(self.config.max_connections, self.config.max_connections_per_ip),
             slots: Arc::new(Semaphore::new(self.config.upload_slots)),
             slot_waiters: std::sync::atomic::AtomicUsize::new(0),
+            recent_rotations: Default::default(),
         });
         let mut accepts = JoinSet::new();
         for listener in listeners {
@@ -144,6 +145,44 @@ struct Shared {
     /// Sessions waiting for a slot now: holders past their tenure give
     /// theirs up only when someone waits.
     slot_waiters: std::sync::atomic::AtomicUsize,
+    /// Slots given up for waiters in the last [`ROTATION_HANDOVER`].
+    recent_rotations: std::sync::Mutex<std::collections::VecDeque<Instant>>,
+}
+
+/// How long a slot given up for a waiter counts as on its way to one
+/// (waiters try for a slot every second).
+const ROTATION_HANDOVER: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Shared {
+    /// Whether a holder past its tenure should give its slot up now.
+    fn claim_rotation(&self, now: Instant) -> bool {
+        let waiters = self.slot_waiters.load(std::sync::atomic::Ordering::Relaxed);
+        claim_rotation(&self.recent_rotations, waiters, now)
+    }
+}
+
+/// Yes while fewer slots were given up in the last [`ROTATION_HANDOVER`]
+/// than peers wait (and then it counts this one).
+fn claim_rotation(
+    recent: &std::sync::Mutex<std::collections::VecDeque<Instant>>,
+    waiters: usize,
+    now: Instant,
+) -> bool {
+    if waiters == 0 {
+        return false;
+    }
+    let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+    while recent
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) > ROTATION_HANDOVER)
+    {
+        recent.pop_front();
+    }
+    if recent.len() >= waiters {
+        return false;
+    }
+    recent.push_back(now);
+    true
 }
 
 /// Sessions of one accept loop that have not ended yet. Counted rather
@@ -347,11 +386,10 @@ async fn run_connection(
             }
         }
         let past_tenure = slot.is_some() && now.duration_since(slot_since) >= shared.config.slot_tenure;
-        // Only when every slot is taken: a free one would serve the waiter.
-        if past_tenure
-            && shared.slots.available_permits() == 0
-            && shared.slot_waiters.load(std::sync::atomic::Ordering::Relaxed) > 0
-        {
+        // Only when every slot is taken (a free one would serve the
+        // waiter), and one slot per waiter: holders checking at the same
+        // moment must not all give theirs up for one.
+        if past_tenure && shared.slots.available_permits() == 0 && shared.claim_rotation(now) {
             // Rotation: the slot goes to a waiting peer; this one queues
             // again after a rest (fast peers get rejects for what they
             // had asked for, BEP 6).
@@ -606,6 +644,23 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_slot_is_given_up_per_waiter_at_a_time() {
+        let recent = std::sync::Mutex::new(std::collections::VecDeque::new());
+        let t0 = Instant::now();
+        assert!(!claim_rotation(&recent, 0, t0), "nobody waits");
+        // Two holders past their tenure check at once for one waiter.
+        assert!(claim_rotation(&recent, 1, t0));
+        assert!(!claim_rotation(&recent, 1, t0), "the second keeps its slot");
+        // Two waiters: a second slot may go.
+        assert!(claim_rotation(&recent, 2, t0));
+        assert!(!claim_rotation(&recent, 2, t0));
+        // Once the handover time has passed, a waiter still counted is
+        // a new one.
+        let later = t0 + ROTATION_HANDOVER + std::time::Duration::from_millis(1);
+        assert!(claim_rotation(&recent, 1, later));
+    }
 
     #[test]
     fn session_keys_are_positive_distinct_and_grow_with_time() {
