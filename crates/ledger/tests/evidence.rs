@@ -196,7 +196,7 @@ fn exports_taken_while_a_node_writes_cover_what_was_sealed_and_never_fail() {
                 // seal can land between an export's bound and its reads;
                 // that race is rare here, and the unit test in
                 // src/evidence.rs makes it happen every time.
-                if i % 5 == 0 {
+                if i.is_multiple_of(5) {
                     node.seal(&warnseed_ledger::clock::read(), 1_790_020_000_000)
                         .unwrap();
                 }
