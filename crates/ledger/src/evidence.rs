@@ -46,6 +46,27 @@ impl IpRange {
         }
     }
 
+    /// The first and last address of the range, in the 16-byte form of a
+    /// block's address list.
+    pub(crate) fn bounds(&self) -> crate::blockstore::AddressBounds {
+        let (lo, hi) = match self.base {
+            IpAddr::V4(b) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let lo = u32::from(b) & mask;
+                (IpAddr::V4(lo.into()), IpAddr::V4((lo | !mask).into()))
+            }
+            IpAddr::V6(b) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let lo = u128::from(b) & mask;
+                (IpAddr::V6(lo.into()), IpAddr::V6((lo | !mask).into()))
+            }
+        };
+        crate::blockstore::AddressBounds {
+            lo: crate::blockstore::address_bytes(lo),
+            hi: crate::blockstore::address_bytes(hi),
+        }
+    }
+
     pub fn is_single(&self) -> bool {
         self.prefix == if self.base.is_ipv4() { 32 } else { 128 }
     }
@@ -213,11 +234,6 @@ impl EvidenceSeal {
     }
 }
 
-const RECORD_COLUMNS: &str = "id, kind, session_key, started_at_ms, ended_at_ms, network, decoy_id, info_hash,
-    remote_ip, ip_salt, ip_commitment, remote_port, peer_id, client_name, client_version, transport, bytes_sent,
-    pieces_sent, piece_count, peer_pieces_initial, peer_pieces_final, completed, close_reason, prev_hash,
-    record_hash";
-
 impl LedgerStore {
     /// Every record from `ip` that started in `[from_ms, to_ms]`, with
     /// proofs. Unsealed records are sealed first (with `clock`), so every
@@ -251,68 +267,48 @@ impl LedgerStore {
         now_ms: i64,
     ) -> Result<Evidence, LedgerError> {
         let node_id = self.node_id()?;
+        self.require_blocks()?;
         let mut records = Vec::new();
-        {
-            // One address uses the address index; a range reads the window.
-            let (sql, single) = if ip.is_single() {
-                (
-                    format!(
-                        "SELECT {RECORD_COLUMNS} FROM sessions WHERE remote_ip = ?3
-                         AND started_at_ms >= ?1 AND started_at_ms <= ?2 AND id <= ?4 ORDER BY id"
-                    ),
-                    true,
-                )
-            } else {
-                (
-                    format!(
-                        "SELECT {RECORD_COLUMNS} FROM sessions WHERE started_at_ms >= ?1 AND started_at_ms <= ?2
-                         AND id <= ?3 ORDER BY id"
-                    ),
-                    false,
-                )
-            };
-            let mut stmt = self.conn.prepare(&sql)?;
-            let mut rows = if single {
-                stmt.query(rusqlite::params![from_ms, to_ms, ip.base.to_string(), sealed_to])?
-            } else {
-                stmt.query(rusqlite::params![from_ms, to_ms, sealed_to])?
-            };
-            while let Some(r) = rows.next()? {
-                let remote_ip: Option<String> = r.get(8)?;
-                let matches = remote_ip
-                    .as_deref()
-                    .and_then(|s| s.parse::<IpAddr>().ok())
-                    .is_some_and(|a| ip.contains(a));
-                if !matches {
-                    continue;
+        // Blocks without an address of the range are skipped unread.
+        crate::blockstore::for_each_started(
+            &self.conn,
+            from_ms,
+            to_ms,
+            sealed_to,
+            Some(ip.bounds()),
+            |seq, prev, r| {
+                let crate::block::PackedAddress::Raw { ip: address, salt } = r.address else {
+                    return Ok(());
+                };
+                if !ip.contains(address) || r.started_at_ms < from_ms || r.started_at_ms > to_ms {
+                    return Ok(());
                 }
-                let blob = |i: usize| -> rusqlite::Result<String> { Ok(hex(&r.get::<_, Vec<u8>>(i)?)) };
                 records.push(EvidenceRecord {
-                    seq: r.get(0)?,
-                    kind: r.get(1)?,
-                    session_key: r.get(2)?,
-                    started_at_ms: r.get(3)?,
-                    ended_at_ms: r.get(4)?,
-                    network: r.get(5)?,
-                    decoy_id: r.get(6)?,
-                    info_hash: blob(7)?,
-                    remote_ip,
-                    ip_salt: r.get::<_, Option<Vec<u8>>>(9)?.map(|s| hex(&s)),
-                    ip_commitment: blob(10)?,
-                    remote_port: r.get(11)?,
-                    peer_id: r.get::<_, Option<Vec<u8>>>(12)?.map(|s| hex(&s)),
-                    client_name: r.get(13)?,
-                    client_version: r.get(14)?,
-                    transport: r.get(15)?,
-                    bytes_sent: r.get(16)?,
-                    pieces_sent: r.get(17)?,
-                    piece_count: r.get(18)?,
-                    peer_pieces_initial: r.get(19)?,
-                    peer_pieces_final: r.get(20)?,
-                    completed: r.get(21)?,
-                    close_reason: r.get(22)?,
-                    prev_hash: blob(23)?,
-                    record_hash: blob(24)?,
+                    seq,
+                    kind: r.kind.as_str().to_string(),
+                    session_key: r.session_key,
+                    started_at_ms: r.started_at_ms,
+                    ended_at_ms: r.ended_at_ms,
+                    network: r.network.to_string(),
+                    decoy_id: r.decoy_id,
+                    info_hash: hex(&r.info_hash),
+                    remote_ip: Some(address.to_string()),
+                    ip_salt: Some(hex(&salt)),
+                    ip_commitment: hex(&r.ip_commitment),
+                    remote_port: r.remote_port,
+                    peer_id: r.peer_id.map(|p| hex(&p)),
+                    client_name: r.client_name.map(str::to_string),
+                    client_version: r.client_version.map(str::to_string),
+                    transport: r.transport.to_string(),
+                    bytes_sent: r.bytes_sent as i64,
+                    pieces_sent: i64::from(r.pieces_sent),
+                    piece_count: i64::from(r.piece_count),
+                    peer_pieces_initial: r.peer_pieces_initial.map(i64::from),
+                    peer_pieces_final: i64::from(r.peer_pieces_final),
+                    completed: r.completed,
+                    close_reason: r.close_reason.to_string(),
+                    prev_hash: hex(prev),
+                    record_hash: hex(&r.record_hash),
                     proof: InclusionProof {
                         seal: 0,
                         leaf_index: 0,
@@ -320,8 +316,9 @@ impl LedgerStore {
                         path: Vec::new(),
                     },
                 });
-            }
-        }
+                Ok(())
+            },
+        )?;
         // Seals made since `sealed_to` (a running node seals every minute)
         // cover records this export left out: the export's newest seal must
         // be one whose records of the address it holds in full.
@@ -343,13 +340,11 @@ impl LedgerStore {
                 return Err(LedgerError::Unsealed(seq));
             };
             first_needed.get_or_insert(seal.id);
-            let leaves: Vec<Hash> = self
-                .conn
-                .prepare("SELECT record_hash FROM sessions WHERE id >= ?1 AND id <= ?2 ORDER BY id")?
-                .query_map([seal.first_seq, seal.last_seq], |r| {
-                    Ok(r.get::<_, Vec<u8>>(0)?.try_into().unwrap_or([0xff; 32]))
-                })?
-                .collect::<Result<_, _>>()?;
+            let mut leaves: Vec<Hash> = Vec::new();
+            crate::blockstore::for_each_seq(&self.conn, seal.first_seq, seal.last_seq, |_, _, r| {
+                leaves.push(r.record_hash);
+                Ok(())
+            })?;
             if leaves.len() as u64 != seal.len() {
                 // A record under the seal is gone: `ledger verify` says where.
                 return Err(LedgerError::Io(format!(

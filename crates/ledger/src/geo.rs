@@ -1,24 +1,9 @@
 //! Where an address is, as far as a geolocation database says: filled in
 //! by the caller's [`Enricher`] when a record is written (the database of
-//! that day), kept beside the chain in `session_geo`.
+//! that day), stored with the record in its block (not chained: it is what
+//! the database said, not what the peer did).
 
 use std::net::IpAddr;
-
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS session_geo (
-    seq INTEGER PRIMARY KEY,
-    country TEXT,
-    country_name TEXT,
-    region TEXT,
-    city TEXT,
-    latitude REAL,
-    longitude REAL,
-    accuracy_km INTEGER,
-    kommune TEXT,
-    kommune_name TEXT,
-    kommune_confidence TEXT
-);
-";
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GeoFields {

@@ -1,4 +1,6 @@
-//! The ledger: one row per peer session that reached a decoy.
+//! The ledger: a record per peer session that reached a decoy (two while
+//! it runs: when it opens and when it closes), packed in blocks of up to
+//! 4,096 records ([`blockstore`]).
 //!
 //! Adapters (the BitTorrent seeder today) hand finished sessions to a
 //! [`LedgerWriter`], which batches them into SQLite transactions on its own
@@ -24,11 +26,13 @@ pub fn unix_ms() -> i64 {
 }
 
 pub mod block;
+pub mod blockstore;
 pub mod chain;
 pub mod clock;
 mod evidence;
 pub mod geo;
 mod interest;
+mod legacy;
 pub mod merkle;
 mod record;
 pub mod report;

@@ -8,6 +8,7 @@
 //! ([`crate::chain`]), so dropping the address and its salt leaves every
 //! record verifiable.
 
+use crate::block::PackedAddress;
 use crate::{LedgerError, LedgerStore};
 use sha2::{Digest, Sha256};
 
@@ -89,43 +90,52 @@ impl LedgerStore {
     /// their city and coordinates go too) and in DHT interest (with its
     /// port and node id: a BEP 42 node id is derived from the address).
     pub fn retain(&mut self, before_ms: i64, how: &Retention) -> Result<RetentionOutcome, LedgerError> {
-        const BATCH: usize = 10_000;
+        // A few blocks a transaction, so the writer is never held up long.
+        const BLOCKS: usize = 4;
+        self.require_blocks()?;
         let replacement = |ip: &str| match how {
             Retention::Erase => crate::chain::ERASED_IP.to_string(),
             Retention::Pseudonym { key } => pseudonym(key, ip),
         };
         let mut outcome = RetentionOutcome::default();
+        let mut after = 0i64;
         loop {
             let tx = self
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let rows: Vec<(i64, String)> = tx
-                .prepare(
-                    "SELECT id, remote_ip FROM sessions
-                     WHERE started_at_ms < ?1 AND ip_salt IS NOT NULL ORDER BY id LIMIT ?2",
-                )?
-                .query_map(rusqlite::params![before_ms, BATCH as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?
-                .collect::<Result<_, _>>()?;
-            {
-                let mut update =
-                    tx.prepare("UPDATE sessions SET remote_ip = ?2, ip_salt = NULL WHERE id = ?1")?;
-                // The place goes down to country and kommune: a city and
-                // coordinates could point back to a subscriber.
-                let mut geo = tx.prepare(
-                    "UPDATE session_geo SET city = NULL, latitude = NULL, longitude = NULL, accuracy_km = NULL
-                     WHERE seq = ?1",
-                )?;
-                for (id, ip) in &rows {
-                    update.execute(rusqlite::params![id, replacement(ip)])?;
-                    geo.execute([id])?;
+            let mut replaced = 0u64;
+            let last = crate::blockstore::rewrite_blocks_before(&tx, before_ms, after, BLOCKS, |records| {
+                let mut changed = false;
+                for r in records.iter_mut() {
+                    let PackedAddress::Raw { ip, .. } = r.address else {
+                        continue;
+                    };
+                    if r.started_at_ms >= before_ms {
+                        continue;
+                    }
+                    r.address = match how {
+                        Retention::Erase => PackedAddress::Erased,
+                        Retention::Pseudonym { key } => PackedAddress::Pseudonym(hmac_sha256(key, ip.to_string().as_bytes())),
+                    };
+                    // The place goes down to country and kommune: a city
+                    // and coordinates could point back to a subscriber.
+                    r.geo.city = None;
+                    r.geo.latitude = None;
+                    r.geo.longitude = None;
+                    r.geo.accuracy_km = None;
+                    replaced += 1;
+                    changed = true;
                 }
+                changed
+            })?;
+            if replaced > 0 && matches!(how, Retention::Pseudonym { .. }) {
+                crate::store::mark_pseudonyms(&tx)?;
             }
             tx.commit()?;
-            outcome.sessions += rows.len() as u64;
-            if rows.len() < BATCH {
-                break;
+            outcome.sessions += replaced;
+            match last {
+                Some(seq) => after = seq,
+                None => break,
             }
         }
         // Interest rows are statistics beside the chain: same rule. Erased

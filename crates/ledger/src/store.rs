@@ -1,4 +1,6 @@
-use crate::chain::{self, ChainedFields, GENESIS};
+use crate::block::{PackedAddress, PackedGeo, PackedRecord};
+use crate::blockstore;
+use crate::chain::{self, GENESIS};
 use crate::clock::ClockState;
 use crate::geo::{Enricher, GeoFields};
 use crate::merkle::Hash;
@@ -11,78 +13,10 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS sessions (
-    -- id is the record's place in the hash chain: 1, 2, 3, ... with no gaps.
-    id INTEGER PRIMARY KEY,
-    started_at_ms INTEGER NOT NULL,
-    ended_at_ms INTEGER NOT NULL,
-    network TEXT NOT NULL,
-    decoy_id INTEGER NOT NULL,
-    info_hash BLOB NOT NULL,
-    remote_ip TEXT NOT NULL,
-    remote_port INTEGER NOT NULL,
-    peer_id BLOB,
-    client_name TEXT,
-    client_version TEXT,
-    transport TEXT NOT NULL,
-    bytes_sent INTEGER NOT NULL,
-    pieces_sent INTEGER NOT NULL,
-    piece_count INTEGER NOT NULL,
-    peer_pieces_initial INTEGER,
-    peer_pieces_final INTEGER NOT NULL,
-    completed INTEGER NOT NULL,
-    close_reason TEXT NOT NULL,
-    -- SHA-256(salt || ip): the chain covers this, not the address itself.
-    ip_salt BLOB,
-    ip_commitment BLOB NOT NULL,
-    prev_hash BLOB NOT NULL,
-    record_hash BLOB NOT NULL,
-    -- 'open' when the session named a decoy, 'close' when it ended;
-    -- 'session' for both at once (it ended within the commit window).
-    kind TEXT NOT NULL,
-    session_key INTEGER NOT NULL
-);
-";
-
-const INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at_ms);
-CREATE INDEX IF NOT EXISTS sessions_ip ON sessions(remote_ip);
-CREATE INDEX IF NOT EXISTS sessions_key ON sessions(session_key, kind);
-";
-
 /// The page cache of a store's connection, KiB.
 const CACHE_KIB: i64 = 65_536;
 /// WAL pages after which a commit checkpoints (SQLite's default: 1000).
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_000;
-
-const COLUMNS: [&str; 25] = [
-    "id",
-    "started_at_ms",
-    "ended_at_ms",
-    "network",
-    "decoy_id",
-    "info_hash",
-    "remote_ip",
-    "remote_port",
-    "peer_id",
-    "client_name",
-    "client_version",
-    "transport",
-    "bytes_sent",
-    "pieces_sent",
-    "piece_count",
-    "peer_pieces_initial",
-    "peer_pieces_final",
-    "completed",
-    "close_reason",
-    "ip_salt",
-    "ip_commitment",
-    "prev_hash",
-    "record_hash",
-    "kind",
-    "session_key",
-];
 
 /// A session as stored, for reports and tests.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -181,22 +115,9 @@ impl LedgerStore {
         // anyone holding the file could read an erased address back.
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
-        // CREATE TABLE IF NOT EXISTS keeps an older table as it is; every
-        // insert would then fail, so refuse it up front.
-        let columns: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('sessions')")?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for needed in COLUMNS {
-            if !columns.iter().any(|c| c == needed) {
-                return Err(LedgerError::Schema(needed));
-            }
-        }
-        conn.execute_batch(INDEXES)?;
+        conn.execute_batch(blockstore::SCHEMA)?;
         conn.execute_batch(crate::interest::SCHEMA)?;
         conn.execute_batch(crate::seal::SCHEMA)?;
-        conn.execute_batch(crate::geo::SCHEMA)?;
         conn.execute_batch(crate::rollup::SQLITE_SCHEMA)?;
         // The node's identity in seals, exports and a fleet's store: drawn
         // once, with the ledger.
@@ -224,9 +145,46 @@ impl LedgerStore {
             enricher: None,
             known_uniques: Default::default(),
         };
+        store.convert_first_layout()?;
         store.catch_up_rollups()?;
         store.backfill_repeat_periods()?;
         Ok(store)
+    }
+
+    /// A ledger of the first layout (a row per record) is converted to
+    /// blocks once it verifies ([`crate::legacy`]); one that does not is
+    /// refused and left as found.
+    fn convert_first_layout(&mut self) -> Result<(), LedgerError> {
+        if !self.is_first_layout()? {
+            return Ok(());
+        }
+        // CREATE TABLE IF NOT EXISTS kept an even older table as it was.
+        crate::legacy::check_columns(&self.conn)?;
+        let first_bad = self.verify()?.first_bad;
+        let converted = crate::legacy::convert(&mut self.conn, first_bad)?;
+        if converted > 0 {
+            tracing::info!(records = converted, "ledger converted to blocks");
+        }
+        Ok(())
+    }
+
+    /// Whether the records are still in the first layout's `sessions`
+    /// table (a ledger opened read-only, or being converted).
+    fn is_first_layout(&self) -> Result<bool, LedgerError> {
+        self.has_table("sessions")
+    }
+
+    /// Refuses what only the block layout can do, for a ledger of the
+    /// first layout opened read-only.
+    pub(crate) fn require_blocks(&self) -> Result<(), LedgerError> {
+        if self.is_first_layout()? {
+            return Err(LedgerError::Io(
+                "this ledger has the layout of an older warnseed: `ledger verify` and `ledger summary` read it \
+                 as it is; anything else converts it first (open it writable, e.g. with `warnseed ledger seal`)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Once per ledger: repeat downloaders kept per period
@@ -299,7 +257,7 @@ impl LedgerStore {
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let through = rollups_through(&tx)?;
-            let last: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM sessions", [], |r| r.get(0))?;
+            let last = blockstore::head(&tx)?.last_seq;
             if through >= last {
                 return Ok(());
             }
@@ -352,23 +310,39 @@ impl LedgerStore {
 
     /// The stored address of records `seqs` (erased, a pseudonym or raw).
     pub fn addresses(&self, seqs: &[i64]) -> Result<Vec<(i64, String)>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT remote_ip FROM sessions WHERE id = ?1")?;
-        let mut out = Vec::with_capacity(seqs.len());
-        for &seq in seqs {
-            if let Some(ip) = stmt.query_row([seq], |r| r.get::<_, String>(0)).optional()? {
-                out.push((seq, ip));
+        self.require_blocks()?;
+        let mut wanted: Vec<i64> = seqs.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut found = std::collections::HashMap::with_capacity(wanted.len());
+        // Seqs close together are read in one pass, so each block is
+        // decoded once.
+        let mut i = 0;
+        while i < wanted.len() {
+            let mut j = i + 1;
+            while j < wanted.len() && wanted[j] - wanted[j - 1] < crate::block::MAX_BLOCK_RECORDS as i64 {
+                j += 1;
             }
+            let run = &wanted[i..j];
+            blockstore::for_each_seq(&self.conn, run[0], run[run.len() - 1], |seq, _, r| {
+                if run.binary_search(&seq).is_ok() {
+                    found.insert(seq, blockstore::address_text(&r.address));
+                }
+                Ok(())
+            })?;
+            i = j;
         }
-        Ok(out)
+        Ok(seqs
+            .iter()
+            .filter_map(|seq| found.get(seq).map(|ip| (*seq, ip.clone())))
+            .collect())
     }
 
     /// Whether any address was replaced by a pseudonym (the key that made
     /// it must then not be replaced silently).
     pub fn has_pseudonyms(&self) -> Result<bool, LedgerError> {
         Ok(self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sessions WHERE ip_salt IS NULL AND remote_ip LIKE 'pseudonym:%')",
+            "SELECT EXISTS (SELECT 1 FROM ledger_meta WHERE key = 'pseudonyms')",
             [],
             |r| r.get(0),
         )?)
@@ -390,16 +364,11 @@ impl LedgerStore {
         let first_seq = last.as_ref().map_or(1, |s| s.last_seq + 1);
         let mut root = StreamingRoot::default();
         let mut head = None;
-        {
-            let mut stmt = tx.prepare("SELECT id, record_hash FROM sessions WHERE id >= ?1 ORDER BY id")?;
-            let mut rows = stmt.query([first_seq])?;
-            while let Some(r) = rows.next()? {
-                let seq: i64 = r.get(0)?;
-                let hash: Hash = r.get::<_, Vec<u8>>(1)?.try_into().unwrap_or([0xff; 32]);
-                root.push(&hash);
-                head = Some((seq, hash));
-            }
-        }
+        blockstore::for_each_seq(&tx, first_seq, i64::MAX, |seq, _, r| {
+            root.push(&r.record_hash);
+            head = Some((seq, r.record_hash));
+            Ok(())
+        })?;
         let Some((last_seq, head_hash)) = head else {
             return Ok(None);
         };
@@ -541,15 +510,8 @@ impl LedgerStore {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let through = rollups_through(&tx)?;
-        let mut head = tx
-            .query_row(
-                "SELECT id, record_hash FROM sessions ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
-            )
-            .optional()?
-            .map(|(seq, hash)| (seq, hash.try_into().unwrap_or([0xff; 32])))
-            .unwrap_or((0, GENESIS));
+        let chain_end = blockstore::head(&tx)?;
+        let mut head = (chain_end.last_seq, chain_end.last_hash);
         let first_seq = head.0 + 1;
         // Records the mark has not reached and `unrolled` does not hold
         // (another process's, or an older version's) are rolled up first,
@@ -572,78 +534,64 @@ impl LedgerStore {
         let gap = !unrolled.records.is_empty() && unrolled_end != first_seq;
         let roll_up = roll_up || gap;
         let (keys, stored) = {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO sessions (id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip,
-                 remote_port, peer_id, client_name, client_version, transport, bytes_sent, pieces_sent,
-                 piece_count, peer_pieces_initial, peer_pieces_final, completed, close_reason,
-                 ip_salt, ip_commitment, prev_hash, record_hash, kind, session_key)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25)",
-            )?;
-            let mut geo_insert = tx.prepare_cached(
-                "INSERT INTO session_geo (seq, country, country_name, region, city, latitude, longitude,
-                 accuracy_km, kommune, kommune_name, kommune_confidence)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
-            )?;
-            let mut keys = Vec::with_capacity(batch.len());
+            let mut keys: Vec<AddressFacts> = Vec::with_capacity(batch.len());
             // Every record's own random salt, drawn in one call.
             let mut salts = vec![0u8; 16 * batch.len()];
             getrandom::fill(&mut salts).expect("the operating system provides randomness");
+            // (address, commitment, record hash) of each record.
+            let mut chained: Vec<(IpAddr, [u8; 32], Hash)> = Vec::with_capacity(batch.len());
             let mut ip = String::with_capacity(48);
             for (r, salt) in batch.iter().zip(salts.chunks_exact(16)) {
                 let seq = head.0 + 1;
+                let address = canonical_ip(r.remote_ip);
                 ip.clear();
-                write!(ip, "{}", canonical_ip(r.remote_ip)).expect("writing to a String");
+                write!(ip, "{address}").expect("writing to a String");
                 let geo = match &self.enricher {
-                    Some(e) => e.enrich(canonical_ip(r.remote_ip)),
+                    Some(e) => e.enrich(address),
                     None => GeoFields::default(),
                 };
-                if !geo.is_empty() {
-                    geo_insert.execute(params![
-                        seq,
-                        geo.country,
-                        geo.country_name,
-                        geo.region,
-                        geo.city,
-                        geo.latitude,
-                        geo.longitude,
-                        geo.accuracy_km,
-                        geo.kommune,
-                        geo.kommune_name,
-                        geo.kommune_confidence,
-                    ])?;
-                }
                 keys.push((self.ip_keyer.key(&ip), geo));
                 let commitment = chain::ip_commitment(salt, &ip);
                 let hash = chain::record_hash(&head.1, &r.chained_fields(seq, &commitment));
-                stmt.execute(params![
-                    seq,
-                    r.started_at_ms,
-                    r.ended_at_ms,
-                    r.network,
-                    r.decoy_id,
-                    &r.info_hash[..],
-                    ip,
-                    r.remote_port,
-                    r.peer_id.as_ref().map(|p| &p[..]),
-                    r.client_name,
-                    r.client_version,
-                    r.transport.as_str(),
-                    r.bytes_sent as i64,
-                    r.pieces_sent,
-                    r.piece_count,
-                    r.peer_pieces_initial,
-                    r.peer_pieces_final,
-                    r.completed,
-                    r.close_reason,
-                    salt,
-                    &commitment[..],
-                    &head.1[..],
-                    &hash[..],
-                    r.kind.as_str(),
-                    r.session_key,
-                ])?;
+                chained.push((address, commitment, hash));
                 head = (seq, hash);
             }
+            let packed: Vec<PackedRecord<'_>> = batch
+                .iter()
+                .zip(&chained)
+                .zip(salts.chunks_exact(16))
+                .zip(&keys)
+                .map(|(((r, (ip, commitment, hash)), salt), (_, geo))| PackedRecord {
+                    kind: r.kind,
+                    session_key: r.session_key,
+                    started_at_ms: r.started_at_ms,
+                    ended_at_ms: r.ended_at_ms,
+                    network: r.network,
+                    decoy_id: r.decoy_id,
+                    info_hash: r.info_hash,
+                    address: PackedAddress::Raw {
+                        ip: *ip,
+                        salt: salt.try_into().expect("16 bytes"),
+                    },
+                    ip_commitment: *commitment,
+                    remote_port: r.remote_port,
+                    peer_id: r.peer_id,
+                    client_name: r.client_name.as_deref(),
+                    client_version: r.client_version.as_deref(),
+                    transport: r.transport.as_str(),
+                    bytes_sent: r.bytes_sent,
+                    pieces_sent: r.pieces_sent,
+                    piece_count: r.piece_count,
+                    peer_pieces_initial: r.peer_pieces_initial,
+                    peer_pieces_final: r.peer_pieces_final,
+                    completed: r.completed,
+                    close_reason: &r.close_reason,
+                    record_hash: *hash,
+                    geo: PackedGeo::from_fields(geo),
+                })
+                .collect();
+            blockstore::append(&tx, &chain_end, &packed)?;
+            drop(packed);
             let stored = if roll_up {
                 let skip = usize::try_from(through + 1 - unrolled_from).unwrap_or(0);
                 let pending = unrolled.records.iter().zip(&unrolled.keys).skip(skip);
@@ -695,18 +643,6 @@ impl LedgerStore {
     /// Walks the whole chain in order and reports the first record that is
     /// missing, out of place, altered or inserted.
     pub fn verify(&self) -> Result<Verification, LedgerError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip, remote_port,
-                    peer_id, client_name, client_version, transport, bytes_sent, pieces_sent, piece_count,
-                    peer_pieces_initial, peer_pieces_final, completed, close_reason,
-                    ip_salt, ip_commitment, prev_hash, record_hash, kind, session_key
-             FROM sessions ORDER BY id",
-        )?;
-        let mut rows = stmt.query([])?;
-        let mut prev = GENESIS;
-        let mut expected_seq = 1i64;
-        let mut records = 0u64;
-        let mut first_bad = None;
         // A seal row whose values are not what a seal holds (text in a
         // number column, say) was altered: it is reported as a bad seal,
         // not as an error reading the database.
@@ -716,28 +652,13 @@ impl LedgerStore {
         if bad_seal.is_none() {
             bad_seal = unreadable;
         }
-        while let Some(r) = rows.next()? {
-            let seq: i64 = r.get(0)?;
-            let problem = match check_row(r, seq, expected_seq, &prev) {
-                Ok(p) => p,
-                // A value of the wrong type or range is tampering too.
-                Err(e) => Some(format!("unreadable field: {e}")),
-            };
-            let problem = problem.map(|reason| BadRecord { seq, reason });
-            let stored_hash: Vec<u8> = r.get(22).unwrap_or_default();
-            if let Some(p) = problem {
-                first_bad = Some(p);
-                break;
-            }
-            prev = stored_hash.try_into().unwrap_or([0xff; 32]);
-            if let Some(reason) = sealing.record(seq, &prev) {
-                first_bad = Some(BadRecord { seq, reason });
-                break;
-            }
-            expected_seq += 1;
-            records += 1;
-        }
-        let last_seq = expected_seq - 1;
+        let walk = if self.is_first_layout()? {
+            crate::legacy::walk(&self.conn, &mut sealing)?
+        } else {
+            self.walk_blocks(&mut sealing)?
+        };
+        let last_seq = walk.last_seq;
+        let mut first_bad = walk.first_bad;
         if first_bad.is_none() {
             first_bad = sealing.finish(last_seq);
         }
@@ -751,9 +672,9 @@ impl LedgerStore {
         let sealed_to = seals.last().map_or(0, |s| s.last_seq);
         Ok(Verification {
             node_id,
-            records,
+            records: walk.records,
             last_seq,
-            last_hash: hex(&prev),
+            last_hash: hex(&walk.last_hash),
             seals: seals.len() as u64,
             last_seal_hash: seals.last().map(|s| hex(&s.seal_hash)),
             unsealed: last_seq.saturating_sub(sealed_to).max(0) as u64,
@@ -761,41 +682,133 @@ impl LedgerStore {
         })
     }
 
+    /// The walk of [`LedgerStore::verify`] over blocks: each block's place,
+    /// its bytes, its row's index columns, then each record's hash (from
+    /// the one before) and address commitment.
+    fn walk_blocks(&self, sealing: &mut SealCheck<'_>) -> Result<crate::legacy::Walk, LedgerError> {
+        let mut walk = crate::legacy::Walk {
+            records: 0,
+            last_seq: 0,
+            last_hash: GENESIS,
+            first_bad: None,
+        };
+        if !self.has_table("record_blocks")? {
+            return Ok(walk);
+        }
+        let mut ip = String::with_capacity(48);
+        blockstore::for_each_row(&self.conn, |row| {
+            let expected = walk.last_seq + 1;
+            let bad = |seq: i64, reason: String| Some(BadRecord { seq, reason });
+            let first = row.first_seq;
+            walk.first_bad = if first != expected {
+                bad(
+                    first.max(1),
+                    format!("expected record {expected} here, found {first}: records deleted or inserted"),
+                )
+            } else {
+                match crate::block::decode(&row.data) {
+                    Err(e) => bad(first, format!("the block from record {first} is unreadable ({e}): altered")),
+                    Ok(b) if b.first_seq != first || b.records.is_empty() => bad(
+                        first,
+                        format!("the block from record {first} does not hold the records its row says: altered"),
+                    ),
+                    Ok(b) => match row.index_mismatch(&b.records) {
+                        Some(column) => bad(
+                            first,
+                            format!(
+                                "the {column} of the block from record {first} does not match its records: altered"
+                            ),
+                        ),
+                        None => {
+                            let mut problem = None;
+                            for (i, r) in b.records.iter().enumerate() {
+                                let seq = first + i as i64;
+                                let hash = chain::record_hash(&walk.last_hash, &blockstore::chained_fields(seq, r));
+                                let reason = if hash != r.record_hash {
+                                    // Its hash, or the one before it that
+                                    // a forger recomputed to match.
+                                    Some("record_hash does not match the record's fields and the record before: altered".to_string())
+                                } else if let PackedAddress::Raw { ip: address, salt } = r.address {
+                                    ip.clear();
+                                    write!(ip, "{address}").expect("writing to a String");
+                                    (chain::ip_commitment(&salt, &ip) != r.ip_commitment)
+                                        .then(|| "remote_ip does not match its commitment: altered".to_string())
+                                } else {
+                                    None
+                                };
+                                let reason = reason.or_else(|| sealing.record(seq, &hash));
+                                if let Some(reason) = reason {
+                                    problem = bad(seq, reason);
+                                    break;
+                                }
+                                walk.last_hash = hash;
+                                walk.last_seq = seq;
+                                walk.records += 1;
+                            }
+                            problem
+                        }
+                    },
+                }
+            };
+            walk.first_bad.is_none()
+        })?;
+        Ok(walk)
+    }
+
     pub fn summary(&self) -> Result<LedgerSummary, LedgerError> {
+        if self.is_first_layout()? {
+            return crate::legacy::summary(&self.conn);
+        }
         // A session is its close record (or its one `session` record), or
         // its open record alone when the node died before the session
         // ended (`unterminated`).
-        Ok(self.conn.query_row(
-            "SELECT
-                (SELECT count(*) FROM sessions WHERE kind IN ('close', 'session')),
-                (SELECT count(*) FROM sessions o WHERE o.kind = 'open' AND NOT EXISTS
-                    (SELECT 1 FROM sessions c WHERE c.session_key = o.session_key AND c.kind = 'close')),
-                -- Files delivered: downloads that ended complete. A seed
-                -- reconnecting (it had every piece at the start) is none,
-                -- as in the aggregates (`is_download`).
-                (SELECT coalesce(sum(completed), 0) FROM sessions WHERE kind IN ('close', 'session')
-                    AND (peer_pieces_initial IS NULL OR peer_pieces_initial < piece_count)),
-                -- An erased address is no address (pseudonyms still tell
-                -- downloaders apart).
-                (SELECT count(DISTINCT remote_ip) FROM sessions WHERE remote_ip != 'erased'),
-                (SELECT coalesce(sum(bytes_sent), 0) FROM sessions WHERE kind IN ('close', 'session')),
-                (SELECT min(started_at_ms) FROM sessions),
-                (SELECT max(started_at_ms) FROM sessions)",
-            [],
-            |r| {
-                let closed = r.get::<_, i64>(0)? as u64;
-                let unterminated = r.get::<_, i64>(1)? as u64;
-                Ok(LedgerSummary {
-                    sessions: closed + unterminated,
-                    unterminated,
-                    completed: r.get::<_, i64>(2)? as u64,
-                    unique_ips: r.get::<_, i64>(3)? as u64,
-                    bytes_sent: r.get::<_, i64>(4)? as u64,
-                    first_session_ms: r.get(5)?,
-                    last_session_ms: r.get(6)?,
-                })
-            },
-        )?)
+        #[derive(PartialEq, Eq, Hash)]
+        enum Address {
+            Ip(IpAddr),
+            Pseudonym([u8; 32]),
+        }
+        let mut s = LedgerSummary::default();
+        let mut opened: std::collections::HashSet<i64> = Default::default();
+        let mut closed: std::collections::HashSet<i64> = Default::default();
+        let mut addresses: std::collections::HashSet<Address> = Default::default();
+        blockstore::for_each_seq(&self.conn, 1, i64::MAX, |_, _, r| {
+            match r.kind {
+                crate::RecordKind::Open => {
+                    opened.insert(r.session_key);
+                }
+                crate::RecordKind::Close => {
+                    closed.insert(r.session_key);
+                }
+                crate::RecordKind::Session => {}
+            }
+            if r.kind.closes() {
+                s.sessions += 1;
+                // Files delivered: downloads that ended complete. A seed
+                // reconnecting (it had every piece at the start) is none,
+                // as in the aggregates (`is_download`).
+                let download = is_download(r.peer_pieces_initial.map(i64::from), i64::from(r.piece_count));
+                s.completed += u64::from(r.completed && download);
+                s.bytes_sent = s.bytes_sent.saturating_add(r.bytes_sent);
+            }
+            // An erased address is no address (pseudonyms still tell
+            // downloaders apart).
+            match r.address {
+                PackedAddress::Raw { ip, .. } => {
+                    addresses.insert(Address::Ip(ip));
+                }
+                PackedAddress::Pseudonym(p) => {
+                    addresses.insert(Address::Pseudonym(p));
+                }
+                PackedAddress::Erased => {}
+            }
+            s.first_session_ms = Some(s.first_session_ms.map_or(r.started_at_ms, |m| m.min(r.started_at_ms)));
+            s.last_session_ms = Some(s.last_session_ms.map_or(r.started_at_ms, |m| m.max(r.started_at_ms)));
+            Ok(())
+        })?;
+        s.unterminated = opened.difference(&closed).count() as u64;
+        s.sessions += s.unterminated;
+        s.unique_ips = addresses.len() as u64;
+        Ok(s)
     }
 
     /// Calls `f` with every ended session (close record) that started in
@@ -809,41 +822,71 @@ impl LedgerStore {
     where
         E: std::fmt::Display,
     {
-        let mut stmt = self.conn.prepare(
-            "SELECT s.id, s.started_at_ms, s.ended_at_ms, s.network, s.decoy_id, s.info_hash, s.remote_ip,
-                    s.remote_port, s.client_name, s.client_version, s.transport, s.bytes_sent, s.pieces_sent,
-                    s.piece_count, s.peer_pieces_initial, s.peer_pieces_final, s.completed, s.close_reason,
-                    g.country, g.kommune
-             FROM sessions s LEFT JOIN session_geo g ON g.seq = s.id
-             WHERE s.kind IN ('close', 'session') AND s.started_at_ms >= ?1 AND s.started_at_ms < ?2
-             ORDER BY s.id",
-        )?;
-        let mut rows = stmt.query([from_ms, to_ms])?;
-        while let Some(r) = rows.next()? {
-            let s = row_to_session(r)?;
-            let geo = (r.get(18)?, r.get(19)?);
-            f(s, geo).map_err(|e| LedgerError::Io(e.to_string()))?;
+        self.require_blocks()?;
+        if from_ms >= to_ms {
+            return Ok(());
         }
-        Ok(())
+        blockstore::for_each_started(&self.conn, from_ms, to_ms - 1, i64::MAX, None, |seq, _, r| {
+            if !r.kind.closes() || r.started_at_ms < from_ms || r.started_at_ms >= to_ms {
+                return Ok(());
+            }
+            let geo = (r.geo.country.map(str::to_string), r.geo.kommune.map(str::to_string));
+            f(stored_session(seq, r), geo).map_err(|e| LedgerError::Io(e.to_string()))
+        })
     }
 
     /// Every ended session (close records), in order.
     pub fn sessions(&self) -> Result<Vec<StoredSession>, LedgerError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip, remote_port,
-                    client_name, client_version, transport, bytes_sent, pieces_sent, piece_count,
-                    peer_pieces_initial, peer_pieces_final, completed, close_reason
-             FROM sessions WHERE kind IN ('close', 'session') ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], row_to_session)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.require_blocks()?;
+        let mut out = Vec::new();
+        blockstore::for_each_seq(&self.conn, 1, i64::MAX, |seq, _, r| {
+            if r.kind.closes() {
+                out.push(stored_session(seq, r));
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
+}
+
+/// A stored record as [`StoredSession`].
+fn stored_session(seq: i64, r: &PackedRecord<'_>) -> StoredSession {
+    StoredSession {
+        id: seq,
+        started_at_ms: r.started_at_ms,
+        ended_at_ms: r.ended_at_ms,
+        network: r.network.to_string(),
+        decoy_id: r.decoy_id,
+        info_hash: hex(&r.info_hash),
+        remote_ip: blockstore::address_text(&r.address),
+        remote_port: r.remote_port,
+        client_name: r.client_name.map(str::to_string),
+        client_version: r.client_version.map(str::to_string),
+        transport: r.transport.to_string(),
+        bytes_sent: r.bytes_sent,
+        pieces_sent: r.pieces_sent,
+        piece_count: r.piece_count,
+        peer_pieces_initial: r.peer_pieces_initial,
+        peer_pieces_final: r.peer_pieces_final,
+        completed: r.completed,
+        close_reason: r.close_reason.to_string(),
+    }
+}
+
+/// Notes that some address was replaced by a pseudonym
+/// ([`LedgerStore::has_pseudonyms`]).
+pub(crate) fn mark_pseudonyms(conn: &Connection) -> Result<(), LedgerError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO ledger_meta (key, value) VALUES ('pseudonyms', 'kept')",
+        [],
+    )?;
+    Ok(())
 }
 
 /// Checks seals against the records as `verify` walks them. Every seal's
 /// own fields and links are checked before the walk ([`SealCheck::new`]),
 /// so the ranges the walk relies on are known to be contiguous from 1.
-struct SealCheck<'a> {
+pub(crate) struct SealCheck<'a> {
     seals: &'a [Seal],
     /// The seal whose range the walk is in.
     current: usize,
@@ -923,7 +966,7 @@ impl<'a> SealCheck<'a> {
 
     /// Feeds the next verified record; a reason if a seal ends here and
     /// disagrees.
-    fn record(&mut self, seq: i64, hash: &Hash) -> Option<String> {
+    pub(crate) fn record(&mut self, seq: i64, hash: &Hash) -> Option<String> {
         let s = self.seals.get(self.current)?;
         if seq < s.first_seq || seq > s.last_seq {
             return Some(format!("record {seq} is outside seal {}'s range", s.id));
@@ -951,7 +994,7 @@ impl<'a> SealCheck<'a> {
 
     /// After the walk: seals that name records past the end mean the
     /// newest records were deleted.
-    fn finish(self, last_seq: i64) -> Option<BadRecord> {
+    pub(crate) fn finish(self, last_seq: i64) -> Option<BadRecord> {
         let s = self.seals.get(self.current)?;
         let newest = self.seals.last().expect("non-empty");
         Some(BadRecord {
@@ -964,82 +1007,6 @@ impl<'a> SealCheck<'a> {
             ),
         })
     }
-}
-
-/// Checks one row against the chain; `Ok(Some(reason))` for a bad record.
-fn check_row(
-    r: &rusqlite::Row<'_>,
-    seq: i64,
-    expected_seq: i64,
-    prev: &[u8; 32],
-) -> rusqlite::Result<Option<String>> {
-    let stored_prev: Vec<u8> = r.get(21)?;
-    let stored_hash: Vec<u8> = r.get(22)?;
-    let commitment: Vec<u8> = r.get(20)?;
-    let salt: Option<Vec<u8>> = r.get(19)?;
-    let ip: Option<String> = r.get(6)?;
-    let network: String = r.get(3)?;
-    let info_hash: Vec<u8> = r.get(5)?;
-    let peer_id: Option<Vec<u8>> = r.get(8)?;
-    let client_name: Option<String> = r.get(9)?;
-    let client_version: Option<String> = r.get(10)?;
-    let transport: String = r.get(11)?;
-    let close_reason: String = r.get(18)?;
-    let completed: i64 = r.get(17)?;
-    let remote_port: i64 = r.get(7)?;
-    let kind: String = r.get(23)?;
-    // SQLite would read 7 as true and 70000 as a port: both must be exact.
-    if !(completed == 0 || completed == 1) {
-        return Ok(Some(format!("completed is {completed}, not 0 or 1: altered")));
-    }
-    let Ok(remote_port) = u16::try_from(remote_port) else {
-        return Ok(Some(format!("remote_port {remote_port} is not a port: altered")));
-    };
-    let fields = ChainedFields {
-        seq,
-        kind: &kind,
-        session_key: r.get(24)?,
-        started_at_ms: r.get(1)?,
-        ended_at_ms: r.get(2)?,
-        network: &network,
-        decoy_id: r.get(4)?,
-        info_hash: &info_hash,
-        ip_commitment: &commitment,
-        remote_port,
-        peer_id: peer_id.as_deref(),
-        client_name: client_name.as_deref(),
-        client_version: client_version.as_deref(),
-        transport: &transport,
-        bytes_sent: r.get(12)?,
-        pieces_sent: r.get(13)?,
-        piece_count: r.get(14)?,
-        peer_pieces_initial: r.get(15)?,
-        peer_pieces_final: r.get(16)?,
-        completed: completed == 1,
-        close_reason: &close_reason,
-    };
-    Ok(if seq != expected_seq {
-        Some(format!(
-            "expected record {expected_seq} here, found {seq}: records deleted or inserted"
-        ))
-    } else if stored_prev[..] != prev[..] {
-        Some("prev_hash does not match the record before: inserted or reordered".into())
-    } else if chain::record_hash(prev, &fields)[..] != stored_hash[..] {
-        Some("record_hash does not match the record's fields: altered".into())
-    } else {
-        match (&salt, &ip) {
-            (Some(salt), Some(ip)) if chain::ip_commitment(salt, ip)[..] != commitment[..] => {
-                Some("remote_ip does not match its commitment: altered".into())
-            }
-            // Without its salt an address cannot be checked, so only the
-            // erasure marker or a pseudonym may stand there.
-            (None, Some(ip)) if !chain::is_erased_ip(ip) => {
-                Some("remote_ip is not an erasure marker but its salt is gone: altered".into())
-            }
-            (Some(_), None) => Some("remote_ip is missing but its salt is not: altered".into()),
-            _ => None,
-        }
-    })
 }
 
 fn rollups_through(tx: &rusqlite::Transaction<'_>) -> Result<i64, LedgerError> {
@@ -1084,33 +1051,26 @@ fn roll_up_range(
         country: Option<String>,
         kommune: Option<String>,
     }
-    let rows: Vec<Row> = tx
-        .prepare(
-            "SELECT s.id, s.kind, s.started_at_ms, s.ended_at_ms, s.network, s.decoy_id, s.remote_ip,
-                    s.client_name, s.completed, s.bytes_sent, s.peer_pieces_initial, s.piece_count,
-                    g.country, g.kommune
-             FROM sessions s LEFT JOIN session_geo g ON g.seq = s.id
-             WHERE s.id >= ?1 AND s.id <= ?2 ORDER BY s.id",
-        )?
-        .query_map([from, to], |r| {
-            Ok(Row {
-                id: r.get(0)?,
-                kind: r.get(1)?,
-                started: r.get(2)?,
-                ended: r.get(3)?,
-                network: r.get(4)?,
-                decoy_id: r.get(5)?,
-                ip: r.get(6)?,
-                client: r.get(7)?,
-                completed: r.get(8)?,
-                bytes: r.get(9)?,
-                initial: r.get(10)?,
-                piece_count: r.get(11)?,
-                country: r.get(12)?,
-                kommune: r.get(13)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+    let mut rows: Vec<Row> = Vec::new();
+    blockstore::for_each_seq(tx, from, to, |seq, _, r| {
+        rows.push(Row {
+            id: seq,
+            kind: r.kind.as_str().to_string(),
+            started: r.started_at_ms,
+            ended: r.ended_at_ms,
+            network: r.network.to_string(),
+            decoy_id: r.decoy_id,
+            ip: blockstore::address_text(&r.address),
+            client: r.client_name.map(str::to_string),
+            completed: r.completed,
+            bytes: r.bytes_sent as i64,
+            initial: r.peer_pieces_initial.map(i64::from),
+            piece_count: i64::from(r.piece_count),
+            country: r.geo.country.map(str::to_string),
+            kommune: r.geo.kommune.map(str::to_string),
+        });
+        Ok(())
+    })?;
     let inputs: Vec<RollupRow<'_>> = rows
         .iter()
         .map(|r| {
@@ -1193,29 +1153,6 @@ impl UnrolledRecords {
         self.keys.clear();
         self.since = None;
     }
-}
-
-fn row_to_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSession> {
-    Ok(StoredSession {
-        id: r.get(0)?,
-        started_at_ms: r.get(1)?,
-        ended_at_ms: r.get(2)?,
-        network: r.get(3)?,
-        decoy_id: r.get(4)?,
-        info_hash: hex(&r.get::<_, Vec<u8>>(5)?),
-        remote_ip: r.get(6)?,
-        remote_port: r.get(7)?,
-        client_name: r.get(8)?,
-        client_version: r.get(9)?,
-        transport: r.get(10)?,
-        bytes_sent: r.get::<_, i64>(11)? as u64,
-        pieces_sent: r.get(12)?,
-        piece_count: r.get(13)?,
-        peer_pieces_initial: r.get(14)?,
-        peer_pieces_final: r.get(15)?,
-        completed: r.get(16)?,
-        close_reason: r.get(17)?,
-    })
 }
 
 fn ip_key(secret: &[u8], ip: &str) -> [u8; 16] {

@@ -320,7 +320,7 @@ mod tests {
         let count = || {
             rusqlite::Connection::open(&path)
                 .unwrap()
-                .query_row("SELECT count(*) FROM sessions", [], |r| r.get::<_, i64>(0))
+                .query_row("SELECT coalesce(max(last_seq), 0) FROM record_blocks", [], |r| r.get::<_, i64>(0))
                 .unwrap()
         };
         while count() < 1 {
@@ -333,7 +333,7 @@ mod tests {
         rusqlite::Connection::open(&path)
             .unwrap()
             .execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON sessions BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+                "CREATE TRIGGER refuse BEFORE INSERT ON record_blocks BEGIN SELECT RAISE(ABORT, 'refused'); END;",
             )
             .unwrap();
         tx.send(record(2)).unwrap();
@@ -429,7 +429,7 @@ mod tests {
     fn wait_for_records(path: &Path, n: i64) {
         let committed = || -> i64 {
             rusqlite::Connection::open(path)
-                .and_then(|c| c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)))
+                .and_then(|c| c.query_row("SELECT coalesce(max(last_seq), 0) FROM record_blocks", [], |r| r.get(0)))
                 .unwrap_or(0)
         };
         let waited = Instant::now();
@@ -600,14 +600,13 @@ mod tests {
         // 1 + 200 + 50 + 1 records for 251 sessions (50 left open).
         assert_eq!(writer.close().unwrap(), 252);
         let store = LedgerStore::open(&path).unwrap();
-        let kinds: Vec<(String, i64)> = store
-            .conn
-            .prepare("SELECT kind, count(*) FROM sessions GROUP BY kind ORDER BY kind")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let mut counts = std::collections::BTreeMap::<String, i64>::new();
+        crate::blockstore::for_each_seq(&store.conn, 1, i64::MAX, |_, _, r| {
+            *counts.entry(r.kind.as_str().to_string()).or_default() += 1;
+            Ok(())
+        })
+        .unwrap();
+        let kinds: Vec<(String, i64)> = counts.into_iter().collect();
         let want = [("close", 1), ("open", 51), ("session", 200)].map(|(k, n)| (k.to_string(), n));
         assert_eq!(kinds, want);
         let s = store.summary().unwrap();

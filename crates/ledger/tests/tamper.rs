@@ -1,8 +1,12 @@
 //! Tampering with the ledger directly in SQLite is detected by `verify`,
-//! which names the first bad record.
+//! which names the first bad record: a forger who decodes a block, edits
+//! its records and writes it back with matching index columns, one who
+//! edits the bytes or the columns, and one who deletes or inserts blocks.
 
 use rusqlite::Connection;
 use std::path::Path;
+use warnseed_ledger::block::{self, PackedAddress, PackedRecord};
+use warnseed_ledger::blockstore;
 use warnseed_ledger::{ClockState, LedgerStore, RecordKind, SessionRecord, Transport};
 
 fn record(i: u32) -> SessionRecord {
@@ -58,7 +62,9 @@ fn ledger(dir: &Path) -> std::path::PathBuf {
 }
 
 fn first_bad(path: &Path) -> Option<(i64, String)> {
-    LedgerStore::open(path)
+    // As `warnseed ledger verify` reads it: writing to a damaged ledger
+    // is refused.
+    LedgerStore::open_read_only(path)
         .unwrap()
         .verify()
         .unwrap()
@@ -71,6 +77,53 @@ fn tampered(sql: &str) -> Option<(i64, String)> {
     let path = ledger(dir.path());
     Connection::open(&path).unwrap().execute_batch(sql).unwrap();
     first_bad(&path)
+}
+
+/// Rewrites the block that holds record `seq` in `path` after `edit`
+/// changed its records, its row's columns made to match (as a forger who
+/// knows the format would).
+fn edit_block(path: &Path, seq: i64, edit: impl FnOnce(&mut Vec<PackedRecord<'_>>)) {
+    let conn = Connection::open(path).unwrap();
+    let (first, data): (i64, Vec<u8>) = conn
+        .query_row(
+            "SELECT first_seq, data FROM record_blocks WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1",
+            [seq],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let mut records = block::decode(&data).unwrap().records;
+    edit(&mut records);
+    blockstore::write_block(&conn, first, &records).unwrap();
+}
+
+/// The first bad record of the 51-record ledger after `edit` changed its
+/// records ([`edit_block`]).
+fn edited(edit: impl FnOnce(&mut Vec<PackedRecord<'_>>)) -> Option<(i64, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger(dir.path());
+    edit_block(&path, 1, edit);
+    first_bad(&path)
+}
+
+/// A ledger of 900 records in three blocks of 300, sealed at the end.
+fn three_blocks(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("ledger.sqlite");
+    let mut store = LedgerStore::open(&path).unwrap();
+    let all: Vec<SessionRecord> = (1..=900).map(record).collect();
+    for batch in all.chunks(300) {
+        store.append(batch).unwrap();
+    }
+    store.seal(&clock(), 1_790_000_100_000).unwrap().unwrap();
+    let blocks: Vec<i64> = Connection::open(&path)
+        .unwrap()
+        .prepare("SELECT first_seq FROM record_blocks ORDER BY first_seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(blocks, vec![1, 301, 601]);
+    path
 }
 
 #[test]
@@ -107,7 +160,7 @@ fn an_untouched_ledger_verifies() {
 
 #[test]
 fn deleting_the_newest_sealed_records_is_detected() {
-    let (seq, why) = tampered("DELETE FROM sessions WHERE id >= 45").unwrap();
+    let (seq, why) = edited(|r| r.truncate(44)).unwrap();
     assert_eq!(seq, 45);
     assert!(why.contains("45..=50") && why.contains("missing"), "{why}");
 }
@@ -165,9 +218,9 @@ fn a_rewritten_chain_is_caught_by_the_seal() {
     let forged = dir.path().join("forged.sqlite");
     std::fs::copy(&path, &forged).unwrap();
     let conn = Connection::open(&forged).unwrap();
-    conn.execute_batch("DELETE FROM sessions WHERE id >= 20; DELETE FROM seals;")
-        .unwrap();
+    conn.execute_batch("DELETE FROM seals;").unwrap();
     drop(conn);
+    edit_block(&forged, 1, |r| r.truncate(19));
     let mut store = LedgerStore::open(&forged).unwrap();
     let mut rewritten: Vec<SessionRecord> = (20..=51).map(record).collect();
     rewritten[0].bytes_sent += 1;
@@ -177,8 +230,7 @@ fn a_rewritten_chain_is_caught_by_the_seal() {
     conn.execute("ATTACH DATABASE ?1 AS forged", [forged.to_str().unwrap()])
         .unwrap();
     conn.execute_batch(
-        "DELETE FROM sessions WHERE id >= 20;
-         INSERT INTO sessions SELECT * FROM forged.sessions WHERE id >= 20;",
+        "DELETE FROM record_blocks; INSERT INTO record_blocks SELECT * FROM forged.record_blocks;",
     )
     .unwrap();
     drop(conn);
@@ -189,57 +241,125 @@ fn a_rewritten_chain_is_caught_by_the_seal() {
 
 #[test]
 fn edits_are_detected_at_the_edited_record() {
-    let (seq, why) = tampered("UPDATE sessions SET bytes_sent = bytes_sent + 1 WHERE id = 17").unwrap();
+    let (seq, why) = edited(|r| r[16].bytes_sent += 1).unwrap();
     assert_eq!(seq, 17);
     assert!(why.contains("altered"), "{why}");
-    let (seq, why) = tampered("UPDATE sessions SET remote_ip = '192.0.2.1' WHERE id = 5").unwrap();
+    let (seq, why) = edited(|r| {
+        let PackedAddress::Raw { salt, .. } = r[4].address else { panic!("raw") };
+        r[4].address = PackedAddress::Raw {
+            ip: "192.0.2.1".parse().unwrap(),
+            salt,
+        };
+    })
+    .unwrap();
     assert_eq!(seq, 5);
     assert!(why.contains("remote_ip"), "{why}");
-    let (seq, _) = tampered("UPDATE sessions SET completed = 0 WHERE id = 51").unwrap();
+    let (seq, _) = edited(|r| r[50].completed = !r[50].completed).unwrap();
     assert_eq!(seq, 51);
-    let (seq, _) = tampered("UPDATE sessions SET client_version = NULL WHERE id = 2").unwrap();
+    let (seq, _) = edited(|r| r[1].client_version = None).unwrap();
     assert_eq!(seq, 2);
-    // Values SQLite would still read as true, or a port out of range.
-    let (seq, why) = tampered("UPDATE sessions SET completed = 7 WHERE id = 3").unwrap();
-    assert_eq!(seq, 3);
-    assert!(why.contains("completed is 7"), "{why}");
-    let (seq, _) = tampered("UPDATE sessions SET remote_port = 70000 WHERE id = 4").unwrap();
-    assert_eq!(seq, 4);
-    let (seq, why) = tampered("UPDATE sessions SET bytes_sent = 'lots' WHERE id = 6").unwrap();
-    assert_eq!(seq, 6);
-    assert!(why.contains("unreadable"), "{why}");
+    // A record whose hash the forger recomputed is caught at the next one,
+    // whose link to it no longer holds.
+    let (seq, why) = edited(|r| {
+        r[5].bytes_sent += 1;
+        r[5].record_hash = warnseed_ledger::chain::record_hash(
+            &r[4].record_hash,
+            &blockstore::chained_fields(6, &r[5].clone()),
+        );
+    })
+    .unwrap();
+    assert_eq!(seq, 7);
+    assert!(why.contains("the record before"), "{why}");
+}
+
+#[test]
+fn damaged_blocks_and_edited_index_columns_are_detected() {
+    for (sql, column) in [
+        ("UPDATE record_blocks SET data = substr(data, 1, length(data) - 1)", "unreadable"),
+        ("UPDATE record_blocks SET data = 'lots'", "unreadable"),
+        ("UPDATE record_blocks SET data = zeroblob(100)", "unreadable"),
+        // Hiding the block from a time window or an address look-up.
+        ("UPDATE record_blocks SET min_started_ms = min_started_ms + 1", "min_started_ms"),
+        ("UPDATE record_blocks SET max_started_ms = 0", "min_started_ms"),
+        ("UPDATE record_blocks SET addresses = x''", "addresses"),
+        ("UPDATE record_blocks SET last_hash = zeroblob(32)", "last_hash"),
+        ("UPDATE record_blocks SET last_seq = 50", "last_seq"),
+        ("UPDATE record_blocks SET last_seq = 'many'", "last_seq"),
+    ] {
+        let (seq, why) = tampered(sql).unwrap();
+        assert_eq!(seq, 1, "{sql}");
+        assert!(why.contains(column) && why.contains("altered"), "{sql}: {why}");
+    }
 }
 
 #[test]
 fn deletions_are_detected_where_the_gap_is() {
-    let (seq, why) = tampered("DELETE FROM sessions WHERE id = 23").unwrap();
-    assert_eq!(seq, 24);
-    assert!(why.contains("expected record 23"), "{why}");
-    let (seq, _) = tampered("DELETE FROM sessions WHERE id = 1").unwrap();
-    assert_eq!(seq, 2);
+    // A record taken out of a block: the next one sits in its place, and
+    // its place is in its hash.
+    let (seq, why) = edited(|r| {
+        r.remove(22);
+    })
+    .unwrap();
+    assert_eq!(seq, 23);
+    assert!(why.contains("altered"), "{why}");
+    let (seq, _) = edited(|r| {
+        r.remove(0);
+    })
+    .unwrap();
+    assert_eq!(seq, 1);
+    // A whole block.
+    let dir = tempfile::tempdir().unwrap();
+    let path = three_blocks(dir.path());
+    Connection::open(&path)
+        .unwrap()
+        .execute("DELETE FROM record_blocks WHERE first_seq = 301", [])
+        .unwrap();
+    let (seq, why) = first_bad(&path).unwrap();
+    assert_eq!(seq, 601);
+    assert!(why.contains("expected record 301"), "{why}");
+    // The newest block.
+    let dir = tempfile::tempdir().unwrap();
+    let path = three_blocks(dir.path());
+    Connection::open(&path)
+        .unwrap()
+        .execute("DELETE FROM record_blocks WHERE first_seq = 601", [])
+        .unwrap();
+    let (seq, why) = first_bad(&path).unwrap();
+    assert_eq!(seq, 601);
+    assert!(why.contains("601..=900") && why.contains("missing"), "{why}");
 }
 
 #[test]
 fn insertions_are_detected_at_the_inserted_record() {
-    // Make room at 30 by renumbering, then insert a copy of record 10 there:
-    // the forger keeps the sequence gap-free, but not the chain.
-    let sql = "
-        UPDATE sessions SET id = -id WHERE id >= 30;
-        UPDATE sessions SET id = -id + 1 WHERE id <= -30;
-        INSERT INTO sessions SELECT 30, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip,
-            remote_port, peer_id, client_name, client_version, transport, bytes_sent, pieces_sent, piece_count,
-            peer_pieces_initial, peer_pieces_final, completed, close_reason, ip_salt, ip_commitment, prev_hash,
-            record_hash, kind, session_key FROM sessions WHERE id = 10;
-    ";
-    let (seq, why) = tampered(sql).unwrap();
+    // A copy of record 10 inserted at 30: the sequence stays gap-free, the
+    // chain does not.
+    let (seq, why) = edited(|r| {
+        let copy = r[9].clone();
+        r.insert(29, copy);
+    })
+    .unwrap();
     assert_eq!(seq, 30);
-    assert!(why.contains("prev_hash"), "{why}");
+    assert!(why.contains("altered"), "{why}");
     // Appending a fabricated record past the end breaks the chain too.
-    let sql = "INSERT INTO sessions SELECT 52, started_at_ms, ended_at_ms, network, decoy_id, info_hash,
-            remote_ip, remote_port, peer_id, client_name, client_version, transport, bytes_sent, pieces_sent,
-            piece_count, peer_pieces_initial, peer_pieces_final, completed, close_reason, ip_salt,
-            ip_commitment, prev_hash, record_hash, kind, session_key FROM sessions WHERE id = 51";
-    assert_eq!(tampered(sql).unwrap().0, 52);
+    let (seq, _) = edited(|r| {
+        let copy = r[50].clone();
+        r.push(copy);
+    })
+    .unwrap();
+    assert_eq!(seq, 52);
+    // A block copied in twice (renumbered to follow the end).
+    let dir = tempfile::tempdir().unwrap();
+    let path = three_blocks(dir.path());
+    let conn = Connection::open(&path).unwrap();
+    let data: Vec<u8> = conn
+        .query_row("SELECT data FROM record_blocks WHERE first_seq = 301", [], |r| r.get(0))
+        .unwrap();
+    let records = block::decode(&data).unwrap().records;
+    blockstore::write_block(&conn, 901, &records).unwrap();
+    drop(conn);
+    let (seq, why) = first_bad(&path).unwrap();
+    assert_eq!(seq, 901);
+    assert!(why.contains("altered"), "{why}");
 }
 
 #[test]
@@ -247,20 +367,13 @@ fn erasing_an_ip_and_its_salt_keeps_the_chain_valid() {
     // Data protection: the chain commits to the IP through a salted hash, so
     // erasing both leaves every record verifiable.
     assert_eq!(
-        tampered("UPDATE sessions SET remote_ip = 'erased', ip_salt = NULL WHERE id <= 20"),
+        edited(|r| r[..20].iter_mut().for_each(|r| r.address = PackedAddress::Erased)),
         None
     );
-    // Dropping the salt is no way to swap in another address, in any
-    // spelling a reader would take for one.
-    for fake in ["192.0.2.9", "010.1.2.3", "1.2.3.4:80", " 1.2.3.4", "[::1]"] {
-        let sql = format!("UPDATE sessions SET remote_ip = '{fake}', ip_salt = NULL WHERE id = 8");
-        let (seq, why) = tampered(&sql).unwrap();
-        assert_eq!(seq, 8, "{fake}");
-        assert!(why.contains("salt"), "{why}");
-    }
-    let pseudonym = format!("pseudonym:{}", "ab".repeat(32));
-    let sql = format!("UPDATE sessions SET remote_ip = '{pseudonym}', ip_salt = NULL WHERE id = 9");
-    assert_eq!(tampered(&sql), None);
+    assert_eq!(
+        edited(|r| r[8].address = PackedAddress::Pseudonym([0xab; 32])),
+        None
+    );
 }
 
 #[test]
@@ -367,23 +480,44 @@ fn erased_addresses_and_their_salts_are_gone_from_the_files() {
             .collect();
         store.append(&batch).unwrap();
     }
-    let salts: Vec<Vec<u8>> = {
+    // Each address as stored: in its record (the address's bytes, then
+    // its salt) and in its block's address list (16 bytes).
+    let (stored, salts): (Vec<Vec<u8>>, Vec<Vec<u8>>) = {
         let conn = Connection::open(&path).unwrap();
-        let mut stmt = conn.prepare("SELECT ip_salt FROM sessions").unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        let mut out = Vec::new();
+        blockstore::for_each_seq(&conn, 1, i64::MAX, |_, _, r| {
+            let PackedAddress::Raw { ip, salt } = r.address else { panic!("raw") };
+            let mut bytes = match ip {
+                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            bytes.extend_from_slice(&salt);
+            out.push((bytes, salt.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        out.into_iter().unzip()
     };
+    let listed: Vec<Vec<u8>> = addresses
+        .iter()
+        .map(|a| match a.parse::<std::net::IpAddr>().unwrap() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets().to_vec(),
+            std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+        })
+        .collect();
     let files = || -> Vec<u8> {
         let mut all = std::fs::read(&path).unwrap();
         all.extend(std::fs::read(path.with_extension("sqlite-wal")).unwrap_or_default());
         all
     };
-    let needles: Vec<Vec<u8>> = addresses.iter().map(|a| a.as_bytes().to_vec()).collect();
-    // Before: every address is in the files (row and index entry).
-    assert_eq!(found(&files(), &needles).len(), addresses.len());
-    assert_eq!(found(&files(), &salts).len(), salts.len());
+    let needles: Vec<Vec<u8>> = stored.iter().chain(&listed).cloned().collect();
+    // Before: the addresses are in the files (record and address list).
+    // Not quite every one: a block is a blob over several pages, and the
+    // few that straddle a page boundary have the next page's number in
+    // between.
+    let straddling = |n: usize| n - n / 100;
+    assert!(found(&files(), &needles).len() >= straddling(2 * addresses.len()));
+    assert!(found(&files(), &salts).len() >= straddling(salts.len()));
     // A second connection, like a running node's writer, keeps the WAL.
     let _node = Connection::open(&path).unwrap();
     // Half pseudonymised, then the rest erased.
@@ -406,7 +540,7 @@ fn erased_addresses_and_their_salts_are_gone_from_the_files() {
     // succeeds and says so; the next run, once the reader is done, empties it.
     let reader = Connection::open(&path).unwrap();
     reader
-        .execute_batch("BEGIN; SELECT count(*) FROM sessions;")
+        .execute_batch("BEGIN; SELECT count(*) FROM record_blocks;")
         .unwrap();
     store
         .append(&[SessionRecord {
@@ -419,7 +553,8 @@ fn erased_addresses_and_their_salts_are_gone_from_the_files() {
     reader.execute_batch("COMMIT").unwrap();
     let next = store.retain(i64::MAX, &Retention::Erase).unwrap();
     assert_eq!((next.sessions, next.wal_emptied), (0, true));
-    assert!(found(&files(), &[b"192.0.2.200".to_vec()]).is_empty());
+    let late = "192.0.2.200".parse::<std::net::Ipv4Addr>().unwrap();
+    assert!(found(&files(), &[late.to_ipv6_mapped().octets().to_vec()]).is_empty());
     let left = found(&after, &needles);
     assert!(
         left.is_empty(),
