@@ -5,6 +5,7 @@
 use crate::batch::{Batch, GeoRow, SealRow};
 use crate::FleetError;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use warnseed_ledger::block::PackedAddress;
 use std::path::Path;
 
 /// The aggregates' key of an address under `secret`: the first 16 bytes
@@ -45,6 +46,18 @@ impl Spool {
             })
         };
         let node_id = meta("node_id")?;
+        let blocks: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'record_blocks'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !blocks {
+            return Err(FleetError::Config(format!(
+                "{}: a ledger of an older warnseed: convert it before forwarding it (`warnseed run` \
+                 or `warnseed init --data DIR` does)",
+                path.display()
+            )));
+        }
         let secret = match shared_secret {
             Some(s) => s.to_vec(),
             None => meta("ip_key_secret")?.into_bytes(),
@@ -64,17 +77,17 @@ impl Spool {
     pub fn head(&self) -> Result<i64, FleetError> {
         Ok(self
             .conn
-            .query_row("SELECT coalesce(max(id), 0) FROM sessions", [], |r| r.get(0))?)
+            .query_row("SELECT coalesce(max(last_seq), 0) FROM record_blocks", [], |r| r.get(0))?)
     }
 
     /// The stored hash of record `seq`, if there is one.
     pub fn record_hash(&self, seq: i64) -> Result<Option<Vec<u8>>, FleetError> {
-        Ok(self
-            .conn
-            .query_row("SELECT record_hash FROM sessions WHERE id = ?1", [seq], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        let mut hash = None;
+        warnseed_ledger::blockstore::for_each_seq(&self.conn, seq, seq, |_, _, r| {
+            hash = Some(r.record_hash.to_vec());
+            Ok(())
+        })?;
+        Ok(hash)
     }
 
     /// Up to `limit` records after `after_seq`, their geolocation, and the
@@ -84,78 +97,70 @@ impl Spool {
         // One read transaction: a consistent snapshot of all three tables.
         let tx = self.conn.transaction()?;
         let mut b = Batch::default();
-        {
-            let mut stmt = tx.prepare_cached(
-                "SELECT id, started_at_ms, ended_at_ms, network, decoy_id, info_hash, remote_ip, remote_port,
-                        peer_id, client_name, client_version, transport, bytes_sent, pieces_sent, piece_count,
-                        peer_pieces_initial, peer_pieces_final, completed, close_reason,
-                        ip_salt, ip_commitment, prev_hash, record_hash, kind, session_key
-                 FROM sessions WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )?;
-            let mut rows = stmt.query(rusqlite::params![after_seq, limit as i64])?;
-            let mut expected = after_seq + 1;
-            while let Some(r) = rows.next()? {
-                let seq: i64 = r.get(0)?;
-                if seq != expected {
-                    return Err(FleetError::Chain(format!(
-                        "record {expected} is missing (found {seq} after {})",
-                        expected - 1
-                    )));
-                }
-                expected += 1;
-                let ip: String = r.get(6)?;
-                b.ip_key.push(ip_key(&self.secret, &ip).to_vec());
-                b.seq.push(seq);
-                b.started_at_ms.push(r.get(1)?);
-                b.ended_at_ms.push(r.get(2)?);
-                b.network.push(r.get(3)?);
-                b.decoy_id.push(r.get(4)?);
-                b.info_hash.push(r.get(5)?);
-                b.remote_ip.push(ip);
-                b.remote_port.push(r.get(7)?);
-                b.peer_id.push(r.get(8)?);
-                b.client_name.push(r.get(9)?);
-                b.client_version.push(r.get(10)?);
-                b.transport.push(r.get(11)?);
-                b.bytes_sent.push(r.get(12)?);
-                b.pieces_sent.push(r.get(13)?);
-                b.piece_count.push(r.get(14)?);
-                b.peer_pieces_initial.push(r.get(15)?);
-                b.peer_pieces_final.push(r.get(16)?);
-                b.completed.push(r.get::<_, i64>(17)? != 0);
-                b.close_reason.push(r.get(18)?);
-                b.ip_salt.push(r.get(19)?);
-                b.ip_commitment.push(r.get(20)?);
-                b.prev_hash.push(r.get(21)?);
-                b.record_hash.push(r.get(22)?);
-                b.kind.push(r.get(23)?);
-                b.session_key.push(r.get(24)?);
+        let mut expected = after_seq + 1;
+        let last = after_seq.saturating_add(limit as i64);
+        warnseed_ledger::blockstore::for_each_seq(&tx, after_seq + 1, last, |seq, prev, r| {
+            if seq != expected {
+                return Err(warnseed_ledger::LedgerError::Io(format!(
+                    "record {expected} is missing (found {seq} after {})",
+                    expected - 1
+                )));
             }
-        }
-        b.geo = vec![None; b.seq.len()];
-        if let (Some(first), Some(last)) = (b.first_seq(), b.last_seq()) {
-            let mut stmt = tx.prepare_cached(
-                "SELECT seq, country, country_name, region, city, latitude, longitude, accuracy_km,
-                        kommune, kommune_name, kommune_confidence
-                 FROM session_geo WHERE seq >= ?1 AND seq <= ?2",
-            )?;
-            let mut rows = stmt.query([first, last])?;
-            while let Some(r) = rows.next()? {
-                let seq: i64 = r.get(0)?;
-                b.geo[(seq - first) as usize] = Some(GeoRow {
-                    country: r.get(1)?,
-                    country_name: r.get(2)?,
-                    region: r.get(3)?,
-                    city: r.get(4)?,
-                    latitude: r.get(5)?,
-                    longitude: r.get(6)?,
-                    accuracy_km: r.get(7)?,
-                    kommune: r.get(8)?,
-                    kommune_name: r.get(9)?,
-                    kommune_confidence: r.get(10)?,
-                });
-            }
-        }
+            expected += 1;
+            let ip = warnseed_ledger::blockstore::address_text(&r.address);
+            b.ip_key.push(ip_key(&self.secret, &ip).to_vec());
+            b.seq.push(seq);
+            b.started_at_ms.push(r.started_at_ms);
+            b.ended_at_ms.push(r.ended_at_ms);
+            b.network.push(r.network.to_string());
+            b.decoy_id.push(r.decoy_id);
+            b.info_hash.push(r.info_hash.to_vec());
+            b.remote_ip.push(ip);
+            b.remote_port.push(i32::from(r.remote_port));
+            b.peer_id.push(r.peer_id.map(|p| p.to_vec()));
+            b.client_name.push(r.client_name.map(str::to_string));
+            b.client_version.push(r.client_version.map(str::to_string));
+            b.transport.push(r.transport.to_string());
+            b.bytes_sent.push(r.bytes_sent as i64);
+            b.pieces_sent.push(i64::from(r.pieces_sent));
+            b.piece_count.push(i64::from(r.piece_count));
+            b.peer_pieces_initial.push(r.peer_pieces_initial.map(i64::from));
+            b.peer_pieces_final.push(i64::from(r.peer_pieces_final));
+            b.completed.push(r.completed);
+            b.close_reason.push(r.close_reason.to_string());
+            b.ip_salt.push(match r.address {
+                PackedAddress::Raw { salt, .. } => Some(salt.to_vec()),
+                _ => None,
+            });
+            b.ip_commitment.push(r.ip_commitment.to_vec());
+            b.prev_hash.push(prev.to_vec());
+            b.record_hash.push(r.record_hash.to_vec());
+            b.kind.push(r.kind.as_str().to_string());
+            b.session_key.push(r.session_key);
+            let g = &r.geo;
+            let placed = [g.country, g.country_name, g.region, g.city].iter().any(Option::is_some)
+                || g.latitude.is_some()
+                || g.longitude.is_some()
+                || g.accuracy_km.is_some()
+                || g.kommune.is_some();
+            b.geo.push(placed.then(|| GeoRow {
+                country: g.country.map(str::to_string),
+                country_name: g.country_name.map(str::to_string),
+                region: g.region.map(str::to_string),
+                city: g.city.map(str::to_string),
+                latitude: g.latitude,
+                longitude: g.longitude,
+                accuracy_km: g.accuracy_km.map(i64::from),
+                kommune: g.kommune.map(str::to_string),
+                kommune_name: g.kommune_name.map(str::to_string),
+                kommune_confidence: g.kommune_confidence.map(str::to_string),
+            }));
+            Ok(())
+        })
+        .map_err(|e| match e {
+            warnseed_ledger::LedgerError::Io(why) if why.starts_with("record ") => FleetError::Chain(why),
+            other => FleetError::Ledger(other),
+        })?;
         let through = b.last_seq().unwrap_or(after_seq);
         {
             let mut stmt = tx.prepare_cached(

@@ -366,20 +366,21 @@ fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, String> {
     })
 }
 
-/// Converts a first-layout ledger to blocks, after checking its chain and
-/// seals: records are read in order and written as blocks, 65,536 a
+/// Why a first-layout ledger that does not verify is not converted.
+pub(crate) fn refusal(bad: &BadRecord) -> LedgerError {
+    LedgerError::Io(format!(
+        "this ledger has the layout of an older warnseed and does not verify (record {}: {}); \
+         it was not converted or changed: keep it as it is (it shows what happened to it), move it aside, \
+         and start a new ledger",
+        bad.seq, bad.reason
+    ))
+}
+
+/// Converts a first-layout ledger, checked already ([`refusal`]), to blocks: records are read in order and written as blocks, 65,536 a
 /// transaction (an interrupted conversion goes on where it stopped at the
 /// next open), then the old tables are dropped. Returns how many records
 /// were converted.
-pub(crate) fn convert(conn: &mut Connection, first_bad: Option<BadRecord>) -> Result<u64, LedgerError> {
-    if let Some(bad) = first_bad {
-        return Err(LedgerError::Io(format!(
-            "this ledger has the layout of an older warnseed and does not verify (record {}: {}); \
-             it was not converted: keep it as it is (it is evidence of what happened to it), move it aside, \
-             and start a new ledger",
-            bad.seq, bad.reason
-        )));
-    }
+pub(crate) fn convert(conn: &mut Connection) -> Result<u64, LedgerError> {
     const PER_TRANSACTION: usize = 16 * MAX_BLOCK_RECORDS;
     let total: i64 = conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))?;
     let mut converted = 0u64;

@@ -98,6 +98,24 @@ fn hex(b: &[u8]) -> String {
 impl LedgerStore {
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A ledger of the first layout (a row per record) is converted to
+        // blocks ([`crate::legacy`]), but only once it verifies: one that
+        // does not is refused before anything is written to it, and stays
+        // as found for whoever examines it.
+        let (conn, first_layout) = {
+            let check = Self::unkeyed(conn);
+            let first_layout = check.is_first_layout()?;
+            if first_layout {
+                // CREATE TABLE IF NOT EXISTS would keep an even older
+                // table as it is.
+                crate::legacy::check_columns(&check.conn)?;
+                if let Some(bad) = check.verify()?.first_bad {
+                    return Err(crate::legacy::refusal(&bad));
+                }
+            }
+            (check.conn, first_layout)
+        };
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a committed batch survives power loss, not just a crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -145,27 +163,24 @@ impl LedgerStore {
             enricher: None,
             known_uniques: Default::default(),
         };
-        store.convert_first_layout()?;
+        if first_layout {
+            let converted = crate::legacy::convert(&mut store.conn)?;
+            tracing::info!(records = converted, "ledger converted to blocks");
+        }
         store.catch_up_rollups()?;
         store.backfill_repeat_periods()?;
         Ok(store)
     }
 
-    /// A ledger of the first layout (a row per record) is converted to
-    /// blocks once it verifies ([`crate::legacy`]); one that does not is
-    /// refused and left as found.
-    fn convert_first_layout(&mut self) -> Result<(), LedgerError> {
-        if !self.is_first_layout()? {
-            return Ok(());
+    /// A store on `conn` with no key for the aggregates (reading only).
+    fn unkeyed(conn: Connection) -> Self {
+        Self {
+            conn,
+            ip_key_secret: Vec::new(),
+            ip_keyer: IpKeyer::new(&[]),
+            enricher: None,
+            known_uniques: Default::default(),
         }
-        // CREATE TABLE IF NOT EXISTS kept an even older table as it was.
-        crate::legacy::check_columns(&self.conn)?;
-        let first_bad = self.verify()?.first_bad;
-        let converted = crate::legacy::convert(&mut self.conn, first_bad)?;
-        if converted > 0 {
-            tracing::info!(records = converted, "ledger converted to blocks");
-        }
-        Ok(())
     }
 
     /// Whether the records are still in the first layout's `sessions`
@@ -179,8 +194,9 @@ impl LedgerStore {
     pub(crate) fn require_blocks(&self) -> Result<(), LedgerError> {
         if self.is_first_layout()? {
             return Err(LedgerError::Io(
-                "this ledger has the layout of an older warnseed: `ledger verify` and `ledger summary` read it \
-                 as it is; anything else converts it first (open it writable, e.g. with `warnseed ledger seal`)"
+                "this ledger has the layout of an older warnseed: `warnseed ledger verify` reads it as it is; \
+                 anything else needs it converted first, which any command that opens it writable does \
+                 (e.g. `warnseed init --data DIR`, which changes nothing else)"
                     .into(),
             ));
         }
@@ -276,13 +292,7 @@ impl LedgerStore {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(Self {
-            conn,
-            ip_key_secret: Vec::new(),
-            ip_keyer: IpKeyer::new(&[]),
-            enricher: None,
-            known_uniques: Default::default(),
-        })
+        Ok(Self::unkeyed(conn))
     }
 
     fn has_table(&self, name: &str) -> Result<bool, LedgerError> {

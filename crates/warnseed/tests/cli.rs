@@ -243,20 +243,31 @@ fn ledger_verify_names_the_first_bad_record() {
     // Three chained records as a node writes them, then an edit behind
     // the ledger's back.
     let store = warnseed_ledger_fixture(&data.join("ledger.sqlite"));
-    store
-        .execute("UPDATE sessions SET bytes_sent = 1 WHERE id = 2", [])
-        .unwrap();
+    let edit = |change: &dyn Fn(&mut Vec<warnseed_ledger::block::PackedRecord<'_>>)| {
+        let bytes: Vec<u8> = store
+            .query_row("SELECT data FROM record_blocks WHERE first_seq = 1", [], |r| r.get(0))
+            .unwrap();
+        let mut records = warnseed_ledger::block::decode(&bytes).unwrap().records;
+        change(&mut records);
+        warnseed_ledger::blockstore::write_block(&store, 1, &records).unwrap();
+    };
+    edit(&|r| r[1].bytes_sent = 1);
     let err = warnseed_fails(&["ledger", "verify", "--data", data_s]);
     assert!(
         err.contains("failed at record 2: record_hash does not match"),
         "{err}"
     );
-    store.execute("DELETE FROM sessions WHERE id = 1", []).unwrap();
+    edit(&|r| {
+        r.remove(0);
+    });
     let err = warnseed_fails(&["ledger", "verify", "--data", data_s]);
     assert!(
-        err.contains("failed at record 2: expected record 1 here"),
+        err.contains("failed at record 1: record_hash does not match"),
         "{err}"
     );
+    store.execute("DELETE FROM record_blocks", []).unwrap();
+    let err = warnseed_fails(&["ledger", "verify", "--data", data_s]);
+    assert!(err.contains("sealed") && err.contains("missing"), "{err}");
 }
 
 /// Writes three chained records the way a node does and returns a raw
@@ -288,6 +299,10 @@ fn warnseed_ledger_fixture(path: &std::path::Path) -> rusqlite::Connection {
         })
         .collect();
     store.append(&records).unwrap();
+    store
+        .seal(&warnseed_ledger::clock::read(), 1_790_000_100_000)
+        .unwrap()
+        .unwrap();
     rusqlite::Connection::open(path).unwrap()
 }
 

@@ -135,27 +135,17 @@ fn a_norwegian_download_is_placed_reported_exported_and_verified_offline() {
         ),
         "{summary}"
     );
-    let db = rusqlite::Connection::open(node.data.join("ledger.sqlite")).unwrap();
+    let rows = ledger_rows(&node.data.join("ledger.sqlite"));
     // An open and a close record, or one `session` record when the
     // download ended within the commit window of its start.
-    let kinds: Vec<String> = db
-        .prepare("SELECT kind FROM sessions ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|k| k.unwrap())
-        .collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
     assert!(kinds == ["open", "close"] || kinds == ["session"], "{kinds:?}");
     let n = kinds.len();
-    let geo_rows: i64 = db
-        .query_row(
-            "SELECT count(*) FROM session_geo WHERE country = 'NO' AND city = 'Oslo'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(geo_rows as usize, n, "every record of the session is placed");
-    drop(db);
+    let placed = rows
+        .iter()
+        .filter(|r| r.country.as_deref() == Some("NO") && r.city.as_deref() == Some("Oslo"))
+        .count();
+    assert_eq!(placed, n, "every record of the session is placed");
 
     // Evidence: every record of the address, with proofs, checked offline.
     let verify = warnseed(&["ledger", "verify", "--data", data]);
@@ -253,14 +243,10 @@ fn a_norwegian_download_is_placed_reported_exported_and_verified_offline() {
         warnseed(&["report", "totals", "--format", "json", "--data", data]),
         before
     );
-    let left: i64 = rusqlite::Connection::open(node.data.join("ledger.sqlite"))
-        .unwrap()
-        .query_row(
-            "SELECT count(*) FROM sessions WHERE remote_ip = '129.240.1.1'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let left = ledger_rows(&node.data.join("ledger.sqlite"))
+        .iter()
+        .filter(|r| r.session.ip == "129.240.1.1")
+        .count();
     assert_eq!(left, 0);
     let pseudo = node.dir.path().join("pseudo.csv");
     warnseed(&[

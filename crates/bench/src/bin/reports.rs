@@ -275,8 +275,7 @@ fn table_rows(path: &Path) -> Result<Vec<(String, i64)>> {
     let conn = rusqlite::Connection::open(path)?;
     let mut out = Vec::new();
     for t in [
-        "sessions",
-        "session_geo",
+        "record_blocks",
         "rollup_daily",
         "rollup_uniques",
         "rollup_ip",

@@ -353,63 +353,24 @@ impl Node {
     }
 
     pub fn sessions(&self) -> Vec<Session> {
-        let conn = rusqlite::Connection::open_with_flags(
-            self.data.join("ledger.sqlite"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        let mut stmt = conn
-            .prepare(
-                "SELECT remote_ip, remote_port, client_name, client_version, bytes_sent, completed,
-                        lower(hex(info_hash)), close_reason, started_at_ms, ended_at_ms, decoy_id, transport
-                 FROM sessions WHERE kind IN ('close', 'session') ORDER BY id",
-            )
-            .unwrap();
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Session {
-                    ip: r.get(0)?,
-                    port: r.get(1)?,
-                    client: r.get(2)?,
-                    version: r.get(3)?,
-                    bytes_sent: r.get::<_, i64>(4)? as u64,
-                    completed: r.get(5)?,
-                    info_hash: r.get(6)?,
-                    close_reason: r.get(7)?,
-                    started_at_ms: r.get(8)?,
-                    ended_at_ms: r.get(9)?,
-                    decoy_id: r.get(10)?,
-                    transport: r.get(11)?,
-                })
-            })
-            .unwrap();
-        rows.map(|r| r.unwrap()).collect()
+        ledger_rows(&self.data.join("ledger.sqlite"))
+            .into_iter()
+            .filter(|r| r.kind != "open")
+            .map(|r| r.session)
+            .collect()
     }
 
-    /// Every ledger row (open and close records).
+    /// Every ledger record (open and close records).
     pub fn ledger_records(&self) -> usize {
-        let conn = rusqlite::Connection::open_with_flags(
-            self.data.join("ledger.sqlite"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get::<_, i64>(0))
-            .unwrap() as usize
+        ledger_rows(&self.data.join("ledger.sqlite")).len()
     }
 
     /// Open records (sessions that named a decoy) from `ip`.
     pub fn open_records(&self, ip: &str) -> usize {
-        let conn = rusqlite::Connection::open_with_flags(
-            self.data.join("ledger.sqlite"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        conn.query_row(
-            "SELECT count(*) FROM sessions WHERE kind = 'open' AND remote_ip = ?1",
-            [ip],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap() as usize
+        ledger_rows(&self.data.join("ledger.sqlite"))
+            .iter()
+            .filter(|r| r.kind == "open" && r.session.ip == ip)
+            .count()
     }
 
     /// Waits until the ledger holds a completed session for `ip` and
@@ -438,6 +399,48 @@ impl Drop for Node {
             eprintln!("--- warnseed log ---\n{}", self.log());
         }
     }
+}
+
+/// One record of a ledger as stored, read straight from its blocks.
+pub struct LedgerRow {
+    pub seq: i64,
+    pub kind: String,
+    /// The record's fields; `ip` is the address, `erased` or a pseudonym.
+    pub session: Session,
+    pub country: Option<String>,
+    pub city: Option<String>,
+}
+
+/// Every record of the ledger at `path`, read without warnseed's store
+/// (read-only, beside a running node).
+pub fn ledger_rows(path: &Path) -> Vec<LedgerRow> {
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut out = Vec::new();
+    warnseed_ledger::blockstore::for_each_seq(&conn, 1, i64::MAX, |seq, _, r| {
+        out.push(LedgerRow {
+            seq,
+            kind: r.kind.as_str().to_string(),
+            session: Session {
+                ip: warnseed_ledger::blockstore::address_text(&r.address),
+                port: r.remote_port,
+                client: r.client_name.map(str::to_string),
+                version: r.client_version.map(str::to_string),
+                bytes_sent: r.bytes_sent,
+                completed: r.completed,
+                info_hash: r.info_hash.iter().map(|b| format!("{b:02x}")).collect(),
+                close_reason: r.close_reason.to_string(),
+                started_at_ms: r.started_at_ms,
+                ended_at_ms: r.ended_at_ms,
+                decoy_id: r.decoy_id,
+                transport: r.transport.to_string(),
+            },
+            country: r.geo.country.map(str::to_string),
+            city: r.geo.city.map(str::to_string),
+        });
+        Ok(())
+    })
+    .unwrap();
+    out
 }
 
 #[derive(Clone, Debug)]
