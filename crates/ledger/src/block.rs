@@ -4,12 +4,12 @@
 //! than SQLite inserts rows, and on the machines measured a bare insert of
 //! rows this wide, with no index at all, tops out at 194,000–305,000 a
 //! second (BENCHMARKS §6). Several thousand records in one row cost one
-//! insert. This module is the format of such a row: the ledger's next
-//! storage (BENCHMARKS §6, "Packed blocks") and the benchmark that measures
-//! it use it; the store still writes one row per record.
+//! insert. This module is the format of such a row; the ledger stores its
+//! records this way ([`crate::blockstore`]).
 //!
-//! A block holds everything a `sessions` row and its `session_geo` row
-//! hold, except what follows from the order: a record's sequence number is
+//! A block holds every field of a record and its geolocation (what a
+//! `sessions` row and its `session_geo` row held in the first layout),
+//! except what follows from the order: a record's sequence number is
 //! the block's first plus its place, and its `prev_hash` is the record
 //! before it's `record_hash` (the previous block's last, for the first).
 //! Strings that repeat (network, transport, close reasons, client names,

@@ -385,7 +385,7 @@ fn a_node_whose_ledger_cannot_be_written_stops_instead_of_serving_unregistered()
     rusqlite::Connection::open(node.data.join("ledger.sqlite"))
         .unwrap()
         .execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON sessions BEGIN SELECT RAISE(ABORT, 'test refuses inserts'); END;",
+            "CREATE TRIGGER refuse BEFORE INSERT ON record_blocks BEGIN SELECT RAISE(ABORT, 'test refuses inserts'); END;",
         )
         .unwrap();
     // A peer names the decoy: its open record cannot be written.

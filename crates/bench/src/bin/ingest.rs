@@ -1,8 +1,9 @@
 //! Durable ingest benchmark: session records per second through the
 //! ledger's real write path (`LedgerWriter`: batches on its own thread,
-//! hash chain, geolocation rows and aggregates in the same transaction, WAL
-//! with `synchronous = FULL`), against "the limit": a plain prepared-insert
-//! loop into an identical `sessions` table (same columns, indexes, pragmas,
+//! hash chain, geolocation, records packed in blocks and aggregates in the
+//! same transaction, WAL with `synchronous = FULL`), against "the limit": a
+//! plain prepared-insert loop into a table of a row per record (the
+//! ledger's first layout: same columns and indexes; same pragmas,
 //! durability and batch size; no hashing, no geolocation, no aggregates),
 //! measured in the same run on the same disk.
 //!
@@ -38,7 +39,7 @@ enum WritePath {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Geo {
     /// Every record's address looked up (country, city, coordinates;
-    /// kommune for Norway): one `session_geo` row per placed record.
+    /// kommune for Norway), stored with each placed record.
     Model,
     /// No enricher: no geolocation rows, every address "unknown".
     None,
@@ -92,8 +93,8 @@ struct Args {
     run: RunArgs,
 }
 
-/// The ledger's `sessions` table and indexes, as `crates/ledger/src/store.rs`
-/// creates them.
+/// The `sessions` table and indexes of the ledger's first layout (a row
+/// per record, before blocks): the raw limit's table.
 const RAW_SCHEMA: &str = "
 CREATE TABLE sessions (
     id INTEGER PRIMARY KEY,

@@ -105,7 +105,7 @@ enum Command {
         /// Wait up to this many seconds for a quiet machine before each report.
         #[arg(long, default_value_t = 0)]
         wait_idle: u64,
-        /// Also time `LedgerStore::summary` (reads the sessions table).
+        /// Also time `LedgerStore::summary` (reads every record).
         #[arg(long)]
         summary: bool,
         #[arg(long)]
@@ -410,7 +410,7 @@ fn time_reports(
             Ok(format!("{:?}", s.summary()?))
         })?;
         println!(
-            "LedgerStore::summary (sessions table)           {:.3} s  {text}",
+            "LedgerStore::summary (every record)             {:.3} s  {text}",
             times[0]
         );
         results.push(json!({"report": "summary", "seconds": times}));
