@@ -40,6 +40,7 @@ mod retention;
 pub mod rollup;
 mod seal;
 mod store;
+pub mod uniques;
 mod writer;
 
 pub use clock::ClockState;

@@ -328,6 +328,27 @@ impl RollupSource for crate::LedgerStore {
                 return self.uniques_over(dim, &crate::rollup::cover(lo, hi));
             }
         }
+        if !self.has_member_rows().map_err(|e| e.to_string())? {
+            return match periods {
+                PeriodSelection::Exact(p) => crate::uniques::counts(&self.conn, p, dim).map_err(|e| e.to_string()),
+                PeriodSelection::Days { from, to } => {
+                    // Labels that are not days (only a caller's own): every
+                    // stored period between them, as the rows' order goes.
+                    let labels: Vec<String> = self
+                        .conn
+                        .prepare_cached(
+                            "SELECT DISTINCT period FROM rollup_runs WHERE period >= ?1 AND period <= ?2 AND dim = ?3",
+                        )
+                        .and_then(|mut st| {
+                            st.query_map([from.as_str(), to.as_str(), dim], |r| r.get(0))?
+                                .collect::<Result<_, _>>()
+                        })
+                        .map_err(|e| e.to_string())?;
+                    self.union_of_runs(dim, &labels)
+                }
+            };
+        }
+        // A ledger of the first layout, opened read-only: a row per member.
         let (sql, params): (&str, Vec<String>) = match periods {
             PeriodSelection::Exact(p) => (
                 "SELECT key, count(*) FROM rollup_uniques WHERE period = ?1 AND dim = ?2 GROUP BY key",
@@ -426,10 +447,37 @@ impl std::hash::Hasher for PrefixHasher {
 }
 
 impl crate::LedgerStore {
+    /// Whether distinct addresses are still a row each (`rollup_uniques`,
+    /// the first layout, in a ledger opened read-only), not runs.
+    fn has_member_rows(&self) -> Result<bool, crate::LedgerError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_uniques'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Distinct address keys per key of `dim` over the union of the runs
+    /// of `periods`.
+    fn union_of_runs(&mut self, dim: &str, periods: &[String]) -> Result<Vec<(String, i64)>, String> {
+        let mut sets: BTreeMap<String, AddressSet> = BTreeMap::new();
+        for period in periods {
+            crate::uniques::for_each_member(&self.conn, period, dim, |key, ip| match sets.get_mut(key) {
+                Some(set) => set.insert(ip),
+                None => sets.entry(key.to_string()).or_default().insert(ip),
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(sets.into_iter().map(|(k, s)| (k, s.len() as i64)).collect())
+    }
+
     /// Distinct address keys per key of `dim` over the union of `periods`.
     fn uniques_over(&mut self, dim: &str, periods: &[String]) -> Result<Vec<(String, i64)>, String> {
         if let [one] = periods {
             return self.uniques(dim, &PeriodSelection::Exact(one.clone()));
+        }
+        if !self.has_member_rows().map_err(|e| e.to_string())? {
+            return self.union_of_runs(dim, periods);
         }
         let mut stmt = self
             .conn
@@ -534,18 +582,15 @@ mod tests {
                     )
                     .unwrap();
                 got.sort();
-                let mut want: Vec<(String, i64)> = store
-                    .conn
-                    .prepare(
-                        "SELECT key, count(DISTINCT ip_key) FROM rollup_uniques
-                         WHERE period >= ?1 AND period <= ?2 AND dim = ?3 GROUP BY key",
-                    )
-                    .unwrap()
-                    .query_map(rusqlite::params![from, to, dim], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap();
-                want.sort();
+                // Every member of every period whose label sorts in the
+                // window, as the rows a row per member would be.
+                let mut members: BTreeMap<String, std::collections::BTreeSet<Vec<u8>>> = BTreeMap::new();
+                for (period, d, key, ip) in crate::uniques::rows(&store.conn).unwrap() {
+                    if d == dim && period >= from && period <= to {
+                        members.entry(key).or_default().insert(ip);
+                    }
+                }
+                let want: Vec<(String, i64)> = members.into_iter().map(|(k, s)| (k, s.len() as i64)).collect();
                 assert_eq!(got, want, "uniques {dim} {from}..{to}");
                 let mut got = store.daily(dim, lo, hi).unwrap();
                 got.sort();
@@ -594,14 +639,12 @@ mod tests {
                 .map(|&(a, b)| s.repeats(first + a, first + b).unwrap())
                 .collect()
         };
-        let repeat_rows = |s: &crate::LedgerStore| -> i64 {
-            s.conn
-                .query_row(
-                    "SELECT count(*) FROM rollup_uniques WHERE dim = 'repeat'",
-                    [],
-                    |r| r.get(0),
-                )
+        let repeat_rows = |s: &crate::LedgerStore| -> usize {
+            crate::uniques::rows(&s.conn)
                 .unwrap()
+                .iter()
+                .filter(|r| r.1 == "repeat")
+                .count()
         };
         let want = counts(&mut store);
         assert!(want[0] > 0, "repeats exercised");
@@ -609,7 +652,7 @@ mod tests {
         store
             .conn
             .execute_batch(
-                "DELETE FROM rollup_uniques WHERE dim = 'repeat';
+                "DELETE FROM rollup_runs WHERE dim = 'repeat';
                  DELETE FROM ledger_meta WHERE key = 'repeat_periods';",
             )
             .unwrap();

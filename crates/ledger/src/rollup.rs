@@ -26,6 +26,7 @@
 //! (`$n` parameters, `ON CONFLICT`), so a fleet's PostgreSQL store applies
 //! exactly the same updates ([`Plan::statements`]).
 
+use crate::uniques::UniqueSets;
 use std::collections::HashMap;
 
 /// Dimensions a record is counted under, beside the total (`all`).
@@ -43,13 +44,6 @@ CREATE TABLE IF NOT EXISTS rollup_daily (
     completed INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
     PRIMARY KEY (day, dim, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollup_uniques (
-    period TEXT NOT NULL,          -- d2026-11-29, w2026-48, m2026-11, y2026
-    dim TEXT NOT NULL,
-    key TEXT NOT NULL,
-    ip_key BLOB NOT NULL,
-    PRIMARY KEY (period, dim, key, ip_key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_ip (
     ip_key BLOB PRIMARY KEY,
@@ -218,45 +212,10 @@ fn client_family_str(name: Option<&str>) -> &str {
     }
 }
 
-/// FxHash (rustc's hasher): the plan's maps are keyed by small integers,
-/// interned ids and address keys (HMAC output), none chosen freely by a
-/// peer, and SipHash dominated building a plan.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.write_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        for &b in chunks.remainder() {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(u64::from(n));
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-    fn write_i64(&mut self, n: i64) {
-        self.write_u64(n as u64);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
-type FxMap<K, V> = HashMap<K, V, FxBuild>;
-type FxSet<K> = std::collections::HashSet<K, FxBuild>;
+// FxHash (rustc's hasher): the plan's maps are keyed by small integers,
+// interned ids and address keys (HMAC output), none chosen freely by a
+// peer, and SipHash dominated building a plan.
+use crate::uniques::{FxBuild, FxMap, FxSet};
 
 /// The distinct strings of one plan (keys and period labels), each stored
 /// once and named by its index, so a batch allocates per distinct key, not
@@ -525,111 +484,29 @@ impl rusqlite::ToSql for Value {
     }
 }
 
-/// Runs a plan inside an open SQLite transaction: the updates of
-/// [`Plan::statements`], each statement prepared once per plan and bound
-/// straight from the plan (no per-row values or statement lookups).
-///
-/// One shortcut: an address's row in a day's period of `rollup_uniques`
-/// is only ever written together with its rows in that day's week, month
-/// and year (same dimension and key, same transaction), and no row is ever
-/// deleted. So when the day's row is already there, so are the other three,
-/// and their statements (which would change nothing) are skipped. For an
-/// address seen before that day, one statement instead of four.
+/// Runs a plan inside an open SQLite transaction, as [`apply_sqlite_sets`]
+/// does with sets read afresh (for one-off use: a writer keeps its
+/// [`UniqueSets`]).
 pub fn apply_sqlite(tx: &rusqlite::Transaction<'_>, plan: &Plan) -> rusqlite::Result<()> {
-    apply_sqlite_known(tx, plan, &KnownUniques::default()).map(drop)
+    apply_sqlite_sets(tx, plan, &mut UniqueSets::default()).map(drop)
 }
 
-/// Per-day rows of `rollup_uniques` a ledger's writer knows are stored,
-/// so a busy address's every session does not look its rows up again:
-/// under a crawler those look-ups were a third of the ledger's work. Rows
-/// are never deleted, so an entry stays true; entries are added only for
-/// committed transactions ([`KnownUniques::add`] after the commit).
-///
-/// An entry is a 128-bit tag: the row's address key (HMAC output, already
-/// uniform) mixed with a hash of its day, dimension and key. Two rows
-/// share a tag with odds of about 2^-64 per pair. Bounded: when full it
-/// starts again empty (it is only a cache).
-#[derive(Debug, Default)]
-pub struct KnownUniques {
-    tags: FxSet<u128>,
-}
-
-impl KnownUniques {
-    /// About 48 MiB when full.
-    const MAX: usize = 2_000_000;
-
-    /// The tag of row (period, dim, key, ip_key) of `rollup_uniques`.
-    pub fn tag(period: &str, dim: &str, key: &str, ip_key: &[u8]) -> u128 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (period, dim, key, ip_key).hash(&mut h);
-        let h = h.finish();
-        let mut prefix = [0u8; 16];
-        let n = ip_key.len().min(16);
-        prefix[..n].copy_from_slice(&ip_key[..n]);
-        u128::from_le_bytes(prefix) ^ (u128::from(h) << 64 | u128::from(h.rotate_left(29)))
-    }
-
-    pub fn contains(&self, tag: u128) -> bool {
-        self.tags.contains(&tag)
-    }
-
-    /// Forgets every row (the store was emptied or replaced).
-    pub fn clear(&mut self) {
-        self.tags.clear();
-    }
-
-    /// Records the tags [`apply_sqlite_known`] returned, once their
-    /// transaction has committed.
-    pub fn add(&mut self, tags: Vec<u128>) {
-        if self.tags.len() + tags.len() > Self::MAX {
-            self.tags.clear();
-        }
-        self.tags.extend(tags);
-    }
-
-    pub fn len(&self) -> usize {
-        self.tags.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tags.is_empty()
-    }
-}
-
-/// [`apply_sqlite`], skipping the per-day `rollup_uniques` rows `known`
-/// holds (and, as there, their periods' rows). Returns the tags of the
-/// per-day rows now stored, for [`KnownUniques::add`] after the commit.
-pub fn apply_sqlite_known(
+/// Runs a plan inside an open SQLite transaction: the totals, first
+/// completions and repeat days of [`Plan::statements`] (each statement
+/// prepared once per plan and bound straight from the plan), and the
+/// distinct addresses as runs ([`crate::uniques`]), which `sets` says are
+/// new. Returns how many distinct-address members were added.
+pub fn apply_sqlite_sets(
     tx: &rusqlite::Transaction<'_>,
     plan: &Plan,
-    known: &KnownUniques,
-) -> rusqlite::Result<Vec<u128>> {
+    sets: &mut UniqueSets,
+) -> rusqlite::Result<usize> {
     use rusqlite::params;
     let sorted = plan.sorted();
-    let mut stored = Vec::new();
     if !sorted.daily.is_empty() {
         let mut stmt = tx.prepare_cached(DAILY_SQL)?;
         for (day, dim, key, [started, closed, completed, bytes]) in sorted.daily {
             stmt.execute(params![day, dim, key, started, closed, completed, bytes])?;
-        }
-    }
-    if !sorted.uniques.is_empty() {
-        let mut stmt = tx.prepare_cached(UNIQUES_SQL)?;
-        let mut new = Vec::new();
-        for &(day, dim, key, ip_key) in &sorted.uniques {
-            let period = plan.strings.get(plan.days[&day][0]);
-            let tag = KnownUniques::tag(period, dim, plan.strings.get(key), &ip_key);
-            if known.contains(tag) {
-                continue;
-            }
-            if stmt.execute(params![period, dim, plan.strings.get(key), &ip_key[..]])? == 1 {
-                new.push((day, dim, key, ip_key));
-            }
-            stored.push(tag);
-        }
-        for (period, dim, key, ip_key) in plan.period_rows(&sorted.rank, new.into_iter(), 1..4) {
-            stmt.execute(params![period, dim, key, &ip_key[..]])?;
         }
     }
     if !sorted.firsts.is_empty() {
@@ -638,41 +515,40 @@ pub fn apply_sqlite_known(
             stmt.execute(params![&ip_key[..], at])?;
         }
     }
+    // A repeat day is new only once per address and day; its periods get
+    // the address then (and `sets` skips it where it is already counted).
+    let mut repeats: Vec<(i64, [u8; 16])> = Vec::new();
     if !sorted.starts.is_empty() {
         let mut stmt = tx.prepare_cached(REPEAT_SQL)?;
-        let mut periods = tx.prepare_cached(UNIQUES_SQL)?;
         for (day, ip_key, started) in sorted.starts {
-            // The same shortcut: the day's row and its periods' rows are
-            // written together, so a new day row is the only case with
-            // period rows to add, and then the condition is known to hold.
             if stmt.execute(params![day, &ip_key[..], started])? == 1 {
-                for &period in &plan.days[&day] {
-                    let period = plan.strings.get(period);
-                    periods.execute(params![period, REPEAT_DIMENSION, "", &ip_key[..]])?;
-                }
+                repeats.push((day, ip_key));
             }
         }
     }
-    Ok(stored)
+    let entries = sorted
+        .uniques
+        .iter()
+        .map(|&(day, dim, key, ip)| (day, dim, plan.strings.get(key), ip))
+        .chain(repeats.iter().map(|&(day, ip)| (day, REPEAT_DIMENSION, "", ip)));
+    sets.add(tx, entries)
 }
 
-/// Adds the per-period repeat rows of `rollup_uniques` for every
-/// `rollup_repeat` row, for a ledger whose repeats were kept per day only.
-/// Idempotent; returns the rows it added.
-pub fn backfill_repeat_periods(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<usize> {
-    let mut read = tx.prepare("SELECT day, ip_key FROM rollup_repeat")?;
-    let mut write = tx.prepare_cached(UNIQUES_SQL)?;
-    let mut labels: HashMap<i64, [String; 4]> = HashMap::new();
-    let mut added = 0;
-    let mut rows = read.query([])?;
-    while let Some(r) = rows.next()? {
-        let day: i64 = r.get(0)?;
-        let ip_key = r.get_ref(1)?.as_blob()?;
-        for period in labels.entry(day).or_insert_with(|| periods(day)).iter() {
-            added += write.execute(rusqlite::params![period, REPEAT_DIMENSION, "", ip_key])?;
-        }
-    }
-    Ok(added)
+/// Adds the per-period repeat members for every `rollup_repeat` row, for
+/// a ledger whose repeats were kept per day only. Idempotent; returns the
+/// members it added.
+pub fn backfill_repeat_periods(tx: &rusqlite::Transaction<'_>, sets: &mut UniqueSets) -> rusqlite::Result<usize> {
+    let rows: Vec<(i64, [u8; 16])> = tx
+        .prepare("SELECT day, ip_key FROM rollup_repeat")?
+        .query_map([], |r| {
+            let ip = r.get_ref(1)?.as_blob()?;
+            let mut k = [0u8; 16];
+            let n = ip.len().min(16);
+            k[..n].copy_from_slice(&ip[..n]);
+            Ok((r.get(0)?, k))
+        })?
+        .collect::<Result<_, _>>()?;
+    sets.add(tx, rows.iter().map(|&(day, ip)| (day, REPEAT_DIMENSION, "", ip)))
 }
 
 #[cfg(test)]
@@ -914,55 +790,78 @@ mod tests {
         }
     }
 
+    /// Every aggregate as rows, whichever way the distinct addresses are
+    /// stored (runs, or the reference's row per member).
+    fn dump(c: &rusqlite::Connection) -> Vec<String> {
+        let mut out = Vec::new();
+        let has_rows: bool = c
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'rollup_uniques'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        for table in ["rollup_daily", "rollup_uniques", "rollup_ip", "rollup_repeat"] {
+            if table == "rollup_uniques" && !has_rows {
+                out.extend(crate::uniques::rows(c).unwrap().into_iter().map(|(p, d, k, ip)| {
+                    use rusqlite::types::Value as V;
+                    format!("{table}: {:?}|{:?}|{:?}|{:?}", V::Text(p), V::Text(d), V::Text(k), V::Blob(ip))
+                }));
+                continue;
+            }
+            let mut stmt = c.prepare(&format!("SELECT * FROM {table}")).unwrap();
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((0..n)
+                        .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                        .collect::<Vec<_>>()
+                        .join("|"))
+                })
+                .unwrap();
+            out.extend(rows.map(|r| format!("{table}: {}", r.unwrap())));
+        }
+        out.sort();
+        out
+    }
+
+    /// The first layout's table of a row per distinct-address member,
+    /// which the reference statements write.
+    const MEMBER_ROWS_SCHEMA: &str = "
+        CREATE TABLE rollup_uniques (period TEXT NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL,
+            ip_key BLOB NOT NULL, PRIMARY KEY (period, dim, key, ip_key)) WITHOUT ROWID;";
+
     #[test]
     fn applied_plans_write_what_the_reference_writes() {
-        let dump = |c: &rusqlite::Connection| -> Vec<String> {
-            let mut out = Vec::new();
-            for table in ["rollup_daily", "rollup_uniques", "rollup_ip", "rollup_repeat"] {
-                let mut stmt = c.prepare(&format!("SELECT * FROM {table}")).unwrap();
-                let n = stmt.column_count();
-                let rows = stmt
-                    .query_map([], |r| {
-                        Ok((0..n)
-                            .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
-                            .collect::<Vec<_>>()
-                            .join("|"))
-                    })
-                    .unwrap();
-                out.extend(rows.map(|r| format!("{table}: {}", r.unwrap())));
-            }
-            out.sort();
-            out
-        };
+        let schema = format!("{SQLITE_SCHEMA}{}", crate::uniques::SCHEMA);
         let mut fast = rusqlite::Connection::open_in_memory().unwrap();
         let mut slow = rusqlite::Connection::open_in_memory().unwrap();
-        let mut cached = rusqlite::Connection::open_in_memory().unwrap();
-        fast.execute_batch(SQLITE_SCHEMA).unwrap();
+        let mut kept = rusqlite::Connection::open_in_memory().unwrap();
+        fast.execute_batch(&schema).unwrap();
         slow.execute_batch(SQLITE_SCHEMA).unwrap();
-        cached.execute_batch(SQLITE_SCHEMA).unwrap();
-        let mut known = KnownUniques::default();
-        let mut skipped = 0;
-        // Batches in turn, so later ones meet rows (and first completions)
-        // the earlier ones wrote.
+        slow.execute_batch(MEMBER_ROWS_SCHEMA).unwrap();
+        kept.execute_batch(&schema).unwrap();
+        let mut sets = UniqueSets::default();
+        let mut added = 0;
+        // Batches in turn, so later ones meet members (and first
+        // completions) the earlier ones wrote.
         for seed in 0..8 {
             let rows = rows(100 + seed, 300);
+            // Sets read afresh for every batch.
             let tx = fast.transaction().unwrap();
             apply_sqlite(&tx, &Plan::new(&rows)).unwrap();
             tx.commit().unwrap();
-            // With the cache of committed rows; one batch rolled back, whose
-            // rows must not be taken as stored.
+            // Sets kept from batch to batch; one batch rolled back, whose
+            // members the sets must not go on taking as stored.
             let plan = Plan::new(&rows);
             if seed == 3 {
-                let tx = cached.transaction().unwrap();
-                let tags = apply_sqlite_known(&tx, &plan, &known).unwrap();
-                assert!(!tags.is_empty());
+                let tx = kept.transaction().unwrap();
+                assert!(apply_sqlite_sets(&tx, &plan, &mut sets).unwrap() > 0);
                 tx.rollback().unwrap();
             }
-            let tx = cached.transaction().unwrap();
-            let tags = apply_sqlite_known(&tx, &plan, &known).unwrap();
-            skipped += plan.uniques.len() - tags.len();
+            let tx = kept.transaction().unwrap();
+            added += apply_sqlite_sets(&tx, &plan, &mut sets).unwrap();
             tx.commit().unwrap();
-            known.add(tags);
             let tx = slow.transaction().unwrap();
             for (sql, params) in reference_statements(&rows) {
                 tx.execute(sql, rusqlite::params_from_iter(params.iter()))
@@ -975,9 +874,72 @@ mod tests {
             a.iter().any(|r| r.starts_with("rollup_repeat")),
             "repeats exercised"
         );
+        assert!(a.iter().any(|r| r.contains("\"repeat\"")), "repeat periods exercised");
         assert_eq!(a, b);
-        assert!(skipped > 100, "the cache skipped rows: {skipped}");
-        assert_eq!(dump(&cached), b, "with the cache");
+        assert_eq!(dump(&kept), b, "with sets kept");
+        let members = b.iter().filter(|r| r.starts_with("rollup_uniques")).count();
+        assert_eq!(added, members, "each member added once");
+        // Runs were merged: far fewer than a run per batch and key.
+        let runs: i64 = kept
+            .query_row("SELECT count(*) FROM rollup_runs", [], |r| r.get(0))
+            .unwrap();
+        let keys: i64 = kept
+            .query_row(
+                "SELECT count(*) FROM (SELECT DISTINCT period, dim, key FROM rollup_runs)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(runs < keys * 4, "{runs} runs for {keys} keys");
+    }
+
+    #[test]
+    fn runs_merge_as_they_pile_up_and_keep_every_member_once() {
+        let schema = format!("{SQLITE_SCHEMA}{}", crate::uniques::SCHEMA);
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        c.execute_batch(&schema).unwrap();
+        let mut sets = UniqueSets::default();
+        let day = days_from_civil(2026, 11, 30);
+        let mut all = std::collections::BTreeSet::new();
+        // 300 commits of 1..=40 new addresses each, some repeated.
+        for commit in 0u32..300 {
+            let tx = c.transaction().unwrap();
+            let ips: Vec<[u8; 16]> = (0..commit % 40 + 1)
+                .map(|i| {
+                    let n = (commit * 37 + i * 101) % 5000;
+                    let mut k = [0u8; 16];
+                    k[..4].copy_from_slice(&n.to_be_bytes());
+                    k[15] = 0xa5;
+                    k
+                })
+                .collect();
+            all.extend(ips.iter().copied());
+            sets.add(&tx, ips.iter().map(|&ip| (day, "all", "", ip))).unwrap();
+            tx.commit().unwrap();
+        }
+        let counts = crate::uniques::counts(&c, &periods(day)[3], "all").unwrap();
+        assert_eq!(counts, vec![(String::new(), all.len() as i64)]);
+        let runs: i64 = c
+            .query_row(
+                "SELECT count(*) FROM rollup_runs WHERE period = ?1",
+                [&periods(day)[0]],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(runs <= 3 * 6, "{runs} runs after 300 commits");
+        // A second writer on the same file (other sets): nothing twice.
+        let mut other = UniqueSets::default();
+        let tx = c.transaction().unwrap();
+        let again: Vec<[u8; 16]> = all.iter().copied().take(100).collect();
+        assert_eq!(other.add(&tx, again.iter().map(|&ip| (day, "all", "", ip))).unwrap(), 0);
+        let mut fresh = [0u8; 16];
+        fresh[0] = 0xee;
+        assert_eq!(other.add(&tx, [(day, "all", "", fresh)]).unwrap(), 4);
+        tx.commit().unwrap();
+        // The first writer sees the version moved and reads again.
+        let tx = c.transaction().unwrap();
+        assert_eq!(sets.add(&tx, [(day, "all", "", fresh)]).unwrap(), 0);
+        tx.commit().unwrap();
     }
 
     #[test]

@@ -66,7 +66,8 @@ pub struct LedgerStore {
     ip_keyer: IpKeyer,
     enricher: Option<Box<dyn Enricher>>,
     /// Aggregate rows this store has seen committed (a cache).
-    known_uniques: crate::rollup::KnownUniques,
+    /// The distinct-address members this store's writes go by.
+    unique_sets: crate::uniques::UniqueSets,
 }
 
 /// The first record that fails verification, and why.
@@ -137,6 +138,7 @@ impl LedgerStore {
         conn.execute_batch(crate::interest::SCHEMA)?;
         conn.execute_batch(crate::seal::SCHEMA)?;
         conn.execute_batch(crate::rollup::SQLITE_SCHEMA)?;
+        conn.execute_batch(crate::uniques::SCHEMA)?;
         // The node's identity in seals, exports and a fleet's store: drawn
         // once, with the ledger.
         let mut id = [0u8; 16];
@@ -161,11 +163,15 @@ impl LedgerStore {
             ip_keyer: IpKeyer::new(secret.as_bytes()),
             ip_key_secret: secret.into_bytes(),
             enricher: None,
-            known_uniques: Default::default(),
+            unique_sets: Default::default(),
         };
         if first_layout {
             let converted = crate::legacy::convert(&mut store.conn)?;
             tracing::info!(records = converted, "ledger converted to blocks");
+        }
+        let moved = crate::uniques::move_rows_to_runs(&mut store.conn)?;
+        if moved > 0 {
+            tracing::info!(members = moved, "distinct-address aggregates moved into runs");
         }
         store.catch_up_rollups()?;
         store.backfill_repeat_periods()?;
@@ -179,7 +185,7 @@ impl LedgerStore {
             ip_key_secret: Vec::new(),
             ip_keyer: IpKeyer::new(&[]),
             enricher: None,
-            known_uniques: Default::default(),
+            unique_sets: Default::default(),
         }
     }
 
@@ -216,7 +222,7 @@ impl LedgerStore {
             |r| r.get(0),
         )?;
         if !done {
-            let added = crate::rollup::backfill_repeat_periods(&tx)?;
+            let added = crate::rollup::backfill_repeat_periods(&tx, &mut self.unique_sets)?;
             tx.execute(
                 "INSERT INTO ledger_meta (key, value) VALUES ('repeat_periods', 'kept')",
                 [],
@@ -278,7 +284,7 @@ impl LedgerStore {
                 return Ok(());
             }
             let to = (through + 50_000).min(last);
-            roll_up_range(&tx, &self.ip_key_secret, through + 1, to)?;
+            roll_up_range(&tx, &self.ip_key_secret, &mut self.unique_sets, through + 1, to)?;
             tx.commit()?;
         }
     }
@@ -534,7 +540,7 @@ impl LedgerStore {
             unrolled.first_seq
         };
         if through + 1 < unrolled_from {
-            roll_up_range(&tx, &self.ip_key_secret, through + 1, unrolled_from - 1)?;
+            roll_up_range(&tx, &self.ip_key_secret, &mut self.unique_sets, through + 1, unrolled_from - 1)?;
         }
         let through = through.max(unrolled_from - 1);
         // Another process appended after `unrolled` (a second writer on the
@@ -543,7 +549,7 @@ impl LedgerStore {
         let unrolled_end = unrolled_from + unrolled.records.len() as i64;
         let gap = !unrolled.records.is_empty() && unrolled_end != first_seq;
         let roll_up = roll_up || gap;
-        let (keys, stored) = {
+        let keys = {
             let mut keys: Vec<AddressFacts> = Vec::with_capacity(batch.len());
             // Every record's own random salt, drawn in one call.
             let mut salts = vec![0u8; 16 * batch.len()];
@@ -602,51 +608,40 @@ impl LedgerStore {
                 .collect();
             blockstore::append(&tx, &chain_end, &packed)?;
             drop(packed);
-            let stored = if roll_up {
+            if roll_up {
                 let skip = usize::try_from(through + 1 - unrolled_from).unwrap_or(0);
                 let pending = unrolled.records.iter().zip(&unrolled.keys).skip(skip);
-                let stored = if gap {
+                if gap {
                     // In sequence order: ours, the other process's, ours.
                     let inputs: Vec<RollupRow<'_>> = pending
                         .map(|(r, (ip_key, geo))| rollup_row(r, *ip_key, geo))
                         .collect();
-                    let mut stored =
-                        crate::rollup::apply_sqlite_known(&tx, &Plan::new(&inputs), &self.known_uniques)?;
+                    crate::rollup::apply_sqlite_sets(&tx, &Plan::new(&inputs), &mut self.unique_sets)?;
                     let from = unrolled_end.max(through + 1);
                     if from < first_seq {
-                        roll_up_range(&tx, &self.ip_key_secret, from, first_seq - 1)?;
+                        roll_up_range(&tx, &self.ip_key_secret, &mut self.unique_sets, from, first_seq - 1)?;
                     }
                     let inputs: Vec<RollupRow<'_>> = batch
                         .iter()
                         .zip(&keys)
                         .map(|(r, (ip_key, geo))| rollup_row(r, *ip_key, geo))
                         .collect();
-                    stored.extend(crate::rollup::apply_sqlite_known(
-                        &tx,
-                        &Plan::new(&inputs),
-                        &self.known_uniques,
-                    )?);
-                    stored
+                    crate::rollup::apply_sqlite_sets(&tx, &Plan::new(&inputs), &mut self.unique_sets)?;
                 } else {
                     let inputs: Vec<RollupRow<'_>> = pending
                         .chain(batch.iter().zip(&keys))
                         .map(|(r, (ip_key, geo))| rollup_row(r, *ip_key, geo))
                         .collect();
-                    crate::rollup::apply_sqlite_known(&tx, &Plan::new(&inputs), &self.known_uniques)?
-                };
+                    crate::rollup::apply_sqlite_sets(&tx, &Plan::new(&inputs), &mut self.unique_sets)?;
+                }
                 tx.execute(
                     "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('rollups_through', ?1)",
                     [head.0.to_string()],
                 )?;
-                stored
-            } else {
-                Vec::new()
-            };
-            (keys, stored)
+            }
+            keys
         };
         tx.commit()?;
-        // Only now: a batch that failed to commit is retried in full.
-        self.known_uniques.add(stored);
         Ok((first_seq, keys, roll_up))
     }
 
@@ -1042,6 +1037,7 @@ pub(crate) fn is_download(peer_pieces_initial: Option<i64>, piece_count: i64) ->
 fn roll_up_range(
     tx: &rusqlite::Transaction<'_>,
     secret: &[u8],
+    sets: &mut crate::uniques::UniqueSets,
     from: i64,
     to: i64,
 ) -> Result<(), LedgerError> {
@@ -1103,7 +1099,7 @@ fn roll_up_range(
             }
         })
         .collect();
-    crate::rollup::apply_sqlite(tx, &Plan::new(&inputs))?;
+    crate::rollup::apply_sqlite_sets(tx, &Plan::new(&inputs), sets)?;
     tx.execute(
         "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('rollups_through', ?1)",
         [to.to_string()],

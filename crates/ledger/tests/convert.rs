@@ -99,6 +99,18 @@ fn a_first_layout_ledger_is_converted_with_every_hash_and_seal_kept() {
     let old_verify = old.verify().unwrap();
     assert_eq!((old_verify.records, old_verify.first_bad.as_ref()), (60, None));
     let old_summary = old.summary().unwrap();
+    let figures = |s: &mut LedgerStore| {
+        use warnseed_ledger::report::{report, Granularity};
+        let day = |ms: i64| ms.div_euclid(86_400_000);
+        let (from, to) = (day(1_790_000_000_000), day(1_790_300_000_000));
+        ["all", "country", "kommune", "title"].map(|dim| {
+            let rows = report(s, dim, from, to, Granularity::Week).unwrap();
+            serde_json::to_string(&rows).unwrap()
+        })
+    };
+    let mut old = old;
+    let old_figures = figures(&mut old);
+    assert!(old_figures[0].contains("\"unique_ips\":"), "{}", old_figures[0]);
     let refused = old.sessions().unwrap_err().to_string();
     assert!(refused.contains("older warnseed"), "{refused}");
     drop(old);
@@ -120,6 +132,10 @@ fn a_first_layout_ledger_is_converted_with_every_hash_and_seal_kept() {
         )
     );
     assert_eq!(store.summary().unwrap(), old_summary);
+    // The distinct addresses moved from a row each into runs: the same
+    // figures.
+    assert_eq!(figures(&mut store), old_figures);
+    assert!(!tables(&path).contains(&"rollup_uniques".to_string()));
     assert!(store.has_pseudonyms().unwrap());
     let names = tables(&path);
     assert!(

@@ -200,7 +200,7 @@ fn aggregates_survive_erasure_and_a_rebuild() {
     // (not one address shared by all of them).
     let conn = rusqlite::Connection::open(dir.path().join("ledger.sqlite")).unwrap();
     conn.execute_batch(
-        "DELETE FROM rollup_daily; DELETE FROM rollup_uniques; DELETE FROM rollup_ip; DELETE FROM rollup_repeat;
+        "DELETE FROM rollup_daily; DELETE FROM rollup_runs; DELETE FROM rollup_state; DELETE FROM rollup_ip; DELETE FROM rollup_repeat;
          DELETE FROM ledger_meta WHERE key = 'rollups_through';",
     )
     .unwrap();

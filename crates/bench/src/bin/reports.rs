@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use warnseed_bench::traffic::{Model, ModelGeo, Stream};
 use warnseed_bench::{machine, median, wait_for_idle};
 use warnseed_ledger::report::{campaign_summary, report, Granularity, PeriodSelection, RollupSource};
-use warnseed_ledger::rollup::{apply_sqlite, periods, Plan, RollupRow};
+use warnseed_ledger::rollup::{apply_sqlite_sets, periods, Plan, RollupRow};
 use warnseed_ledger::{LedgerStore, LedgerWriter, RecordKind, WriterConfig};
 
 const TARGET_SECONDS: f64 = 2.0;
@@ -210,10 +210,12 @@ fn generate_aggregates(out: &Path, c: &Campaign) -> Result<()> {
     let start = Instant::now();
     let mut apply_secs = 0.0;
     let mut last_report = Instant::now();
+    // Kept from commit to commit, as the ledger's writer keeps them.
+    let mut sets = warnseed_ledger::uniques::UniqueSets::default();
     for (plan, _, opened) in rx {
         let t = Instant::now();
         let txn = conn.transaction()?;
-        apply_sqlite(&txn, &plan)?;
+        apply_sqlite_sets(&txn, &plan, &mut sets)?;
         txn.commit()?;
         apply_secs += t.elapsed().as_secs_f64();
         if last_report.elapsed() > Duration::from_secs(60) {
@@ -277,7 +279,7 @@ fn table_rows(path: &Path) -> Result<Vec<(String, i64)>> {
     for t in [
         "record_blocks",
         "rollup_daily",
-        "rollup_uniques",
+        "rollup_runs",
         "rollup_ip",
         "rollup_repeat",
     ] {
