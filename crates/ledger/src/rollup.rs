@@ -484,6 +484,64 @@ impl rusqlite::ToSql for Value {
     }
 }
 
+/// Per-day rows of a row-per-member `rollup_uniques` (a fleet's
+/// PostgreSQL store) a client knows are stored, so a busy address's every
+/// session does not look its rows up again. Rows are never deleted, so an
+/// entry stays true; entries are added only for committed transactions
+/// ([`KnownUniques::add`] after the commit).
+///
+/// An entry is a 128-bit tag: the row's address key (HMAC output, already
+/// uniform) mixed with a hash of its day, dimension and key. Two rows
+/// share a tag with odds of about 2^-64 per pair. Bounded: when full it
+/// starts again empty (it is only a cache).
+#[derive(Debug, Default)]
+pub struct KnownUniques {
+    tags: FxSet<u128>,
+}
+
+impl KnownUniques {
+    /// About 48 MiB when full.
+    const MAX: usize = 2_000_000;
+
+    /// The tag of row (period, dim, key, ip_key) of `rollup_uniques`.
+    pub fn tag(period: &str, dim: &str, key: &str, ip_key: &[u8]) -> u128 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (period, dim, key, ip_key).hash(&mut h);
+        let h = h.finish();
+        let mut prefix = [0u8; 16];
+        let n = ip_key.len().min(16);
+        prefix[..n].copy_from_slice(&ip_key[..n]);
+        u128::from_le_bytes(prefix) ^ (u128::from(h) << 64 | u128::from(h.rotate_left(29)))
+    }
+
+    pub fn contains(&self, tag: u128) -> bool {
+        self.tags.contains(&tag)
+    }
+
+    /// Forgets every row (the store was emptied or replaced).
+    pub fn clear(&mut self) {
+        self.tags.clear();
+    }
+
+    /// Records the tags of rows a transaction stored, once it has
+    /// committed.
+    pub fn add(&mut self, tags: Vec<u128>) {
+        if self.tags.len() + tags.len() > Self::MAX {
+            self.tags.clear();
+        }
+        self.tags.extend(tags);
+    }
+
+    pub fn len(&self) -> usize {
+        self.tags.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+}
+
 /// Runs a plan inside an open SQLite transaction, as [`apply_sqlite_sets`]
 /// does with sets read afresh (for one-off use: a writer keeps its
 /// [`UniqueSets`]).
