@@ -5,8 +5,8 @@
 use crate::batch::{Batch, GeoRow, SealRow};
 use crate::FleetError;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use warnseed_ledger::block::PackedAddress;
 use std::path::Path;
+use warnseed_ledger::block::PackedAddress;
 
 /// The aggregates' key of an address under `secret`: the first 16 bytes
 /// of HMAC-SHA256, exactly as [`warnseed_ledger::LedgerStore::ip_key`].
@@ -77,7 +77,9 @@ impl Spool {
     pub fn head(&self) -> Result<i64, FleetError> {
         Ok(self
             .conn
-            .query_row("SELECT coalesce(max(last_seq), 0) FROM record_blocks", [], |r| r.get(0))?)
+            .query_row("SELECT coalesce(max(last_seq), 0) FROM record_blocks", [], |r| {
+                r.get(0)
+            })?)
     }
 
     /// The stored hash of record `seq`, if there is one.
@@ -138,12 +140,7 @@ impl Spool {
             b.kind.push(r.kind.as_str().to_string());
             b.session_key.push(r.session_key);
             let g = &r.geo;
-            let placed = [g.country, g.country_name, g.region, g.city].iter().any(Option::is_some)
-                || g.latitude.is_some()
-                || g.longitude.is_some()
-                || g.accuracy_km.is_some()
-                || g.kommune.is_some();
-            b.geo.push(placed.then(|| GeoRow {
+            b.geo.push((!g.is_empty()).then(|| GeoRow {
                 country: g.country.map(str::to_string),
                 country_name: g.country_name.map(str::to_string),
                 region: g.region.map(str::to_string),
@@ -161,6 +158,18 @@ impl Spool {
             warnseed_ledger::LedgerError::Io(why) if why.starts_with("record ") => FleetError::Chain(why),
             other => FleetError::Ledger(other),
         })?;
+        // Nothing in the window but records after it: the next record's
+        // block is gone.
+        if b.seq.is_empty() {
+            let later: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM record_blocks WHERE last_seq > ?1)",
+                [after_seq],
+                |r| r.get(0),
+            )?;
+            if later {
+                return Err(FleetError::Chain(format!("record {} is missing", after_seq + 1)));
+            }
+        }
         let through = b.last_seq().unwrap_or(after_seq);
         {
             let mut stmt = tx.prepare_cached(
@@ -189,5 +198,67 @@ impl Spool {
         tx.commit()?;
         b.prepare();
         Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warnseed_ledger::{LedgerStore, RecordKind, SessionRecord, Transport};
+
+    fn record(i: u32) -> SessionRecord {
+        SessionRecord {
+            kind: RecordKind::Close,
+            session_key: i64::from(i),
+            started_at_ms: 1_790_000_000_000 + i64::from(i),
+            ended_at_ms: 1_790_000_001_000 + i64::from(i),
+            network: "bittorrent",
+            decoy_id: 1,
+            info_hash: [1; 20],
+            remote_ip: "192.0.2.7".parse().unwrap(),
+            remote_port: 40_000,
+            peer_id: None,
+            client_name: None,
+            client_version: None,
+            transport: Transport::Tcp,
+            bytes_sent: 5,
+            pieces_sent: 1,
+            piece_count: 1,
+            peer_pieces_initial: Some(0),
+            peer_pieces_final: 1,
+            completed: true,
+            close_reason: "peer_complete".into(),
+        }
+    }
+
+    #[test]
+    fn a_missing_block_is_a_broken_chain_not_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let mut store = LedgerStore::open(&path).unwrap();
+        let all: Vec<SessionRecord> = (1..=900).map(record).collect();
+        for batch in all.chunks(300) {
+            store.append(batch).unwrap();
+        }
+        drop(store);
+        let mut spool = Spool::open(&path, None).unwrap();
+        assert_eq!(spool.head().unwrap(), 900);
+        let b = spool.read(250, 100, 0).unwrap();
+        assert_eq!((b.first_seq(), b.last_seq()), (Some(251), Some(350)));
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute("DELETE FROM record_blocks WHERE first_seq = 301", [])
+            .unwrap();
+        // The window lies inside the gap: no records, but more after it.
+        match spool.read(300, 100, 0) {
+            Err(FleetError::Chain(why)) => assert!(why.contains("record 301 is missing"), "{why}"),
+            other => panic!("{:?}", other.map(|b| b.seq)),
+        }
+        // A window reaching into the gap: the records before it, then the
+        // next read finds the gap.
+        let b = spool.read(250, 100, 0).unwrap();
+        assert_eq!((b.first_seq(), b.last_seq()), (Some(251), Some(300)));
+        // Past the end: nothing, and no error.
+        assert!(spool.read(900, 100, 0).unwrap().seq.is_empty());
     }
 }

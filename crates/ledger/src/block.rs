@@ -103,6 +103,11 @@ impl<'a> PackedGeo<'a> {
         }
     }
 
+    /// No field is known.
+    pub fn is_empty(&self) -> bool {
+        self.present() == 0
+    }
+
     fn strings(&self) -> [Option<&'a str>; 7] {
         [
             self.country,

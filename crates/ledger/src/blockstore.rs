@@ -142,76 +142,118 @@ pub(crate) fn head(conn: &Connection) -> Result<Head, LedgerError> {
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1), r.get::<_, Vec<u8>>(2))),
         )
         .optional()?;
-    let row = match row {
-        Some((first, Ok(last), Ok(hash))) => Some((first, last, hash)),
-        None => None,
-        Some((first, ..)) => {
-            return Err(LedgerError::Io(format!(
-                "the row of the newest block (records from {first}) is damaged: run `warnseed ledger verify`"
-            )))
-        }
-    };
-    Ok(match row {
-        None => Head {
+    let Some((first, last, hash)) = row else {
+        return Ok(Head {
             last_seq: 0,
             last_hash: GENESIS,
             tail: None,
-        },
-        Some((first, last, hash)) => Head {
-            last_seq: last,
-            // A damaged column makes the next record's link wrong, which
-            // `verify` reports; appending goes on.
-            last_hash: hash.try_into().unwrap_or([0xff; 32]),
-            tail: usize::try_from(last - first + 1).ok().map(|n| (first, n)),
-        },
+        });
+    };
+    // Columns a block could not have (edited) would put the next records
+    // where others are, or nowhere: appending stops until someone looks.
+    let last = last.ok();
+    let len = last
+        .and_then(|last| last.checked_sub(first))
+        .and_then(|d| usize::try_from(d).ok())
+        .filter(|&d| d < MAX_BLOCK_RECORDS && first >= 1)
+        .map(|d| d + 1);
+    let hash: Option<Hash> = hash.ok().and_then(|h| h.try_into().ok());
+    let (Some(len), Some(last), Some(hash)) = (len, last, hash) else {
+        return Err(damaged_row(first));
+    };
+    if last.checked_add(MAX_BLOCK_RECORDS as i64).is_none() {
+        return Err(damaged_row(first));
+    }
+    Ok(Head {
+        last_seq: last,
+        last_hash: hash,
+        tail: Some((first, len)),
     })
 }
 
+fn damaged_row(first_seq: i64) -> LedgerError {
+    LedgerError::Io(format!(
+        "the row of the newest block (records from {first_seq}) does not describe a block: nothing more is \
+         written to this ledger; run `warnseed ledger verify`, keep the file as it is and start a new one"
+    ))
+}
+
 /// Stores `records`, which follow `head` (the caller chained them to it).
-pub(crate) fn append(conn: &Connection, head: &Head, records: &[PackedRecord<'_>]) -> Result<(), LedgerError> {
+pub(crate) fn append(
+    conn: &Connection,
+    head: &Head,
+    records: &[PackedRecord<'_>],
+) -> Result<(), LedgerError> {
     if records.is_empty() {
         return Ok(());
     }
     let mut next = head.last_seq + 1;
     let mut rest = records;
     if let Some((tail_first, tail_len)) = head.tail {
-        if tail_len < TAIL_MERGE_BELOW && tail_first + tail_len as i64 == next {
+        if tail_len < TAIL_MERGE_BELOW {
             let data: Vec<u8> = conn.query_row(
                 "SELECT data FROM record_blocks WHERE first_seq = ?1",
                 [tail_first],
                 |r| r.get(0),
             )?;
-            let old = block::decode(&data).map_err(|e| damaged(tail_first, e))?;
-            let take = rest.len().min(MAX_BLOCK_RECORDS - old.records.len());
-            let mut merged = old.records;
-            merged.extend(rest[..take].iter().cloned());
-            write_block(conn, tail_first, &merged)?;
-            next += take as i64;
-            rest = &rest[take..];
+            // Only a tail that is what its row says takes more records: a
+            // damaged or edited one stays as found (for `verify` to name),
+            // and the records start a block of their own.
+            if let Ok(old) = block::decode(&data) {
+                let matches = old.first_seq == tail_first
+                    && old.records.len() == tail_len
+                    && old.records.last().map(|r| r.record_hash) == Some(head.last_hash);
+                if matches {
+                    let take = rest.len().min(MAX_BLOCK_RECORDS - old.records.len());
+                    let mut merged = old.records;
+                    merged.extend(rest[..take].iter().cloned());
+                    write_block(conn, tail_first, &merged)?;
+                    next += take as i64;
+                    rest = &rest[take..];
+                }
+            }
         }
     }
     for chunk in rest.chunks(MAX_BLOCK_RECORDS) {
-        write_block(conn, next, chunk)?;
+        store_block(conn, next, chunk, false)?;
         next += chunk.len() as i64;
     }
     Ok(())
 }
 
-/// Writes (or rewrites) the block of `records` starting at `first_seq`,
+/// Rewrites (or writes) the block of `records` starting at `first_seq`,
 /// its row's columns made from them. It stores what it is given: keeping
-/// the chain is the caller's part (the store's append, a conversion,
-/// retention, which only touches what the chain does not cover).
-pub fn write_block(conn: &Connection, first_seq: i64, records: &[PackedRecord<'_>]) -> Result<(), LedgerError> {
+/// the chain is the caller's part (the store's append, retention, which
+/// only touches what the chain does not cover).
+pub fn write_block(
+    conn: &Connection,
+    first_seq: i64,
+    records: &[PackedRecord<'_>],
+) -> Result<(), LedgerError> {
+    store_block(conn, first_seq, records, true)
+}
+
+/// Writes a block; a new one (`replace` false) never takes the place of
+/// a stored one: that is an error, not an overwrite.
+fn store_block(
+    conn: &Connection,
+    first_seq: i64,
+    records: &[PackedRecord<'_>],
+    replace: bool,
+) -> Result<(), LedgerError> {
     let last = records.last().expect("a block holds a record");
     let min = records.iter().map(|r| r.started_at_ms).min().expect("non-empty");
     let max = records.iter().map(|r| r.started_at_ms).max().expect("non-empty");
     let mut data = Vec::with_capacity(200 * records.len());
     block::encode(first_seq, records, &mut data);
-    conn.prepare_cached(
+    let sql = if replace {
         "INSERT OR REPLACE INTO record_blocks (first_seq, last_seq, min_started_ms, max_started_ms, last_hash,
-         addresses, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
+         addresses, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    } else {
+        "INSERT INTO record_blocks (first_seq, last_seq, min_started_ms, max_started_ms, last_hash,
+         addresses, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    };
+    conn.prepare_cached(sql)?.execute(params![
         first_seq,
         first_seq + records.len() as i64 - 1,
         min,
@@ -237,6 +279,18 @@ fn blob<'r>(row: &'r rusqlite::Row<'_>, i: usize, first_seq: i64) -> Result<&'r 
             "the block of records from {first_seq} has a column that is not bytes: run `warnseed ledger verify`"
         ))
     })
+}
+
+/// The block of a row whose first seq is `first_seq`.
+fn decode_at(data: &[u8], first_seq: i64) -> Result<block::Block<'_>, LedgerError> {
+    let block = block::decode(data).map_err(|e| damaged(first_seq, e))?;
+    if block.first_seq != first_seq {
+        return Err(LedgerError::Io(format!(
+            "the block of records from {first_seq} holds records from {}: run `warnseed ledger verify`",
+            block.first_seq
+        )));
+    }
+    Ok(block)
 }
 
 /// The hash of the record before `seq` (the genesis hash before record 1).
@@ -272,7 +326,7 @@ pub fn for_each_seq(
     while let Some(row) = rows.next()? {
         let first_seq: i64 = row.get(0)?;
         let data = blob(row, 1, first_seq)?;
-        let block = block::decode(data).map_err(|e| damaged(first_seq, e))?;
+        let block = decode_at(data, first_seq)?;
         let mut prev_hash = match prev {
             Some(h) => h,
             None => hash_before(conn, first_seq)?,
@@ -323,7 +377,7 @@ pub(crate) fn for_each_started(
                 continue;
             }
         }
-        let block = block::decode(blob(row, 2, first_seq)?).map_err(|e| damaged(first_seq, e))?;
+        let block = decode_at(blob(row, 2, first_seq)?, first_seq)?;
         let mut prev_hash = match prev {
             Some((next, h)) if next == first_seq => h,
             _ => hash_before(conn, first_seq)?,
@@ -341,18 +395,19 @@ pub(crate) fn for_each_started(
     Ok(())
 }
 
-/// Calls `f(first_seq, records)` for every block that holds a raw address
-/// of a session started before `before_ms`, oldest first, at most `limit`
-/// blocks from `after` (a block's first seq) on; returns the last block's
-/// first seq, for the next call. `f` returns the records to store instead,
-/// if any changed.
+/// Calls `f(records)` for every block that holds a raw address of a
+/// session started before `before_ms`, oldest first, at most `limit`
+/// blocks from `after` (a block's first seq) on, and stores what `f` left
+/// when it returns true. Returns the last block's first seq, for the next
+/// call, and the first seqs of blocks that could not be read (left as
+/// they are: one damaged block must not keep every later one's addresses).
 pub(crate) fn rewrite_blocks_before(
     conn: &Connection,
     before_ms: i64,
     after: i64,
     limit: usize,
     mut f: impl FnMut(&mut Vec<PackedRecord<'_>>) -> bool,
-) -> Result<Option<i64>, LedgerError> {
+) -> Result<(Option<i64>, Vec<i64>), LedgerError> {
     let blocks: Vec<(i64, Vec<u8>)> = conn
         .prepare_cached(
             "SELECT first_seq, data FROM record_blocks
@@ -361,14 +416,19 @@ pub(crate) fn rewrite_blocks_before(
         .query_map(params![before_ms, after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut last = None;
+    let mut unreadable = Vec::new();
     for (first_seq, data) in &blocks {
-        let mut records = block::decode(data).map_err(|e| damaged(*first_seq, e))?.records;
+        last = Some(*first_seq);
+        let Ok(block) = decode_at(data, *first_seq) else {
+            unreadable.push(*first_seq);
+            continue;
+        };
+        let mut records = block.records;
         if f(&mut records) {
             write_block(conn, *first_seq, &records)?;
         }
-        last = Some(*first_seq);
     }
-    Ok(last)
+    Ok((last, unreadable))
 }
 
 /// One stored block as `verify` checks it.
@@ -377,8 +437,9 @@ pub(crate) struct BlockRow {
     pub last_seq: i64,
     pub min_started_ms: i64,
     pub max_started_ms: i64,
-    pub last_hash: Vec<u8>,
-    pub addresses: Vec<u8>,
+    /// `None`: not bytes (edited).
+    pub last_hash: Option<Vec<u8>>,
+    pub addresses: Option<Vec<u8>>,
     pub data: Vec<u8>,
 }
 
@@ -391,9 +452,9 @@ impl BlockRow {
             Some("last_seq")
         } else if min != Some(self.min_started_ms) || max != Some(self.max_started_ms) {
             Some("min_started_ms/max_started_ms")
-        } else if records.last().map(|r| &r.record_hash[..]) != Some(&self.last_hash[..]) {
+        } else if records.last().map(|r| &r.record_hash[..]) != self.last_hash.as_deref() {
             Some("last_hash")
-        } else if address_index(records) != self.addresses {
+        } else if Some(address_index(records)) != self.addresses {
             Some("addresses")
         } else {
             None
@@ -402,7 +463,10 @@ impl BlockRow {
 }
 
 /// Calls `f` with every block row in order; stops when it returns false.
-pub(crate) fn for_each_row(conn: &Connection, mut f: impl FnMut(BlockRow) -> bool) -> Result<(), LedgerError> {
+pub(crate) fn for_each_row(
+    conn: &Connection,
+    mut f: impl FnMut(BlockRow) -> bool,
+) -> Result<(), LedgerError> {
     let mut stmt = conn.prepare(
         "SELECT first_seq, last_seq, min_started_ms, max_started_ms, last_hash, addresses, data
          FROM record_blocks ORDER BY first_seq",
@@ -412,10 +476,10 @@ pub(crate) fn for_each_row(conn: &Connection, mut f: impl FnMut(BlockRow) -> boo
         // A value of another type in a column (text for a number) is read
         // as what cannot match, so `verify` names the block.
         let int = |i: usize| r.get::<_, i64>(i).unwrap_or(i64::MIN);
-        let blob = |i: usize| -> Vec<u8> {
+        let blob = |i: usize| -> Option<Vec<u8>> {
             match r.get_ref(i) {
-                Ok(rusqlite::types::ValueRef::Blob(b)) => b.to_vec(),
-                _ => Vec::new(),
+                Ok(rusqlite::types::ValueRef::Blob(b)) => Some(b.to_vec()),
+                _ => None,
             }
         };
         let row = BlockRow {
@@ -425,7 +489,7 @@ pub(crate) fn for_each_row(conn: &Connection, mut f: impl FnMut(BlockRow) -> boo
             max_started_ms: int(3),
             last_hash: blob(4),
             addresses: blob(5),
-            data: blob(6),
+            data: blob(6).unwrap_or_default(),
         };
         if !f(row) {
             break;

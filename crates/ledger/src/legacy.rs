@@ -13,7 +13,7 @@ use crate::chain::{self, ChainedFields, GENESIS};
 use crate::merkle::Hash;
 use crate::store::{BadRecord, LedgerSummary, SealCheck};
 use crate::{LedgerError, RecordKind};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 const COLUMNS: [&str; 25] = [
     "id",
@@ -281,7 +281,8 @@ fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, String> {
     let salt: Option<Vec<u8>> = r.get(19).map_err(e)?;
     let address = match salt {
         Some(salt) => {
-            let parsed: std::net::IpAddr = ip.parse().map_err(|_| format!("address {ip:?} does not parse"))?;
+            let parsed: std::net::IpAddr =
+                ip.parse().map_err(|_| format!("address {ip:?} does not parse"))?;
             // The commitment covers the text: it must come back the same.
             if parsed.to_string() != ip {
                 return Err(format!("address {ip:?} is not in canonical form"));
@@ -366,6 +367,36 @@ fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, String> {
     })
 }
 
+/// Every field of a first-layout record with its place, as conversion
+/// reads it.
+const CONVERT_SELECT: &str =
+    "SELECT s.id, s.started_at_ms, s.ended_at_ms, s.network, s.decoy_id, s.info_hash,
+        s.remote_ip, s.remote_port, s.peer_id, s.client_name, s.client_version, s.transport, s.bytes_sent,
+        s.pieces_sent, s.piece_count, s.peer_pieces_initial, s.peer_pieces_final, s.completed,
+        s.close_reason, s.ip_salt, s.ip_commitment, s.prev_hash, s.record_hash, s.kind,
+        s.session_key, g.country, g.country_name, g.region, g.city, g.latitude, g.longitude,
+        g.accuracy_km, g.kommune, g.kommune_name, g.kommune_confidence
+    FROM sessions s LEFT JOIN session_geo g ON g.seq = s.id";
+
+/// Checks, before anything is written, that every record of a verified
+/// first-layout ledger can be stored in a block (a record can verify and
+/// still hold what a block has no room for: an address spelt another
+/// way, a place of the wrong type, which the chain does not cover).
+pub(crate) fn check_convertible(conn: &Connection) -> Result<(), LedgerError> {
+    let mut stmt = conn.prepare(CONVERT_SELECT)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        if let Err(why) = read_row(r) {
+            let seq = r.get::<_, i64>(0).unwrap_or(0);
+            return Err(LedgerError::Io(format!(
+                "this ledger has the layout of an older warnseed and record {seq} cannot be converted ({why}); \
+                 it was not converted or changed: keep it as it is, move it aside, and start a new ledger"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Why a first-layout ledger that does not verify is not converted.
 pub(crate) fn refusal(bad: &BadRecord) -> LedgerError {
     LedgerError::Io(format!(
@@ -387,17 +418,28 @@ pub(crate) fn convert(conn: &mut Connection) -> Result<u64, LedgerError> {
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let done = crate::blockstore::head(&tx)?;
+        // Going on after an interruption: the blocks so far must end where
+        // the old records they were made from do.
+        if done.last_seq > 0 {
+            let old: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT record_hash FROM sessions WHERE id = ?1",
+                    [done.last_seq],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if old.as_deref() != Some(&done.last_hash[..]) {
+                return Err(LedgerError::Io(format!(
+                    "converting the older ledger: the blocks made so far end at record {} with another hash than \
+                     the old record; nothing more was changed: keep the file as it is",
+                    done.last_seq
+                )));
+            }
+        }
         let rows: Vec<Row> = {
-            let mut stmt = tx.prepare(
-                "SELECT s.id, s.started_at_ms, s.ended_at_ms, s.network, s.decoy_id, s.info_hash, s.remote_ip,
-                        s.remote_port, s.peer_id, s.client_name, s.client_version, s.transport, s.bytes_sent,
-                        s.pieces_sent, s.piece_count, s.peer_pieces_initial, s.peer_pieces_final, s.completed,
-                        s.close_reason, s.ip_salt, s.ip_commitment, s.prev_hash, s.record_hash, s.kind,
-                        s.session_key, g.country, g.country_name, g.region, g.city, g.latitude, g.longitude,
-                        g.accuracy_km, g.kommune, g.kommune_name, g.kommune_confidence
-                 FROM sessions s LEFT JOIN session_geo g ON g.seq = s.id
-                 WHERE s.id > ?1 ORDER BY s.id LIMIT ?2",
-            )?;
+            let mut stmt = tx.prepare(&format!(
+                "{CONVERT_SELECT} WHERE s.id > ?1 ORDER BY s.id LIMIT ?2"
+            ))?;
             let mut rows = stmt.query(rusqlite::params![done.last_seq, PER_TRANSACTION as i64])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
@@ -412,6 +454,26 @@ pub(crate) fn convert(conn: &mut Connection) -> Result<u64, LedgerError> {
             out
         };
         if rows.is_empty() {
+            // The blocks must be the whole chain the old records were
+            // before those go: walked as `verify` walks them.
+            let old_end: Option<(i64, Vec<u8>)> = tx
+                .query_row(
+                    "SELECT id, record_hash FROM sessions ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let mut no_seals = crate::store::SealCheck::new(&[], "").0;
+            let walk = crate::store::walk_blocks(&tx, &mut no_seals)?;
+            let (old_last, old_hash) = old_end.unwrap_or((0, GENESIS.to_vec()));
+            if walk.first_bad.is_some() || walk.last_seq != old_last || walk.last_hash[..] != old_hash[..] {
+                return Err(LedgerError::Io(format!(
+                    "converting the older ledger: the blocks do not hold the same chain as the old records \
+                     ({}); the old records were kept: keep the file as it is",
+                    walk.first_bad
+                        .map_or_else(|| format!("they end at record {}", walk.last_seq), |b| b.reason)
+                )));
+            }
             tx.execute_batch("DROP TABLE sessions; DROP TABLE IF EXISTS session_geo;")?;
             tx.commit()?;
             return Ok(converted);
@@ -423,7 +485,10 @@ pub(crate) fn convert(conn: &mut Connection) -> Result<u64, LedgerError> {
             )));
         }
         let packed: Vec<PackedRecord<'_>> = rows.iter().map(Row::packed).collect();
-        if packed.iter().any(|r| matches!(r.address, PackedAddress::Pseudonym(_))) {
+        if packed
+            .iter()
+            .any(|r| matches!(r.address, PackedAddress::Pseudonym(_)))
+        {
             crate::store::mark_pseudonyms(&tx)?;
         }
         crate::blockstore::append(&tx, &done, &packed)?;

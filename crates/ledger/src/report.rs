@@ -330,7 +330,9 @@ impl RollupSource for crate::LedgerStore {
         }
         if !self.has_member_rows().map_err(|e| e.to_string())? {
             return match periods {
-                PeriodSelection::Exact(p) => crate::uniques::counts(&self.conn, p, dim).map_err(|e| e.to_string()),
+                PeriodSelection::Exact(p) => {
+                    crate::uniques::counts(&self.conn, p, dim).map_err(|e| e.to_string())
+                }
                 PeriodSelection::Days { from, to } => {
                     // Labels that are not days (only a caller's own): every
                     // stored period between them, as the rows' order goes.
@@ -590,7 +592,8 @@ mod tests {
                         members.entry(key).or_default().insert(ip);
                     }
                 }
-                let want: Vec<(String, i64)> = members.into_iter().map(|(k, s)| (k, s.len() as i64)).collect();
+                let want: Vec<(String, i64)> =
+                    members.into_iter().map(|(k, s)| (k, s.len() as i64)).collect();
                 assert_eq!(got, want, "uniques {dim} {from}..{to}");
                 let mut got = store.daily(dim, lo, hi).unwrap();
                 got.sort();

@@ -54,6 +54,10 @@ pub struct RetentionOutcome {
     /// replaced address is left in it. False when another connection kept
     /// reading for over a second; the next run tries again.
     pub wal_emptied: bool,
+    /// Blocks of records that could not be read (damaged or altered: `ledger
+    /// verify` names them), whose addresses are left as they are; every
+    /// other block is done.
+    pub unreadable_blocks: Vec<i64>,
 }
 
 impl LedgerStore {
@@ -104,39 +108,50 @@ impl LedgerStore {
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut replaced = 0u64;
-            let last = crate::blockstore::rewrite_blocks_before(&tx, before_ms, after, BLOCKS, |records| {
-                let mut changed = false;
-                for r in records.iter_mut() {
-                    let PackedAddress::Raw { ip, .. } = r.address else {
-                        continue;
-                    };
-                    if r.started_at_ms >= before_ms {
-                        continue;
+            let (last, unreadable) =
+                crate::blockstore::rewrite_blocks_before(&tx, before_ms, after, BLOCKS, |records| {
+                    let mut changed = false;
+                    for r in records.iter_mut() {
+                        let PackedAddress::Raw { ip, .. } = r.address else {
+                            continue;
+                        };
+                        if r.started_at_ms >= before_ms {
+                            continue;
+                        }
+                        r.address = match how {
+                            Retention::Erase => PackedAddress::Erased,
+                            Retention::Pseudonym { key } => {
+                                PackedAddress::Pseudonym(hmac_sha256(key, ip.to_string().as_bytes()))
+                            }
+                        };
+                        // The place goes down to country and kommune: a city
+                        // and coordinates could point back to a subscriber.
+                        r.geo.city = None;
+                        r.geo.latitude = None;
+                        r.geo.longitude = None;
+                        r.geo.accuracy_km = None;
+                        replaced += 1;
+                        changed = true;
                     }
-                    r.address = match how {
-                        Retention::Erase => PackedAddress::Erased,
-                        Retention::Pseudonym { key } => PackedAddress::Pseudonym(hmac_sha256(key, ip.to_string().as_bytes())),
-                    };
-                    // The place goes down to country and kommune: a city
-                    // and coordinates could point back to a subscriber.
-                    r.geo.city = None;
-                    r.geo.latitude = None;
-                    r.geo.longitude = None;
-                    r.geo.accuracy_km = None;
-                    replaced += 1;
-                    changed = true;
-                }
-                changed
-            })?;
+                    changed
+                })?;
             if replaced > 0 && matches!(how, Retention::Pseudonym { .. }) {
                 crate::store::mark_pseudonyms(&tx)?;
             }
             tx.commit()?;
             outcome.sessions += replaced;
+            outcome.unreadable_blocks.extend(unreadable);
             match last {
                 Some(seq) => after = seq,
                 None => break,
             }
+        }
+        if let Some(first) = outcome.unreadable_blocks.first() {
+            tracing::error!(
+                blocks = outcome.unreadable_blocks.len(),
+                first_seq = first,
+                "retention: blocks of records could not be read and keep their addresses; run `warnseed ledger verify`"
+            );
         }
         // Interest rows are statistics beside the chain: same rule. Erased
         // addresses of one minute, info hash and query fold into one row.

@@ -595,7 +595,10 @@ pub fn apply_sqlite_sets(
 /// Adds the per-period repeat members for every `rollup_repeat` row, for
 /// a ledger whose repeats were kept per day only. Idempotent; returns the
 /// members it added.
-pub fn backfill_repeat_periods(tx: &rusqlite::Transaction<'_>, sets: &mut UniqueSets) -> rusqlite::Result<usize> {
+pub fn backfill_repeat_periods(
+    tx: &rusqlite::Transaction<'_>,
+    sets: &mut UniqueSets,
+) -> rusqlite::Result<usize> {
     let rows: Vec<(i64, [u8; 16])> = tx
         .prepare("SELECT day, ip_key FROM rollup_repeat")?
         .query_map([], |r| {
@@ -863,7 +866,13 @@ mod tests {
             if table == "rollup_uniques" && !has_rows {
                 out.extend(crate::uniques::rows(c).unwrap().into_iter().map(|(p, d, k, ip)| {
                     use rusqlite::types::Value as V;
-                    format!("{table}: {:?}|{:?}|{:?}|{:?}", V::Text(p), V::Text(d), V::Text(k), V::Blob(ip))
+                    format!(
+                        "{table}: {:?}|{:?}|{:?}|{:?}",
+                        V::Text(p),
+                        V::Text(d),
+                        V::Text(k),
+                        V::Blob(ip)
+                    )
                 }));
                 continue;
             }
@@ -932,7 +941,10 @@ mod tests {
             a.iter().any(|r| r.starts_with("rollup_repeat")),
             "repeats exercised"
         );
-        assert!(a.iter().any(|r| r.contains("\"repeat\"")), "repeat periods exercised");
+        assert!(
+            a.iter().any(|r| r.contains("\"repeat\"")),
+            "repeat periods exercised"
+        );
         assert_eq!(a, b);
         assert_eq!(dump(&kept), b, "with sets kept");
         let members = b.iter().filter(|r| r.starts_with("rollup_uniques")).count();
@@ -989,7 +1001,12 @@ mod tests {
         let mut other = UniqueSets::default();
         let tx = c.transaction().unwrap();
         let again: Vec<[u8; 16]> = all.iter().copied().take(100).collect();
-        assert_eq!(other.add(&tx, again.iter().map(|&ip| (day, "all", "", ip))).unwrap(), 0);
+        assert_eq!(
+            other
+                .add(&tx, again.iter().map(|&ip| (day, "all", "", ip)))
+                .unwrap(),
+            0
+        );
         let mut fresh = [0u8; 16];
         fresh[0] = 0xee;
         assert_eq!(other.add(&tx, [(day, "all", "", fresh)]).unwrap(), 4);

@@ -98,25 +98,36 @@ fn hex(b: &[u8]) -> String {
 
 impl LedgerStore {
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        // A ledger of the first layout (a row per record) is converted to
+        // blocks ([`crate::legacy`]), but only once it verifies and every
+        // record can be converted: one that cannot is refused before
+        // anything is written to it, and stays as found for whoever
+        // examines it. Checked read-only: a read-write connection would
+        // copy a leftover write-ahead log into the file when it closes.
+        let first_layout = match Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) {
+            // No file yet: a new ledger.
+            Err(_) => false,
+            Ok(read_only) => {
+                read_only.busy_timeout(std::time::Duration::from_secs(10))?;
+                let check = Self::unkeyed(read_only);
+                let first_layout = check.is_first_layout()?;
+                if first_layout {
+                    // CREATE TABLE IF NOT EXISTS would keep an even older
+                    // table as it is.
+                    crate::legacy::check_columns(&check.conn)?;
+                    if let Some(bad) = check.verify()?.first_bad {
+                        return Err(crate::legacy::refusal(&bad));
+                    }
+                    crate::legacy::check_convertible(&check.conn)?;
+                }
+                first_layout
+            }
+        };
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // A ledger of the first layout (a row per record) is converted to
-        // blocks ([`crate::legacy`]), but only once it verifies: one that
-        // does not is refused before anything is written to it, and stays
-        // as found for whoever examines it.
-        let (conn, first_layout) = {
-            let check = Self::unkeyed(conn);
-            let first_layout = check.is_first_layout()?;
-            if first_layout {
-                // CREATE TABLE IF NOT EXISTS would keep an even older
-                // table as it is.
-                crate::legacy::check_columns(&check.conn)?;
-                if let Some(bad) = check.verify()?.first_bad {
-                    return Err(crate::legacy::refusal(&bad));
-                }
-            }
-            (check.conn, first_layout)
-        };
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a committed batch survives power loss, not just a crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -169,6 +180,12 @@ impl LedgerStore {
             let converted = crate::legacy::convert(&mut store.conn)?;
             tracing::info!(records = converted, "ledger converted to blocks");
         }
+        // An older warnseed opening this ledger would make a `sessions`
+        // table and start a second chain beside the blocks; with this view
+        // in the way it refuses the file instead.
+        store.conn.execute_batch(
+            "CREATE VIEW IF NOT EXISTS sessions AS SELECT 'records are in record_blocks' AS layout_of_a_newer_warnseed",
+        )?;
         let moved = crate::uniques::move_rows_to_runs(&mut store.conn)?;
         if moved > 0 {
             tracing::info!(members = moved, "distinct-address aggregates moved into runs");
@@ -279,12 +296,28 @@ impl LedgerStore {
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let through = rollups_through(&tx)?;
-            let last = blockstore::head(&tx)?.last_seq;
-            if through >= last {
+            let last = match blockstore::head(&tx) {
+                Ok(head) => head.last_seq,
+                // Reports still read what is there; appending is refused
+                // (the writer stops with the same error).
+                Err(e) => {
+                    tracing::warn!(error = %e, "aggregates not brought up to date");
+                    return Ok(());
+                }
+            };
+            // The next stored record after the mark: deleted blocks leave
+            // gaps, and rolling up empty ranges 50,000 at a time across
+            // one could take for ever.
+            let next: Option<i64> = tx.query_row(
+                "SELECT min(first_seq) FROM record_blocks WHERE last_seq > ?1",
+                [through],
+                |r| r.get(0),
+            )?;
+            let Some(from) = next.map(|n| n.max(through + 1)).filter(|&f| f <= last) else {
                 return Ok(());
-            }
-            let to = (through + 50_000).min(last);
-            roll_up_range(&tx, &self.ip_key_secret, &mut self.unique_sets, through + 1, to)?;
+            };
+            let to = from.saturating_add(49_999).min(last);
+            roll_up_range(&tx, &self.ip_key_secret, &mut self.unique_sets, from, to)?;
             tx.commit()?;
         }
     }
@@ -540,7 +573,13 @@ impl LedgerStore {
             unrolled.first_seq
         };
         if through + 1 < unrolled_from {
-            roll_up_range(&tx, &self.ip_key_secret, &mut self.unique_sets, through + 1, unrolled_from - 1)?;
+            roll_up_range(
+                &tx,
+                &self.ip_key_secret,
+                &mut self.unique_sets,
+                through + 1,
+                unrolled_from - 1,
+            )?;
         }
         let through = through.max(unrolled_from - 1);
         // Another process appended after `unrolled` (a second writer on the
@@ -619,7 +658,13 @@ impl LedgerStore {
                     crate::rollup::apply_sqlite_sets(&tx, &Plan::new(&inputs), &mut self.unique_sets)?;
                     let from = unrolled_end.max(through + 1);
                     if from < first_seq {
-                        roll_up_range(&tx, &self.ip_key_secret, &mut self.unique_sets, from, first_seq - 1)?;
+                        roll_up_range(
+                            &tx,
+                            &self.ip_key_secret,
+                            &mut self.unique_sets,
+                            from,
+                            first_seq - 1,
+                        )?;
                     }
                     let inputs: Vec<RollupRow<'_>> = batch
                         .iter()
@@ -691,73 +736,15 @@ impl LedgerStore {
     /// its bytes, its row's index columns, then each record's hash (from
     /// the one before) and address commitment.
     fn walk_blocks(&self, sealing: &mut SealCheck<'_>) -> Result<crate::legacy::Walk, LedgerError> {
-        let mut walk = crate::legacy::Walk {
-            records: 0,
-            last_seq: 0,
-            last_hash: GENESIS,
-            first_bad: None,
-        };
         if !self.has_table("record_blocks")? {
-            return Ok(walk);
+            return Ok(crate::legacy::Walk {
+                records: 0,
+                last_seq: 0,
+                last_hash: GENESIS,
+                first_bad: None,
+            });
         }
-        let mut ip = String::with_capacity(48);
-        blockstore::for_each_row(&self.conn, |row| {
-            let expected = walk.last_seq + 1;
-            let bad = |seq: i64, reason: String| Some(BadRecord { seq, reason });
-            let first = row.first_seq;
-            walk.first_bad = if first != expected {
-                bad(
-                    first.max(1),
-                    format!("expected record {expected} here, found {first}: records deleted or inserted"),
-                )
-            } else {
-                match crate::block::decode(&row.data) {
-                    Err(e) => bad(first, format!("the block from record {first} is unreadable ({e}): altered")),
-                    Ok(b) if b.first_seq != first || b.records.is_empty() => bad(
-                        first,
-                        format!("the block from record {first} does not hold the records its row says: altered"),
-                    ),
-                    Ok(b) => match row.index_mismatch(&b.records) {
-                        Some(column) => bad(
-                            first,
-                            format!(
-                                "the {column} of the block from record {first} does not match its records: altered"
-                            ),
-                        ),
-                        None => {
-                            let mut problem = None;
-                            for (i, r) in b.records.iter().enumerate() {
-                                let seq = first + i as i64;
-                                let hash = chain::record_hash(&walk.last_hash, &blockstore::chained_fields(seq, r));
-                                let reason = if hash != r.record_hash {
-                                    // Its hash, or the one before it that
-                                    // a forger recomputed to match.
-                                    Some("record_hash does not match the record's fields and the record before: altered".to_string())
-                                } else if let PackedAddress::Raw { ip: address, salt } = r.address {
-                                    ip.clear();
-                                    write!(ip, "{address}").expect("writing to a String");
-                                    (chain::ip_commitment(&salt, &ip) != r.ip_commitment)
-                                        .then(|| "remote_ip does not match its commitment: altered".to_string())
-                                } else {
-                                    None
-                                };
-                                let reason = reason.or_else(|| sealing.record(seq, &hash));
-                                if let Some(reason) = reason {
-                                    problem = bad(seq, reason);
-                                    break;
-                                }
-                                walk.last_hash = hash;
-                                walk.last_seq = seq;
-                                walk.records += 1;
-                            }
-                            problem
-                        }
-                    },
-                }
-            };
-            walk.first_bad.is_none()
-        })?;
-        Ok(walk)
+        walk_blocks(&self.conn, sealing)
     }
 
     pub fn summary(&self) -> Result<LedgerSummary, LedgerError> {
@@ -806,8 +793,14 @@ impl LedgerStore {
                 }
                 PackedAddress::Erased => {}
             }
-            s.first_session_ms = Some(s.first_session_ms.map_or(r.started_at_ms, |m| m.min(r.started_at_ms)));
-            s.last_session_ms = Some(s.last_session_ms.map_or(r.started_at_ms, |m| m.max(r.started_at_ms)));
+            s.first_session_ms = Some(
+                s.first_session_ms
+                    .map_or(r.started_at_ms, |m| m.min(r.started_at_ms)),
+            );
+            s.last_session_ms = Some(
+                s.last_session_ms
+                    .map_or(r.started_at_ms, |m| m.max(r.started_at_ms)),
+            );
             Ok(())
         })?;
         s.unterminated = opened.difference(&closed).count() as u64;
@@ -835,7 +828,10 @@ impl LedgerStore {
             if !r.kind.closes() || r.started_at_ms < from_ms || r.started_at_ms >= to_ms {
                 return Ok(());
             }
-            let geo = (r.geo.country.map(str::to_string), r.geo.kommune.map(str::to_string));
+            let geo = (
+                r.geo.country.map(str::to_string),
+                r.geo.kommune.map(str::to_string),
+            );
             f(stored_session(seq, r), geo).map_err(|e| LedgerError::Io(e.to_string()))
         })
     }
@@ -852,6 +848,79 @@ impl LedgerStore {
         })?;
         Ok(out)
     }
+}
+
+/// The walk of [`LedgerStore::verify`] over blocks: each block's place,
+/// its bytes, its row's index columns, then each record's hash (from the
+/// one before) and address commitment.
+pub(crate) fn walk_blocks(
+    conn: &Connection,
+    sealing: &mut SealCheck<'_>,
+) -> Result<crate::legacy::Walk, LedgerError> {
+    let mut walk = crate::legacy::Walk {
+        records: 0,
+        last_seq: 0,
+        last_hash: GENESIS,
+        first_bad: None,
+    };
+    let mut ip = String::with_capacity(48);
+    blockstore::for_each_row(conn, |row| {
+        let expected = walk.last_seq + 1;
+        let bad = |seq: i64, reason: String| Some(BadRecord { seq, reason });
+        let first = row.first_seq;
+        walk.first_bad = if first != expected {
+            bad(
+                first.max(1),
+                format!("expected record {expected} here, found {first}: records deleted or inserted"),
+            )
+        } else {
+            match crate::block::decode(&row.data) {
+                    Err(e) => bad(first, format!("the block from record {first} is unreadable ({e}): altered")),
+                    Ok(b) if b.first_seq != first || b.records.is_empty() => bad(
+                        first,
+                        format!("the block from record {first} does not hold the records its row says: altered"),
+                    ),
+                    Ok(b) => match row.index_mismatch(&b.records) {
+                        Some(column) => bad(
+                            first,
+                            format!(
+                                "the {column} of the block from record {first} does not match its records: altered"
+                            ),
+                        ),
+                        None => {
+                            let mut problem = None;
+                            for (i, r) in b.records.iter().enumerate() {
+                                let seq = first + i as i64;
+                                let hash = chain::record_hash(&walk.last_hash, &blockstore::chained_fields(seq, r));
+                                let reason = if hash != r.record_hash {
+                                    // Its hash, or the one before it that
+                                    // a forger recomputed to match.
+                                    Some("record_hash does not match the record's fields and the record before: altered".to_string())
+                                } else if let PackedAddress::Raw { ip: address, salt } = r.address {
+                                    ip.clear();
+                                    write!(ip, "{address}").expect("writing to a String");
+                                    (chain::ip_commitment(&salt, &ip) != r.ip_commitment)
+                                        .then(|| "remote_ip does not match its commitment: altered".to_string())
+                                } else {
+                                    None
+                                };
+                                let reason = reason.or_else(|| sealing.record(seq, &hash));
+                                if let Some(reason) = reason {
+                                    problem = bad(seq, reason);
+                                    break;
+                                }
+                                walk.last_hash = hash;
+                                walk.last_seq = seq;
+                                walk.records += 1;
+                            }
+                            problem
+                        }
+                    },
+                }
+        };
+        walk.first_bad.is_none()
+    })?;
+    Ok(walk)
 }
 
 /// A stored record as [`StoredSession`].
@@ -901,7 +970,7 @@ pub(crate) struct SealCheck<'a> {
 impl<'a> SealCheck<'a> {
     /// Checks every seal's id, link, hash, range and node; the first bad
     /// seal, if any, as the record where its range starts.
-    fn new(seals: &'a [Seal], node_id: &str) -> (Self, Option<BadRecord>) {
+    pub(crate) fn new(seals: &'a [Seal], node_id: &str) -> (Self, Option<BadRecord>) {
         let mut bad = None;
         let mut expected_first = 1i64;
         let mut prev_hash = GENESIS;

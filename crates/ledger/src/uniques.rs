@@ -144,7 +144,9 @@ impl UniqueSets {
     /// the module's documentation) are forgotten.
     fn begin(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         let version: i64 = tx
-            .query_row("SELECT value FROM rollup_state WHERE name = 'version'", [], |r| r.get(0))
+            .query_row("SELECT value FROM rollup_state WHERE name = 'version'", [], |r| {
+                r.get(0)
+            })
             .optional()?
             .unwrap_or(0);
         if self.version != Some(version) {
@@ -266,7 +268,7 @@ impl UniqueSets {
         self.version = Some(version);
         let mut added = 0;
         // In key order, so the runs' pages are visited in order.
-        let mut runs: Vec<((usize, Group), Vec<[u8; 16]>)> = new.into_iter().collect();
+        let mut runs: Vec<_> = new.into_iter().collect();
         runs.sort_unstable_by(|a, b| {
             let name = |(p, g): (usize, Group)| (&names[p], &self.names[g as usize]);
             name(a.0).cmp(&name(b.0))
@@ -308,7 +310,14 @@ fn write_run(
     let mut insert = tx.prepare_cached(
         "INSERT INTO rollup_runs (period, dim, key, run, members, ip_keys) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    insert.execute(params![period, dim, key, next, members.len() as i64, members.concat()])?;
+    insert.execute(params![
+        period,
+        dim,
+        key,
+        next,
+        members.len() as i64,
+        members.concat()
+    ])?;
     runs.push((next, members.len() as i64));
     loop {
         let mut by_class: std::collections::BTreeMap<u32, Vec<i64>> = Default::default();
@@ -324,8 +333,9 @@ fn write_run(
             let mut read = tx.prepare_cached(
                 "SELECT ip_keys FROM rollup_runs WHERE period = ?1 AND dim = ?2 AND key = ?3 AND run = ?4",
             )?;
-            let mut delete =
-                tx.prepare_cached("DELETE FROM rollup_runs WHERE period = ?1 AND dim = ?2 AND key = ?3 AND run = ?4")?;
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM rollup_runs WHERE period = ?1 AND dim = ?2 AND key = ?3 AND run = ?4",
+            )?;
             for &run in merge {
                 read.query_row(params![period, dim, key, run], |r| {
                     all.extend_from_slice(r.get_ref(0)?.as_blob()?);
@@ -348,7 +358,11 @@ fn write_run(
 }
 
 /// Distinct addresses of `period` under `dim`, per key.
-pub(crate) fn counts(conn: &rusqlite::Connection, period: &str, dim: &str) -> rusqlite::Result<Vec<(String, i64)>> {
+pub(crate) fn counts(
+    conn: &rusqlite::Connection,
+    period: &str,
+    dim: &str,
+) -> rusqlite::Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT key, sum(members) FROM rollup_runs WHERE period = ?1 AND dim = ?2 GROUP BY key",
     )?;
@@ -363,7 +377,8 @@ pub(crate) fn for_each_member(
     dim: &str,
     mut f: impl FnMut(&str, &[u8]),
 ) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached("SELECT key, ip_keys FROM rollup_runs WHERE period = ?1 AND dim = ?2")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT key, ip_keys FROM rollup_runs WHERE period = ?1 AND dim = ?2")?;
     let mut rows = stmt.query([period, dim])?;
     while let Some(r) = rows.next()? {
         let key = r.get_ref(0)?.as_str()?;
@@ -374,9 +389,12 @@ pub(crate) fn for_each_member(
     Ok(())
 }
 
+/// (period, dimension, key, address key).
+pub type MemberRow = (String, String, String, Vec<u8>);
+
 /// Every member as (period, dimension, key, address key), sorted: what a
 /// row per member would hold (tests compare stores with it).
-pub fn rows(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<(String, String, String, Vec<u8>)>> {
+pub fn rows(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<MemberRow>> {
     let mut out = Vec::new();
     let mut stmt = conn.prepare("SELECT period, dim, key, ip_keys FROM rollup_runs")?;
     let mut rows = stmt.query([])?;
@@ -411,7 +429,11 @@ pub(crate) fn move_rows_to_runs(conn: &mut rusqlite::Connection) -> rusqlite::Re
         while in_tx < PER_TRANSACTION {
             let Some((period, dim, key)) = tx
                 .query_row("SELECT period, dim, key FROM rollup_uniques LIMIT 1", [], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
                 })
                 .optional()?
             else {
@@ -420,7 +442,9 @@ pub(crate) fn move_rows_to_runs(conn: &mut rusqlite::Connection) -> rusqlite::Re
                 return Ok(moved);
             };
             let members: Vec<[u8; 16]> = tx
-                .prepare_cached("SELECT ip_key FROM rollup_uniques WHERE period = ?1 AND dim = ?2 AND key = ?3")?
+                .prepare_cached(
+                    "SELECT ip_key FROM rollup_uniques WHERE period = ?1 AND dim = ?2 AND key = ?3",
+                )?
                 .query_map(params![period, dim, key], |r| {
                     let ip = r.get_ref(0)?.as_blob()?;
                     // Keys are 16 bytes; any other length (only a damaged

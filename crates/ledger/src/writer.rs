@@ -320,7 +320,9 @@ mod tests {
         let count = || {
             rusqlite::Connection::open(&path)
                 .unwrap()
-                .query_row("SELECT coalesce(max(last_seq), 0) FROM record_blocks", [], |r| r.get::<_, i64>(0))
+                .query_row("SELECT coalesce(max(last_seq), 0) FROM record_blocks", [], |r| {
+                    r.get::<_, i64>(0)
+                })
                 .unwrap()
         };
         while count() < 1 {
@@ -437,7 +439,11 @@ mod tests {
     fn wait_for_records(path: &Path, n: i64) {
         let committed = || -> i64 {
             rusqlite::Connection::open(path)
-                .and_then(|c| c.query_row("SELECT coalesce(max(last_seq), 0) FROM record_blocks", [], |r| r.get(0)))
+                .and_then(|c| {
+                    c.query_row("SELECT coalesce(max(last_seq), 0) FROM record_blocks", [], |r| {
+                        r.get(0)
+                    })
+                })
                 .unwrap_or(0)
         };
         let waited = Instant::now();

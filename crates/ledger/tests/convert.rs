@@ -24,7 +24,16 @@ fn fixture(dir: &Path) -> PathBuf {
 
 /// (seq, kind, address, record hash, bytes sent, country, city, kommune)
 /// of every record.
-type Row = (i64, String, String, Vec<u8>, i64, Option<String>, Option<String>, Option<String>);
+type Row = (
+    i64,
+    String,
+    String,
+    Vec<u8>,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 fn first_layout_rows(path: &Path) -> Vec<Row> {
     let conn = Connection::open(path).unwrap();
@@ -114,14 +123,24 @@ fn a_first_layout_ledger_is_converted_with_every_hash_and_seal_kept() {
     let refused = old.sessions().unwrap_err().to_string();
     assert!(refused.contains("older warnseed"), "{refused}");
     drop(old);
-    assert!(tables(&path).contains(&"sessions".to_string()), "read-only changed nothing");
+    assert!(
+        tables(&path).contains(&"sessions".to_string()),
+        "read-only changed nothing"
+    );
 
     // Writable: converted.
     let mut store = LedgerStore::open(&path).unwrap();
     let v = store.verify().unwrap();
     assert_eq!(v.first_bad, None);
     assert_eq!(
-        (v.records, v.last_seq, &v.last_hash, v.seals, &v.last_seal_hash, v.unsealed),
+        (
+            v.records,
+            v.last_seq,
+            &v.last_hash,
+            v.seals,
+            &v.last_seal_hash,
+            v.unsealed
+        ),
         (
             60,
             60,
@@ -176,20 +195,25 @@ fn a_first_layout_ledger_is_converted_with_every_hash_and_seal_kept() {
     // Evidence of an address with raw records, proven against the seals
     // the first layout made.
     let ip = "192.0.2.8";
-    let raw: Vec<i64> = before
-        .iter()
-        .filter(|r| r.2 == ip)
-        .map(|r| r.0)
-        .collect();
+    let raw: Vec<i64> = before.iter().filter(|r| r.2 == ip).map(|r| r.0).collect();
     assert!(!raw.is_empty());
     let e = store
-        .evidence(ip.parse::<IpRange>().unwrap(), 0, i64::MAX, &clock(), 1_790_300_200_000)
+        .evidence(
+            ip.parse::<IpRange>().unwrap(),
+            0,
+            i64::MAX,
+            &clock(),
+            1_790_300_200_000,
+        )
         .unwrap();
     assert_eq!(e.records.iter().map(|r| r.seq).collect::<Vec<_>>(), raw);
     let check = warnseed_ledger::verify_evidence(&e).unwrap();
     assert_eq!(check.records, raw.len());
     let anchored = old_verify.last_seal_hash.unwrap();
-    assert!(e.records.iter().any(|r| r.proof.seal == 2), "a record under a converted seal");
+    assert!(
+        e.records.iter().any(|r| r.proof.seal == 2),
+        "a record under a converted seal"
+    );
     warnseed_ledger::verify_evidence_anchored(&e, &anchored).unwrap();
 }
 
@@ -199,7 +223,10 @@ fn a_first_layout_ledger_that_does_not_verify_is_refused_and_left_as_found() {
     let path = fixture(dir.path());
     Connection::open(&path)
         .unwrap()
-        .execute("UPDATE sessions SET bytes_sent = bytes_sent + 1 WHERE id = 30", [])
+        .execute(
+            "UPDATE sessions SET bytes_sent = bytes_sent + 1 WHERE id = 30",
+            [],
+        )
         .unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let err = LedgerStore::open(&path).err().expect("refused").to_string();
@@ -209,4 +236,102 @@ fn a_first_layout_ledger_that_does_not_verify_is_refused_and_left_as_found() {
     );
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "not a byte changed");
     assert!(!path.with_extension("sqlite-wal").exists());
+}
+
+#[test]
+fn a_first_layout_record_that_verifies_but_cannot_be_converted_is_refused_before_any_write() {
+    // Places are not chained: a verifying ledger can hold one a block has
+    // no room for.
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture(dir.path());
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE session_geo SET accuracy_km = 'far' WHERE seq = 25", [])
+        .unwrap();
+    assert_eq!(
+        LedgerStore::open_read_only(&path)
+            .unwrap()
+            .verify()
+            .unwrap()
+            .first_bad,
+        None
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let err = LedgerStore::open(&path).err().expect("refused").to_string();
+    assert!(err.contains("record 25 cannot be converted"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "not a byte changed");
+}
+
+#[test]
+fn an_interrupted_conversion_whose_blocks_were_altered_keeps_the_old_records() {
+    let dir = tempfile::tempdir().unwrap();
+    // The blocks a conversion makes, with one record's bytes sent altered
+    // (its stored hash kept, so the blocks still end on the right hash).
+    let converted = dir.path().join("converted.sqlite");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ledger-v1.sqlite"),
+        &converted,
+    )
+    .unwrap();
+    drop(LedgerStore::open(&converted).unwrap());
+    let conn = Connection::open(&converted).unwrap();
+    let data: Vec<u8> = conn
+        .query_row("SELECT data FROM record_blocks WHERE first_seq = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut records = warnseed_ledger::block::decode(&data).unwrap().records;
+    assert_eq!(records.len(), 60);
+    records[29].bytes_sent += 1;
+    blockstore::write_block(&conn, 1, &records).unwrap();
+    drop(conn);
+    // The old ledger, interrupted after writing those blocks.
+    let path = fixture(dir.path());
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(&format!(
+        "ATTACH DATABASE '{}' AS done;
+         CREATE TABLE record_blocks AS SELECT * FROM done.record_blocks;",
+        converted.display()
+    ))
+    .unwrap();
+    drop(conn);
+    let err = LedgerStore::open(&path).err().expect("refused").to_string();
+    assert!(err.contains("do not hold the same chain"), "{err}");
+    assert!(
+        tables(&path).contains(&"sessions".to_string()),
+        "old records kept"
+    );
+    assert_eq!(
+        LedgerStore::open_read_only(&path)
+            .unwrap()
+            .verify()
+            .unwrap()
+            .first_bad,
+        None
+    );
+}
+
+#[test]
+fn an_older_warnseed_cannot_start_a_second_chain_in_a_converted_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture(dir.path());
+    drop(LedgerStore::open(&path).unwrap());
+    // What the first layout's open did: the table, then its columns.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY, started_at_ms INTEGER)")
+        .unwrap();
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('sessions')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        !columns.contains(&"id".to_string()),
+        "{columns:?}: it would refuse the file"
+    );
+    drop(conn);
+    // And this warnseed still opens it.
+    assert_eq!(LedgerStore::open(&path).unwrap().verify().unwrap().records, 60);
 }

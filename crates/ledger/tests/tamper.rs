@@ -245,7 +245,9 @@ fn edits_are_detected_at_the_edited_record() {
     assert_eq!(seq, 17);
     assert!(why.contains("altered"), "{why}");
     let (seq, why) = edited(|r| {
-        let PackedAddress::Raw { salt, .. } = r[4].address else { panic!("raw") };
+        let PackedAddress::Raw { salt, .. } = r[4].address else {
+            panic!("raw")
+        };
         r[4].address = PackedAddress::Raw {
             ip: "192.0.2.1".parse().unwrap(),
             salt,
@@ -275,11 +277,17 @@ fn edits_are_detected_at_the_edited_record() {
 #[test]
 fn damaged_blocks_and_edited_index_columns_are_detected() {
     for (sql, column) in [
-        ("UPDATE record_blocks SET data = substr(data, 1, length(data) - 1)", "unreadable"),
+        (
+            "UPDATE record_blocks SET data = substr(data, 1, length(data) - 1)",
+            "unreadable",
+        ),
         ("UPDATE record_blocks SET data = 'lots'", "unreadable"),
         ("UPDATE record_blocks SET data = zeroblob(100)", "unreadable"),
         // Hiding the block from a time window or an address look-up.
-        ("UPDATE record_blocks SET min_started_ms = min_started_ms + 1", "min_started_ms"),
+        (
+            "UPDATE record_blocks SET min_started_ms = min_started_ms + 1",
+            "min_started_ms",
+        ),
         ("UPDATE record_blocks SET max_started_ms = 0", "min_started_ms"),
         ("UPDATE record_blocks SET addresses = x''", "addresses"),
         ("UPDATE record_blocks SET last_hash = zeroblob(32)", "last_hash"),
@@ -290,6 +298,109 @@ fn damaged_blocks_and_edited_index_columns_are_detected() {
         assert_eq!(seq, 1, "{sql}");
         assert!(why.contains(column) && why.contains("altered"), "{sql}: {why}");
     }
+}
+
+#[test]
+fn an_edited_newest_row_stops_appending_and_overwrites_nothing() {
+    for sql in [
+        // Would have put the next records over record 1 on.
+        "UPDATE record_blocks SET last_seq = 0",
+        "UPDATE record_blocks SET last_seq = -9223372036854775808",
+        "UPDATE record_blocks SET last_seq = 9223372036854775807",
+        "UPDATE record_blocks SET last_hash = 'x'",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = ledger(dir.path());
+        Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+        let mut store = LedgerStore::open(&path).unwrap();
+        let err = store.append(&[record(52)]).unwrap_err().to_string();
+        assert!(err.contains("does not describe a block"), "{sql}: {err}");
+        drop(store);
+        let (seq, why) = first_bad(&path).unwrap();
+        assert_eq!(seq, 1, "{sql}");
+        assert!(why.contains("altered"), "{sql}: {why}");
+        // Every record is still there, as it was.
+        let conn = Connection::open(&path).unwrap();
+        let mut n = 0;
+        blockstore::for_each_seq(&conn, 1, i64::MAX, |seq, _, r| {
+            assert_eq!(r.session_key, seq, "{sql}");
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 51, "{sql}");
+    }
+}
+
+#[test]
+fn a_damaged_or_edited_last_block_is_left_as_found_and_named() {
+    // Its bytes: new records start a block of their own.
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger(dir.path());
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE record_blocks SET data = substr(data, 1, 100)")
+        .unwrap();
+    LedgerStore::open(&path).unwrap().append(&[record(52)]).unwrap();
+    let (seq, why) = first_bad(&path).unwrap();
+    assert_eq!(seq, 1);
+    assert!(why.contains("unreadable"), "{why}");
+    let blocks: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM record_blocks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(blocks, 2);
+    // Its last hash, edited to what a forger wants the next record to
+    // follow: not merged (which would write the column afresh), named.
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger(dir.path());
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE record_blocks SET last_hash = zeroblob(32)")
+        .unwrap();
+    LedgerStore::open(&path).unwrap().append(&[record(52)]).unwrap();
+    let (seq, why) = first_bad(&path).unwrap();
+    assert_eq!(seq, 1);
+    assert!(why.contains("last_hash"), "{why}");
+}
+
+#[test]
+fn an_address_list_that_is_not_bytes_is_named() {
+    // A block whose addresses are all erased has an empty list: a number
+    // or text there is still an edit.
+    for value in ["0", "''"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = ledger(dir.path());
+        let mut store = LedgerStore::open(&path).unwrap();
+        store
+            .retain(i64::MAX, &warnseed_ledger::Retention::Erase)
+            .unwrap();
+        drop(store);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!("UPDATE record_blocks SET addresses = {value}"))
+            .unwrap();
+        let (seq, why) = first_bad(&path).unwrap();
+        assert_eq!(seq, 1);
+        assert!(why.contains("addresses"), "{value}: {why}");
+    }
+}
+
+#[test]
+fn retention_goes_past_a_damaged_block_and_names_it() {
+    use warnseed_ledger::Retention;
+    let dir = tempfile::tempdir().unwrap();
+    let path = three_blocks(dir.path());
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE record_blocks SET data = substr(data, 1, 100) WHERE first_seq = 301")
+        .unwrap();
+    let out = LedgerStore::open(&path)
+        .unwrap()
+        .retain(i64::MAX, &Retention::Erase)
+        .unwrap();
+    assert_eq!(out.sessions, 600, "the blocks before and after it");
+    assert_eq!(out.unreadable_blocks, vec![301]);
 }
 
 #[test]
@@ -352,7 +463,9 @@ fn insertions_are_detected_at_the_inserted_record() {
     let path = three_blocks(dir.path());
     let conn = Connection::open(&path).unwrap();
     let data: Vec<u8> = conn
-        .query_row("SELECT data FROM record_blocks WHERE first_seq = 301", [], |r| r.get(0))
+        .query_row("SELECT data FROM record_blocks WHERE first_seq = 301", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     let records = block::decode(&data).unwrap().records;
     blockstore::write_block(&conn, 901, &records).unwrap();
@@ -486,7 +599,9 @@ fn erased_addresses_and_their_salts_are_gone_from_the_files() {
         let conn = Connection::open(&path).unwrap();
         let mut out = Vec::new();
         blockstore::for_each_seq(&conn, 1, i64::MAX, |_, _, r| {
-            let PackedAddress::Raw { ip, salt } = r.address else { panic!("raw") };
+            let PackedAddress::Raw { ip, salt } = r.address else {
+                panic!("raw")
+            };
             let mut bytes = match ip {
                 std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
                 std::net::IpAddr::V6(v6) => v6.octets().to_vec(),

@@ -1184,6 +1184,14 @@ pub fn ledger_retain(data: &Path, older_than: Option<&str>, mode: Option<&str>) 
         out.sessions,
         out.interest_rows
     );
+    if !out.unreadable_blocks.is_empty() {
+        eprintln!(
+            "warning: {} block(s) of records could not be read (the first holds records from {}) and keep their \
+             addresses; run `warnseed ledger verify`",
+            out.unreadable_blocks.len(),
+            out.unreadable_blocks[0]
+        );
+    }
     if !out.wal_emptied {
         eprintln!(
             "warning: the ledger's write-ahead log could not be emptied (another process kept reading it); \

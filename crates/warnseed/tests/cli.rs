@@ -245,7 +245,9 @@ fn ledger_verify_names_the_first_bad_record() {
     let store = warnseed_ledger_fixture(&data.join("ledger.sqlite"));
     let edit = |change: &dyn Fn(&mut Vec<warnseed_ledger::block::PackedRecord<'_>>)| {
         let bytes: Vec<u8> = store
-            .query_row("SELECT data FROM record_blocks WHERE first_seq = 1", [], |r| r.get(0))
+            .query_row("SELECT data FROM record_blocks WHERE first_seq = 1", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         let mut records = warnseed_ledger::block::decode(&bytes).unwrap().records;
         change(&mut records);

@@ -414,7 +414,8 @@ pub struct LedgerRow {
 /// Every record of the ledger at `path`, read without warnseed's store
 /// (read-only, beside a running node).
 pub fn ledger_rows(path: &Path) -> Vec<LedgerRow> {
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let mut out = Vec::new();
     warnseed_ledger::blockstore::for_each_seq(&conn, 1, i64::MAX, |seq, _, r| {
         out.push(LedgerRow {
