@@ -7,24 +7,27 @@
 //!   downloads (sessions whose peer lacked pieces at the start; counted
 //!   when they end), sessions ended, files delivered (downloads that ended
 //!   complete) and bytes sent;
-//! - `rollup_uniques`: per period (day, ISO week, month, year) and
+//! - distinct addresses: per period (day, ISO week, month, year) and
 //!   dimension key, each distinct address key once: every address that
 //!   asked for a decoy, and (dimension `delivered`) every address that
-//!   received a whole file;
+//!   received a whole file. SQLite keeps them as sorted runs
+//!   ([`crate::uniques`]); a fleet's PostgreSQL as a row each in
+//!   `rollup_uniques` ([`Plan::statements`]);
 //! - `rollup_ip`: per address key, when it first received the whole file;
 //! - `rollup_repeat`: per day, address keys whose download started after
 //!   they had received the warning (the repeat downloaders); the same
-//!   addresses are also kept per period in `rollup_uniques` under the
-//!   dimension `repeat` (key ''), so a year's repeat downloaders are one
-//!   period's rows rather than every day's.
+//!   addresses are also kept per period with the distinct addresses under
+//!   the dimension `repeat` (key ''), so a year's repeat downloaders are
+//!   one period's members rather than every day's.
 //!
 //! Address keys are HMAC-SHA256 of the address under a secret kept in the
 //! ledger: pseudonyms, not anonymous. Whoever holds the ledger file holds
 //! the secret too.
 //!
 //! The statements are plain SQL that SQLite and PostgreSQL both run
-//! (`$n` parameters, `ON CONFLICT`), so a fleet's PostgreSQL store applies
-//! exactly the same updates ([`Plan::statements`]).
+//! (`$n` parameters, `ON CONFLICT`): a fleet's PostgreSQL store applies
+//! them all ([`Plan::statements`]), SQLite all but the distinct addresses'
+//! ([`apply_sqlite_sets`]).
 
 use crate::uniques::UniqueSets;
 use std::collections::HashMap;
