@@ -213,9 +213,10 @@ impl UniqueSets {
         let mut labels: FxMap<i64, [usize; 4]> = FxMap::default();
         let mut names: Vec<String> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
-        let mut new: FxMap<(usize, Group), Vec<[u8; 16]>> = FxMap::default();
-        let mut seen: FxSet<(usize, Group, [u8; 16])> = FxSet::default();
         let mut groups: FxMap<(&str, &str), Group> = FxMap::default();
+        // Labels and groups resolved first (loading periods as they come),
+        // so the look-ups below borrow the sets without a name each time.
+        let mut resolved: Vec<([usize; 4], Group, [u8; 16])> = Vec::new();
         for (day, dim, key, ip) in entries {
             let periods = match labels.get(&day) {
                 Some(p) => *p,
@@ -244,10 +245,23 @@ impl UniqueSets {
                     g
                 }
             };
-            for p in periods {
-                let held = &self.periods[&names[p]].members;
-                if !held.contains(&(g, ip)) && seen.insert((p, g, ip)) {
-                    new.entry((p, g)).or_default().push(ip);
+            resolved.push((periods, g, ip));
+        }
+        let mut new: FxMap<(usize, Group), Vec<[u8; 16]>> = FxMap::default();
+        let mut seen: FxSet<(usize, Group, [u8; 16])> = FxSet::default();
+        {
+            let held: Vec<&FxSet<(Group, [u8; 16])>> =
+                names.iter().map(|n| &self.periods[n].members).collect();
+            for (periods, g, ip) in resolved {
+                // A member of the day is a member of its week, month and
+                // year: the four are always stored together.
+                if held[periods[0]].contains(&(g, ip)) {
+                    continue;
+                }
+                for p in periods {
+                    if !held[p].contains(&(g, ip)) && seen.insert((p, g, ip)) {
+                        new.entry((p, g)).or_default().push(ip);
+                    }
                 }
             }
         }
