@@ -194,7 +194,7 @@ pub(crate) fn append(
             let data: Vec<u8> = conn.query_row(
                 "SELECT data FROM record_blocks WHERE first_seq = ?1",
                 [tail_first],
-                |r| r.get(0),
+                |r| Ok(r.get_ref(0)?.as_blob().map(<[u8]>::to_vec).unwrap_or_default()),
             )?;
             // Only a tail that is what its row says takes more records: a
             // damaged or edited one stays as found (for `verify` to name),
@@ -408,12 +408,15 @@ pub(crate) fn rewrite_blocks_before(
     limit: usize,
     mut f: impl FnMut(&mut Vec<PackedRecord<'_>>) -> bool,
 ) -> Result<(Option<i64>, Vec<i64>), LedgerError> {
+    // `data` that is not bytes (edited) reads as empty: unreadable below.
     let blocks: Vec<(i64, Vec<u8>)> = conn
         .prepare_cached(
             "SELECT first_seq, data FROM record_blocks
              WHERE min_started_ms < ?1 AND length(addresses) > 0 AND first_seq > ?2 ORDER BY first_seq LIMIT ?3",
         )?
-        .query_map(params![before_ms, after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![before_ms, after, limit as i64], |r| {
+            Ok((r.get(0)?, r.get_ref(1)?.as_blob().map(<[u8]>::to_vec).unwrap_or_default()))
+        })?
         .collect::<Result<_, _>>()?;
     let mut last = None;
     let mut unreadable = Vec::new();

@@ -105,6 +105,20 @@ impl InterestAggregator {
 impl LedgerStore {
     /// Adds interest rows (counts add up with rows already stored for the
     /// same minute, info hash, address and query), in one transaction.
+    /// Adds `rows` to the ledger at `path` beside a running node's writer:
+    /// the file is opened only for this (no conversion, no aggregates
+    /// brought up to date: the writer keeps those, and a catch-up here
+    /// would read the year's distinct addresses every minute and make the
+    /// writer read them again).
+    pub fn add_interest_at(path: &std::path::Path, rows: &[InterestRow]) -> Result<(), LedgerError> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        LedgerStore::unkeyed_for_interest(conn).add_interest(rows)
+    }
+
     pub fn add_interest(&mut self, rows: &[InterestRow]) -> Result<(), LedgerError> {
         let tx = self.conn.transaction()?;
         {

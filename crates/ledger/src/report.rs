@@ -368,7 +368,17 @@ impl RollupSource for crate::LedgerStore {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .map_err(|e| e.to_string())?;
-        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+        let rows: Vec<(String, i64)> = rows.collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        // Moving the rows into runs was interrupted: each key is all in one
+        // or the other, so the two add up.
+        if let (PeriodSelection::Exact(p), true) = (periods, self.has_runs().map_err(|e| e.to_string())?) {
+            let mut sum: BTreeMap<String, i64> = rows.into_iter().collect();
+            for (key, n) in crate::uniques::counts(&self.conn, p, dim).map_err(|e| e.to_string())? {
+                *sum.entry(key).or_default() += n;
+            }
+            return Ok(sum.into_iter().collect());
+        }
+        Ok(rows)
     }
 
     fn first_day(&mut self) -> Result<Option<i64>, String> {
@@ -459,10 +469,31 @@ impl crate::LedgerStore {
         )?)
     }
 
+    /// Whether the ledger has runs (a ledger moving its rows into runs has
+    /// both).
+    fn has_runs(&self) -> Result<bool, crate::LedgerError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_runs'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Distinct address keys per key of `dim` over the union of the runs
     /// of `periods`.
     fn union_of_runs(&mut self, dim: &str, periods: &[String]) -> Result<Vec<(String, i64)>, String> {
         let mut sets: BTreeMap<String, AddressSet> = BTreeMap::new();
+        self.add_runs(dim, periods, &mut sets)?;
+        Ok(sets.into_iter().map(|(k, s)| (k, s.len() as i64)).collect())
+    }
+
+    /// Adds the members of the runs of `periods` under `dim` to `sets`.
+    fn add_runs(
+        &mut self,
+        dim: &str,
+        periods: &[String],
+        sets: &mut BTreeMap<String, AddressSet>,
+    ) -> Result<(), String> {
         for period in periods {
             crate::uniques::for_each_member(&self.conn, period, dim, |key, ip| match sets.get_mut(key) {
                 Some(set) => set.insert(ip),
@@ -470,7 +501,7 @@ impl crate::LedgerStore {
             })
             .map_err(|e| e.to_string())?;
         }
-        Ok(sets.into_iter().map(|(k, s)| (k, s.len() as i64)).collect())
+        Ok(())
     }
 
     /// Distinct address keys per key of `dim` over the union of `periods`.
@@ -504,6 +535,11 @@ impl crate::LedgerStore {
                     None => sets.entry(key.to_string()).or_default().insert(ip),
                 }
             }
+        }
+        drop(stmt);
+        // A move into runs that was interrupted: both hold members.
+        if self.has_runs().map_err(|e| e.to_string())? {
+            self.add_runs(dim, periods, &mut sets)?;
         }
         Ok(sets.into_iter().map(|(k, s)| (k, s.len() as i64)).collect())
     }

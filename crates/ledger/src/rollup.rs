@@ -602,17 +602,27 @@ pub fn backfill_repeat_periods(
     tx: &rusqlite::Transaction<'_>,
     sets: &mut UniqueSets,
 ) -> rusqlite::Result<usize> {
-    let rows: Vec<(i64, [u8; 16])> = tx
-        .prepare("SELECT day, ip_key FROM rollup_repeat")?
-        .query_map([], |r| {
-            let ip = r.get_ref(1)?.as_blob()?;
-            let mut k = [0u8; 16];
-            let n = ip.len().min(16);
-            k[..n].copy_from_slice(&ip[..n]);
-            Ok((r.get(0)?, k))
-        })?
+    // A day at a time, in order: the sets hold that day's periods (and
+    // let go of older ones), not every period of the ledger at once.
+    let days: Vec<i64> = tx
+        .prepare("SELECT DISTINCT day FROM rollup_repeat ORDER BY day")?
+        .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    sets.add(tx, rows.iter().map(|&(day, ip)| (day, REPEAT_DIMENSION, "", ip)))
+    let mut added = 0;
+    let mut stmt = tx.prepare("SELECT ip_key FROM rollup_repeat WHERE day = ?1")?;
+    for day in days {
+        let keys: Vec<[u8; 16]> = stmt
+            .query_map([day], |r| {
+                let ip = r.get_ref(0)?.as_blob()?;
+                let mut k = [0u8; 16];
+                let n = ip.len().min(16);
+                k[..n].copy_from_slice(&ip[..n]);
+                Ok(k)
+            })?
+            .collect::<Result<_, _>>()?;
+        added += sets.add(tx, keys.iter().map(|&ip| (day, REPEAT_DIMENSION, "", ip)))?;
+    }
+    Ok(added)
 }
 
 #[cfg(test)]

@@ -108,8 +108,10 @@ impl LedgerStore {
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         ) {
-            // No file yet: a new ledger.
-            Err(_) => false,
+            // No file yet: a new ledger. Any other failure is one the
+            // read-write open must not go past (it would skip converting).
+            Err(_) if !path.exists() => false,
+            Err(e) => return Err(e.into()),
             Ok(read_only) => {
                 read_only.busy_timeout(std::time::Duration::from_secs(10))?;
                 let check = Self::unkeyed(read_only);
@@ -193,6 +195,11 @@ impl LedgerStore {
         store.catch_up_rollups()?;
         store.backfill_repeat_periods()?;
         Ok(store)
+    }
+
+    /// A store on `conn` for DHT interest rows only.
+    pub(crate) fn unkeyed_for_interest(conn: Connection) -> Self {
+        Self::unkeyed(conn)
     }
 
     /// A store on `conn` with no key for the aggregates (reading only).

@@ -23,7 +23,14 @@
 //! that finds another version there than the one it last wrote or read
 //! (another process wrote runs, or its own transaction was rolled back
 //! with the members it had added) forgets what it held and reads the
-//! periods again.
+//! periods again. Whoever changes `rollup_runs` by hand (a rebuild:
+//! deleting runs so that the next open makes them again from the records)
+//! deletes or changes that version too.
+//!
+//! Limits: the members of a period in memory take 24–48 bytes each (one
+//! per address and dimension), so a year of a million distinct addresses
+//! holds some 50–100 MB; one run is one SQLite value, at most 1 GB, so a
+//! single period, dimension and key holds at most about 60 million keys.
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::collections::HashMap;
@@ -439,6 +446,24 @@ pub(crate) fn move_rows_to_runs(conn: &mut rusqlite::Connection) -> rusqlite::Re
     let mut moved = 0u64;
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Another process may have finished the move while this one
+        // waited for the lock.
+        let still: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_uniques'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !still {
+            return Ok(moved);
+        }
+        // Writers holding sets read them again.
+        let mut version = [0u8; 8];
+        getrandom::fill(&mut version).expect("the operating system provides randomness");
+        tx.execute(
+            "INSERT INTO rollup_state (name, value) VALUES ('version', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [i64::from_le_bytes(version)],
+        )?;
         let mut in_tx = 0usize;
         while in_tx < PER_TRANSACTION {
             let Some((period, dim, key)) = tx
@@ -475,10 +500,27 @@ pub(crate) fn move_rows_to_runs(conn: &mut rusqlite::Connection) -> rusqlite::Re
             )?;
             in_tx += members.len().max(1);
             moved += members.len() as u64;
+            // A key already in a run of this group (rows written beside
+            // runs by some other writer) is not stored twice.
+            let mut present: FxSet<[u8; 16]> = FxSet::default();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT ip_keys FROM rollup_runs WHERE period = ?1 AND dim = ?2 AND key = ?3",
+                )?;
+                let mut rows = stmt.query(params![period, dim, key])?;
+                while let Some(r) = rows.next()? {
+                    for k in r.get_ref(0)?.as_blob()?.chunks_exact(16) {
+                        present.insert(k.try_into().expect("16 bytes"));
+                    }
+                }
+            }
             let mut members = members;
             members.sort_unstable();
             members.dedup();
-            write_run(&tx, &period, &dim, &key, members)?;
+            members.retain(|k| !present.contains(k));
+            if !members.is_empty() {
+                write_run(&tx, &period, &dim, &key, members)?;
+            }
         }
         tx.commit()?;
         tracing::info!(members = moved, "moving distinct-address aggregates into runs");

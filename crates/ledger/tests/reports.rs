@@ -238,3 +238,52 @@ fn a_seed_that_reconnects_is_neither_a_download_nor_a_repeat() {
     let summary = s.summary().unwrap();
     assert_eq!((summary.sessions, summary.completed), (2, 1));
 }
+
+#[test]
+fn a_move_of_rows_into_runs_cut_short_still_counts_every_address_once() {
+    // A ledger whose distinct addresses were partly still rows when the
+    // move stopped: the year's `all` members as rows, the rest as runs.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = store(dir.path());
+    let (from, to) = (MONDAY / DAY - 40, MONDAY / DAY + 400);
+    let figures = |s: &mut LedgerStore| {
+        ["all", "country", "kommune"].map(|dim| {
+            let mut out = String::new();
+            for by in [Granularity::Total, Granularity::Month, Granularity::Year] {
+                out += &format!("{:?}\n", report(s, dim, from, to, by).unwrap());
+            }
+            out
+        })
+    };
+    let before = figures(&mut s);
+    assert!(before[0].contains("unique_ips: Some("), "{}", before[0]);
+    drop(s);
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.sqlite")).unwrap();
+    let moved: Vec<_> = warnseed_ledger::uniques::rows(&conn)
+        .unwrap()
+        .into_iter()
+        .filter(|(period, dim, _, _)| period.starts_with('y') && dim == "all")
+        .collect();
+    assert!(!moved.is_empty());
+    conn.execute_batch(
+        "CREATE TABLE rollup_uniques (period TEXT NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL,
+             ip_key BLOB NOT NULL, PRIMARY KEY (period, dim, key, ip_key)) WITHOUT ROWID;
+         DELETE FROM rollup_runs WHERE period LIKE 'y%' AND dim = 'all';",
+    )
+    .unwrap();
+    for (period, dim, key, ip) in &moved {
+        conn.execute(
+            "INSERT INTO rollup_uniques (period, dim, key, ip_key) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![period, dim, key, ip],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    // Read-only, as found: both kinds counted.
+    let mut old = LedgerStore::open_read_only(&dir.path().join("ledger.sqlite")).unwrap();
+    assert_eq!(figures(&mut old), before);
+    drop(old);
+    // Writable: the move finishes, the same figures.
+    let mut s = LedgerStore::open(&dir.path().join("ledger.sqlite")).unwrap();
+    assert_eq!(figures(&mut s), before);
+}

@@ -50,10 +50,9 @@ async fn flush_interest(ledger: &Option<std::path::PathBuf>, agg: &mut InterestA
         return;
     };
     let rows = agg.take();
-    let result = tokio::task::spawn_blocking(move || {
-        warnseed_ledger::LedgerStore::open(&path).and_then(|mut store| store.add_interest(&rows))
-    })
-    .await;
+    let result =
+        tokio::task::spawn_blocking(move || warnseed_ledger::LedgerStore::add_interest_at(&path, &rows))
+            .await;
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "cannot write DHT interest to the ledger"),

@@ -1184,14 +1184,6 @@ pub fn ledger_retain(data: &Path, older_than: Option<&str>, mode: Option<&str>) 
         out.sessions,
         out.interest_rows
     );
-    if !out.unreadable_blocks.is_empty() {
-        eprintln!(
-            "warning: {} block(s) of records could not be read (the first holds records from {}) and keep their \
-             addresses; run `warnseed ledger verify`",
-            out.unreadable_blocks.len(),
-            out.unreadable_blocks[0]
-        );
-    }
     if !out.wal_emptied {
         eprintln!(
             "warning: the ledger's write-ahead log could not be emptied (another process kept reading it); \
@@ -1200,6 +1192,15 @@ pub fn ledger_retain(data: &Path, older_than: Option<&str>, mode: Option<&str>) 
     }
     if let Some(n) = mirror_retention(&dir, cutoff)? {
         println!("fleet store: {n} records' addresses replaced the same way");
+    }
+    // Everything else is done; a scheduled run must still not pass for
+    // a success while raw addresses are left.
+    if let Some(first) = out.unreadable_blocks.first() {
+        bail!(
+            "{} block(s) of records could not be read (the first holds records from {first}) and keep their \
+             addresses; run `warnseed ledger verify`",
+            out.unreadable_blocks.len()
+        );
     }
     Ok(())
 }
