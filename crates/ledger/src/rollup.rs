@@ -612,13 +612,7 @@ pub fn backfill_repeat_periods(
     let mut stmt = tx.prepare("SELECT ip_key FROM rollup_repeat WHERE day = ?1")?;
     for day in days {
         let keys: Vec<[u8; 16]> = stmt
-            .query_map([day], |r| {
-                let ip = r.get_ref(0)?.as_blob()?;
-                let mut k = [0u8; 16];
-                let n = ip.len().min(16);
-                k[..n].copy_from_slice(&ip[..n]);
-                Ok(k)
-            })?
+            .query_map([day], |r| Ok(crate::uniques::key16(r.get_ref(0)?.as_blob()?)))?
             .collect::<Result<_, _>>()?;
         added += sets.add(tx, keys.iter().map(|&ip| (day, REPEAT_DIMENSION, "", ip)))?;
     }

@@ -306,6 +306,15 @@ impl UniqueSets {
     }
 }
 
+/// An address key as stored in a row: 16 bytes; any other length (only a
+/// damaged file holds one) is cut or padded to 16.
+pub(crate) fn key16(stored: &[u8]) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    let n = stored.len().min(16);
+    k[..n].copy_from_slice(&stored[..n]);
+    k
+}
+
 /// The size class of a run: runs of one class are merged together.
 fn class(members: i64) -> u32 {
     (members.max(1) as u64).ilog(FANOUT as u64)
@@ -484,15 +493,7 @@ pub(crate) fn move_rows_to_runs(conn: &mut rusqlite::Connection) -> rusqlite::Re
                 .prepare_cached(
                     "SELECT ip_key FROM rollup_uniques WHERE period = ?1 AND dim = ?2 AND key = ?3",
                 )?
-                .query_map(params![period, dim, key], |r| {
-                    let ip = r.get_ref(0)?.as_blob()?;
-                    // Keys are 16 bytes; any other length (only a damaged
-                    // file holds one) is cut or padded to 16.
-                    let mut k = [0u8; 16];
-                    let n = ip.len().min(16);
-                    k[..n].copy_from_slice(&ip[..n]);
-                    Ok(k)
-                })?
+                .query_map(params![period, dim, key], |r| Ok(key16(r.get_ref(0)?.as_blob()?)))?
                 .collect::<Result<_, _>>()?;
             tx.execute(
                 "DELETE FROM rollup_uniques WHERE period = ?1 AND dim = ?2 AND key = ?3",

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warnseed_bench::traffic::{Model, ModelGeo, Stream};
 use warnseed_bench::{clock_ticks, cpu_seconds, machine, median, wait_for_idle, RunArgs};
-use warnseed_ledger::{Enricher, LedgerStore, LedgerWriter, SessionRecord, WriterConfig};
+use warnseed_ledger::{LedgerStore, LedgerWriter, SessionRecord, WriterConfig};
 
 const TARGET_EVENTS_PER_SECOND: f64 = 500_000.0;
 const TARGET_SHARE_OF_LIMIT: f64 = 0.5;
@@ -77,8 +77,9 @@ struct Args {
     rounds: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Run only one side (for profiling): `ledger` or `raw`; or `packed`:
-    /// the write path of packed blocks alone (records, no aggregates).
+    /// Run only one side (for profiling): `ledger` or `raw`. (`packed`,
+    /// session 7's preview of the blocks' write path, went when the ledger
+    /// itself began to store blocks.)
     #[arg(long)]
     only: Option<String>,
     /// Also walk the chain (`LedgerStore::verify`) after each round.
@@ -236,108 +237,6 @@ fn raw_insert(
         }
         Ok(())
     })
-}
-
-/// The write path of packed blocks (`warnseed_ledger::block`), the
-/// ledger's planned storage: per record everything the ledger's commit
-/// does to it (address text, geolocation, salt, address commitment,
-/// aggregate key, chain hash), then [`MAX_BLOCK_RECORDS`]-record blocks,
-/// one row each, `batch` records a transaction, durable. What it leaves
-/// out is named in BENCHMARKS §6: the aggregates and any address index.
-fn packed_ingest(
-    path: &Path,
-    records: &[SessionRecord],
-    batch: usize,
-    geo: Option<&ModelGeo>,
-) -> Result<Timing> {
-    use warnseed_ledger::block::{self, PackedAddress, PackedGeo, PackedRecord, MAX_BLOCK_RECORDS};
-    use warnseed_ledger::chain;
-    let mut conn = rusqlite::Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
-    conn.execute_batch("CREATE TABLE record_blocks (first_seq INTEGER PRIMARY KEY, data BLOB NOT NULL)")?;
-    let secret = [0x42u8; 32];
-    let mut head = (0i64, chain::GENESIS);
-    let mut ip = String::with_capacity(48);
-    let mut blob = Vec::with_capacity(1 << 20);
-    let mut keys_sum = 0u8;
-    let t = timed(|| {
-        for chunk in records.chunks(batch) {
-            let mut salts = vec![0u8; 16 * chunk.len()];
-            getrandom::fill(&mut salts).expect("randomness");
-            let geos: Vec<warnseed_ledger::GeoFields> = chunk
-                .iter()
-                .map(|r| geo.map(|g| g.enrich(canonical(r.remote_ip))).unwrap_or_default())
-                .collect();
-            let mut packed = Vec::with_capacity(chunk.len());
-            for ((r, salt), g) in chunk.iter().zip(salts.chunks_exact(16)).zip(&geos) {
-                let seq = head.0 + 1;
-                let canonical = canonical(r.remote_ip);
-                ip.clear();
-                write!(ip, "{canonical}").expect("writing to a String");
-                keys_sum ^= warnseed_ledger::hmac_sha256(&secret, ip.as_bytes())[0];
-                let commitment = chain::ip_commitment(salt, &ip);
-                let hash = chain::record_hash(&head.1, &r.chained_fields(seq, &commitment));
-                head = (seq, hash);
-                packed.push(PackedRecord {
-                    kind: r.kind,
-                    session_key: r.session_key,
-                    started_at_ms: r.started_at_ms,
-                    ended_at_ms: r.ended_at_ms,
-                    network: r.network,
-                    decoy_id: r.decoy_id,
-                    info_hash: r.info_hash,
-                    address: PackedAddress::Raw {
-                        ip: canonical,
-                        salt: salt.try_into().expect("16 bytes"),
-                    },
-                    ip_commitment: commitment,
-                    remote_port: r.remote_port,
-                    peer_id: r.peer_id,
-                    client_name: r.client_name.as_deref(),
-                    client_version: r.client_version.as_deref(),
-                    transport: r.transport.as_str(),
-                    bytes_sent: r.bytes_sent,
-                    pieces_sent: r.pieces_sent,
-                    piece_count: r.piece_count,
-                    peer_pieces_initial: r.peer_pieces_initial,
-                    peer_pieces_final: r.peer_pieces_final,
-                    completed: r.completed,
-                    close_reason: &r.close_reason,
-                    record_hash: hash,
-                    geo: PackedGeo::from_fields(g),
-                });
-            }
-            let tx = conn.transaction()?;
-            {
-                let mut stmt =
-                    tx.prepare_cached("INSERT INTO record_blocks (first_seq, data) VALUES (?1, ?2)")?;
-                let mut first = head.0 + 1 - packed.len() as i64;
-                for part in packed.chunks(MAX_BLOCK_RECORDS) {
-                    blob.clear();
-                    block::encode(first, part, &mut blob);
-                    stmt.execute(rusqlite::params![first, &blob[..]])?;
-                    first += part.len() as i64;
-                }
-            }
-            tx.commit()?;
-        }
-        Ok(())
-    })?;
-    std::hint::black_box(keys_sum);
-    // Read back: every block decodes and the chain's last hash is there.
-    let last: Vec<u8> = conn.query_row(
-        "SELECT data FROM record_blocks ORDER BY first_seq DESC LIMIT 1",
-        [],
-        |r| r.get(0),
-    )?;
-    let decoded = block::decode(&last)?;
-    if decoded.records.last().map(|r| r.record_hash) != Some(head.1) {
-        bail!("the last block does not end with the chain's head");
-    }
-    Ok(t)
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -519,29 +418,7 @@ fn main() -> Result<()> {
                 raw.push(run_raw(round)?);
                 continue;
             }
-            Some("packed") => {
-                quiet();
-                let path = work.path().join(format!("packed-{round}.sqlite"));
-                let geo = (args.geo == Geo::Model).then(|| ModelGeo(model.clone()));
-                let t = packed_ingest(&path, &records, batch, geo.as_ref())?;
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
-                    + std::fs::metadata(path.with_extension("sqlite-wal"))
-                        .map(|m| m.len())
-                        .unwrap_or(0);
-                println!(
-                    "  round {round}: packed blocks   {:>9.0} records/s ({:.2} s wall, {:.2} CPU s = {:.0} records per CPU s; {:.0} bytes a record on disk)",
-                    n / t.wall,
-                    t.wall,
-                    t.cpu,
-                    n / t.cpu,
-                    size as f64 / n
-                );
-                if !args.run.keep {
-                    remove_db(&path);
-                }
-                continue;
-            }
-            Some(other) => bail!("--only {other:?}: use ledger, raw or packed"),
+            Some(other) => bail!("--only {other:?}: use ledger or raw"),
             None => {}
         }
         // Alternate which side goes first.
